@@ -1,0 +1,272 @@
+"""tunelab's command line: inspect data, train, predict, compare. A stable interface: scripts and
+the service rely on its commands, flags, exit statuses and --json shapes.
+
+Exit statuses: 0 ok; 1 the data has errors; 2 the configuration cannot work (unknown model or
+strategy, bad hyperparameters, does not fit in memory, qlora without CUDA).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_DATA, EXIT_CONFIG = 1, 2
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", type=Path, help="training data: CSV, TSV, JSON, JSONL or Parquet")
+    p.add_argument("--test", type=Path, help="your own test file (default: a stratified 20%% split)")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="minilm", help="catalog name or a local Hugging Face folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ds = sub.add_parser("datasets", help="inspect datasets").add_subparsers(dest="action", required=True)
+    inspect = ds.add_parser("inspect", help="validation report and stats; exit 1 on errors")
+    inspect.add_argument("file", type=Path)
+    inspect.add_argument("--test", type=Path)
+    inspect.add_argument("--text-column")
+    inspect.add_argument("--label-column")
+    inspect.add_argument("--model", default="minilm", help="whose tokenizer counts lengths")
+    inspect.add_argument("--json", action="store_true")
+
+    models = sub.add_parser("models", help="the model catalog").add_subparsers(dest="action", required=True)
+    models.add_parser("list", help="catalog models installed here").add_argument("--json", action="store_true")
+
+    train = sub.add_parser("train", help="train, evaluate and write a model folder")
+    _data_args(train)
+    train.add_argument("--strategy", required=True)
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter")
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--auto-fit", action="store_true", help="apply the cheapest change that fits memory")
+    train.add_argument("--json", action="store_true")
+
+    compare = sub.add_parser("compare", help="run several strategies on the same split, recommend one")
+    _data_args(compare)
+    compare.add_argument("--strategies", default="zero-shot,few-shot,linear-probe,full,lora")
+    compare.add_argument("--set", action="append", default=[], metavar="STRATEGY.KEY=VALUE")
+    compare.add_argument("--out", type=Path, help="keep each strategy's model under OUT/STRATEGY")
+    compare.add_argument("--auto-fit", action="store_true")
+    compare.add_argument("--json", action="store_true")
+
+    predict = sub.add_parser("predict", help="label texts with a trained model folder")
+    predict.add_argument("model_dir", type=Path)
+    predict.add_argument("texts", nargs="*")
+    predict.add_argument("--file", type=Path, help="a data file; its text column is labelled")
+    predict.add_argument("--json", action="store_true")
+
+    strategies = sub.add_parser("strategies", help="the strategies and their hyperparameters")
+    strategies.add_argument("--json", action="store_true")
+    return parser
+
+
+def _progress(enabled: bool):
+    from .training.progress import TqdmProgress
+
+    return TqdmProgress(enabled=enabled and sys.stderr.isatty())
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_inspect(args) -> int:
+    from .data import read_table, validate
+    from .models import resolve_model, token_counter
+
+    spec = resolve_model(args.model)
+    train = read_table(args.file, text_column=args.text_column, label_column=args.label_column)
+    test = read_table(args.test, text_column=train.text_column, label_column=train.label_column) if args.test else None
+    report = validate(train, test, max_length=spec.max_length, count_tokens=token_counter(spec))
+    if args.json:
+        print(json.dumps({"columns": {"text": train.text_column, "label": train.label_column},
+                          "encoding": train.encoding, "format": train.format, **report.to_dict()}, indent=2))
+    else:
+        print(f"{args.file}: {train.format}, {train.encoding}, text column {train.text_column!r}, "
+              f"label column {train.label_column!r}")
+        _print_stats(report.stats.get("train", {}))
+        print(report.render())
+    return 0 if report.ok else EXIT_DATA
+
+
+def _print_stats(stats: dict) -> None:
+    if not stats:
+        return
+    print(f"rows: {stats.get('rows')}, labels: {stats.get('num_labels')}")
+    for label, count in list(stats.get("label_counts", {}).items())[:20]:
+        print(f"  {label:<30} {count}")
+    length = stats.get("length", {})
+    print(f"length ({stats.get('length_unit')}): mean {length.get('mean', 0):.1f}, p95 {length.get('p95')}, "
+          f"max {length.get('max')}")
+
+
+def _prepare(args):
+    from .models import resolve_model
+    from .runner import DataSpec, prepare_data
+
+    model = resolve_model(args.model)
+    data = prepare_data(DataSpec(args.file, args.test, args.text_column, args.label_column, args.limit,
+                                 args.seed), model)
+    return model, data
+
+
+def cmd_train(args) -> int:
+    from .runner import run_strategy
+
+    model, data = _prepare(args)
+    progress = _progress(not args.json)
+    result = run_strategy(model, data, args.strategy, args.set, out=args.out, auto_fit=args.auto_fit,
+                          progress=progress)
+    progress.close()
+    m = result.metrics
+    if result.plan.applied:
+        _say(f"auto-fit: {result.plan.applied}")
+    if result.notes.get("resumed_from_step"):
+        _say(f"resumed from checkpoint at step {result.notes['resumed_from_step']}")
+    if args.json:
+        print(json.dumps({k: v for k, v in m.items() if k not in ("per_class", "confusion_matrix")}, indent=2))
+    else:
+        print(f"{result.strategy}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on "
+              f"{m['test_rows']} test rows; trained in {m['train_seconds']:.1f}s; model in {args.out}")
+    return 0
+
+
+def _compare_params(items: list[str]) -> dict:
+    from .strategies import ConfigError
+
+    params: dict = {}
+    for item in items:
+        name, dot, rest = item.partition(".")
+        if not dot or "=" not in rest:
+            raise ConfigError(f"--set for compare takes STRATEGY.KEY=VALUE, got {item!r}")
+        params.setdefault(name, []).append(rest)
+    return params
+
+
+def cmd_compare(args) -> int:
+    from .comparison import compare
+
+    model, data = _prepare(args)
+    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    progress = _progress(not args.json)
+    result = compare(model, data, names, params=_compare_params(args.set), out_root=args.out,
+                     auto_fit=args.auto_fit, progress=progress)
+    progress.close()
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0
+    print(f"{len(data.splits.train)} train / {len(data.splits.validation)} validation / "
+          f"{len(data.splits.test)} test rows ({data.splits.test_origin} test set), model {model.name}\n")
+    print(render_table(result.results))
+    print(f"\nrecommended: {result.recommended}: {result.reason}")
+    return 0
+
+
+def render_table(rows: list[dict]) -> str:
+    head = f"{'strategy':<14}{'macro-F1':>9}{'accuracy':>10}{'train s':>9}{'latency ms':>12}{'trainable':>12}{'rel. cost':>10}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['strategy']:<14}  not run: {r['error'].splitlines()[0][:90]}")
+            continue
+        lines.append(f"{r['strategy']:<14}{r['macro_f1']:>9.3f}{r['accuracy']:>10.3f}{r['train_seconds']:>9.1f}"
+                     f"{r['latency_ms']:>12.2f}{r['trainable_params']:>12,}{r['relative_cost']:>10.1f}")
+    return "\n".join(lines)
+
+
+def cmd_predict(args) -> int:
+    from .artifacts import load_artifact
+
+    predictor = load_artifact(args.model_dir)
+    texts = list(args.texts)
+    if args.file:
+        texts += _texts_from_file(args.file)
+    if not texts:
+        raise SystemExit("give texts to label, or --file")
+    proba = predictor.predict_proba(texts)
+    names = predictor.label_names
+    rows = [{"text": t, "label": names[int(p.argmax())], "score": float(p.max()),
+             "probabilities": {n: float(x) for n, x in zip(names, p)}} for t, p in zip(texts, proba)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            print(f"{r['label']}\t{r['score']:.3f}\t{r['text']}")
+    return 0
+
+
+def _texts_from_file(path: Path) -> list[str]:
+    """Texts to label may come without labels: a plain text file is one text a line."""
+    from .data import DataError, read_table
+
+    if path.suffix.lower() in (".txt", ""):
+        return [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    try:
+        return read_table(path).texts
+    except DataError:
+        return [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+
+
+def cmd_models(args) -> int:
+    from .models import list_models
+
+    specs = [s.to_dict() for s in list_models()]
+    if args.json:
+        print(json.dumps(specs, indent=2))
+    else:
+        for s in specs:
+            print(f"{s['name']:<10} {s['task']:<22} {s['parameters']/1e6:6.1f}M params  max {s['max_length']} "
+                  f"tokens  {s['license']}")
+    return 0
+
+
+def cmd_strategies(args) -> int:
+    from .strategies import available, get_strategy
+
+    out = []
+    for name in available():
+        s = get_strategy(name)
+        out.append({"name": name, "family": s.family, "summary": s.summary,
+                    "params": {k: {"default": f.default if not callable(f.default_factory) else f.default_factory(),
+                                   "description": f.description} for k, f in s.Params.model_fields.items()}})
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        for s in out:
+            print(f"{s['name']:<13} [{s['family']}] {s['summary']}")
+            print("    " + ", ".join(f"{k}={v['default']}" for k, v in s["params"].items()))
+    return 0
+
+
+COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "compare": cmd_compare, "predict": cmd_predict,
+            "list": cmd_models, "strategies": cmd_strategies}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .artifacts import ArtifactError
+    from .data import DataError
+    from .models import ModelNotFound, UnsafeModel
+    from .strategies import ConfigError
+
+    command = COMMANDS[getattr(args, "action", None) if args.command in ("datasets", "models") else args.command]
+    try:
+        return command(args)
+    except DataError as exc:
+        _say(f"error: the data cannot be used:\n{exc}")
+        return EXIT_DATA
+    except (ConfigError, ModelNotFound, UnsafeModel, ArtifactError) as exc:
+        _say(f"error: {exc}")
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Content-addressed storage of uploaded datasets.
+
+Layout: root/objects/<sha256[:2]>/<sha256>/<original file name> + meta.json, both
+read-only. An entry appears all at once or not at all: the file is parsed first (a bad
+file raises DataError before anything is written), then the entry is assembled in a
+staging folder under root/staging and renamed into place, so a crash or a concurrent
+import never leaves a half-written entry. The same bytes imported twice (under any
+name) give the same entry; the first import's column choice is the one recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dataset import TextDataset
+from .readers import DataLimits, parse_file, read_table
+
+META = "meta.json"
+_READ_ONLY = 0o444
+
+
+@dataclass
+class StoredDataset:
+    sha256: str
+    path: Path          # the stored copy of the original file
+    meta: dict
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    def load(self) -> TextDataset:
+        """Re-read the stored file with the columns chosen at import."""
+        ds = read_table(self.path, text_column=self.meta["text_column"],
+                        label_column=self.meta["label_column"],
+                        limits=DataLimits(max_bytes=max(self.path.stat().st_size, 1),
+                                          max_rows=max(self.meta["rows"], 1)))
+        ds.source = self.meta["name"]
+        return ds
+
+
+class DatasetStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def objects(self) -> Path:
+        return self.root / "objects"
+
+    def import_file(self, path: str | Path, *, text_column: str | None = None,
+                    label_column: str | None = None, limits: DataLimits | None = None) -> StoredDataset:
+        """Parse `path` (DataError on a bad file, nothing stored) and store it."""
+        path = Path(path)
+        parsed = parse_file(path, text_column=text_column, label_column=label_column, limits=limits)
+        ds = parsed.dataset
+        existing = self.get(ds.sha256)
+        if existing is not None:
+            return existing
+        meta = {
+            "sha256": ds.sha256,
+            "name": path.name,
+            "format": ds.format,
+            "encoding": ds.encoding,
+            "columns": parsed.columns,
+            "text_column": ds.text_column,
+            "label_column": ds.label_column,
+            "rows": len(ds),
+            "labels": len(ds.label_names),
+            "read_as": parsed.detail,
+            "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return self._write_entry(parsed.data, meta)
+
+    def get(self, sha256: str) -> StoredDataset | None:
+        folder = self._folder(sha256)
+        meta_path = folder / META
+        if not meta_path.is_file():
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        return StoredDataset(meta["sha256"], folder / _stored_name(meta["name"]), meta)
+
+    def list(self) -> list[StoredDataset]:
+        """Every complete entry, oldest import first."""
+        if not self.objects.is_dir():
+            return []
+        entries = [self.get(p.parent.name) for p in self.objects.glob(f"*/*/{META}")]
+        return sorted((e for e in entries if e), key=lambda e: (e.meta.get("imported_at", ""), e.sha256))
+
+    def _folder(self, sha256: str) -> Path:
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")   # no path tricks via ids
+        return self.objects / sha256[:2] / sha256
+
+    def _write_entry(self, data: bytes, meta: dict) -> StoredDataset:
+        final = self._folder(meta["sha256"])
+        staging_root = self.root / "staging"
+        staging_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=meta["sha256"][:12] + "-"))
+        try:
+            data_path = staging / _stored_name(meta["name"])
+            # The bytes that were parsed and hashed, not a re-read that could have changed.
+            data_path.write_bytes(data)
+            (staging / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+            for f in (data_path, staging / META):
+                os.chmod(f, _READ_ONLY)
+            os.chmod(staging, 0o755)            # mkdtemp makes it owner-only
+            final.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging, final)       # atomic: the entry appears complete
+            except OSError:
+                if self.get(meta["sha256"]) is None:   # not a lost race with a twin import
+                    raise
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return self.get(meta["sha256"])
+
+
+def _stored_name(name: str) -> str:
+    """The original name, never clashing with meta.json nor leaving the folder."""
+    name = Path(name).name or "data"
+    return "original_" + name if name == META else name

@@ -1,0 +1,3 @@
+from .metrics import classification_metrics, timed_predict
+
+__all__ = ["classification_metrics", "timed_predict"]

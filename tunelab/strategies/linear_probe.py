@@ -1,0 +1,56 @@
+"""linear-probe: frozen encoder features (computed once, cached on disk by model and data),
+then a logistic-regression head."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from ..models import load_sentence_encoder
+from ..models.embeddings import FeatureCache, encode
+from ..models.predictors import EmbeddingHeadPredictor, model_key
+from ..training.progress import ProgressEvent
+from .base import Params, RunContext, register
+from .heads import fit_logistic_head
+
+
+class LinearProbeParams(Params):
+    C: float | None = Field(None, gt=0, description="inverse L2 strength; tuned on validation when unset")
+    batch_size: int = Field(64, ge=1, le=4096)
+    max_iter: int = Field(300, ge=10)
+
+
+def label_ids(labels: list[str], names: list[str]) -> np.ndarray:
+    index = {n: i for i, n in enumerate(names)}
+    return np.array([index.get(lab, -1) for lab in labels], dtype=np.int64)
+
+
+@register
+class LinearProbe:
+    name = "linear-probe"
+    family = "transfer"
+    summary = "Frozen encoder features + a trained linear head. Fast, strong on short texts."
+    Params = LinearProbeParams
+
+    def check(self, ctx: RunContext) -> None:
+        pass
+
+    def fit(self, ctx: RunContext) -> EmbeddingHeadPredictor:
+        p: LinearProbeParams = ctx.params
+        encoder = load_sentence_encoder(ctx.model.path)
+        cache = FeatureCache(ctx.cache_dir / "features")
+        key = model_key(ctx.model.path)
+        names = ctx.splits.label_names
+        feats = {}
+        for i, (split, ds) in enumerate((("train", ctx.splits.train), ("validation", ctx.splits.validation))):
+            ctx.progress(ProgressEvent("encode", i, 2, message=f"encoding {split} ({len(ds)} texts)"))
+            feats[split] = encode(encoder, ds.texts, cache=cache, model_key=key,
+                                  precision=ctx.precision, batch_size=p.batch_size)
+        ctx.progress(ProgressEvent("encode", 2, 2))
+        ctx.notes["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
+        y_val = label_ids(ctx.splits.validation.labels, names)
+        weight, bias, c = fit_logistic_head(feats["train"], label_ids(ctx.splits.train.labels, names),
+                                            len(names), feats["validation"], y_val, p.C, p.max_iter)
+        ctx.notes["C"] = c
+        return EmbeddingHeadPredictor(encoder, weight, bias, names, ctx.model.ref, cache=cache,
+                                      cache_key=key, precision=ctx.precision)

@@ -1,0 +1,81 @@
+"""lora: peft LoRA adapters on the attention and feed-forward projections, plus the new head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+
+from .base import ConfigError, RunContext, register
+from .finetune import (FineTuneParams, build_classifier, check_common, load_tokenizer_for, predictor,
+                       run_loop)
+
+TARGETS_FILE = Path(__file__).with_name("lora_targets.json")
+
+
+class LoraParams(FineTuneParams):
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="default: per architecture")
+
+
+def default_targets(model_type: str) -> list[str] | None:
+    table = json.loads(TARGETS_FILE.read_text())
+    return table.get(model_type)
+
+
+def linear_module_names(model_path: Path) -> list[str]:
+    """Names of the Linear layers, from a weightless (meta-device) copy of the model: cheap."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(str(model_path), trust_remote_code=False)
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(config)
+    return [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+
+
+def resolve_targets(ctx: RunContext) -> list[str]:
+    targets = ctx.params.target_modules or default_targets(ctx.model.architecture) or ["all-linear"]
+    if targets == ["all-linear"]:
+        return targets
+    names = linear_module_names(ctx.model.path)
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        sample = sorted({n.split(".")[-1] for n in names})
+        raise ConfigError(f"LoRA target modules {missing} do not exist in {ctx.model.name}; "
+                          f"its linear layers end in: {', '.join(sample)}")
+    return targets
+
+
+def wrap_lora(ctx: RunContext, model, targets: list[str]):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    p = ctx.params
+    config = LoraConfig(task_type=TaskType.SEQ_CLS, r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
+                        target_modules=targets[0] if targets == ["all-linear"] else targets)
+    return get_peft_model(model, config)
+
+
+@register
+class Lora:
+    name = "lora"
+    family = "fine-tune"
+    summary = "Train small low-rank adapters; the base stays frozen. Less memory, tiny artifacts."
+    Params = LoraParams
+
+    def check(self, ctx: RunContext) -> None:
+        check_common(ctx)
+        resolve_targets(ctx)
+
+    def build(self, ctx: RunContext):
+        return wrap_lora(ctx, build_classifier(ctx), resolve_targets(ctx))
+
+    def fit(self, ctx: RunContext):
+        model = self.build(ctx)
+        tokenizer = load_tokenizer_for(ctx)
+        run_loop(ctx, model, tokenizer, self.name)
+        return predictor(ctx, model, tokenizer, adapter=True)

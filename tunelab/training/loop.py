@@ -1,0 +1,176 @@
+"""The one training loop for gradient-based strategies (full, LoRA, QLoRA).
+
+Built on accelerate rather than the transformers Trainer: we need batches formed from
+length-sorted windows (the main speed lever on short texts), checkpoints that are atomic and
+resumable mid-epoch, and progress events in our own shape. accelerate still gives device
+placement, mixed precision and, under `accelerate launch`/torchrun, data-parallel training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+
+from ..models.device import autocast
+from ..models.inference import collate, lengths_of, predict_logits
+from .batching import epoch_batches
+from .checkpoints import CheckpointManager, TrainerState
+from .progress import ProgressEvent, ProgressFn, Throughput, null_progress
+
+
+@dataclass
+class LoopConfig:
+    epochs: int = 3
+    learning_rate: float = 2e-4
+    batch_size: int = 32
+    gradient_accumulation: int = 1
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    precision: str = "no"             # "bf16" | "fp16" | "no"
+    device: str = "cpu"
+    gradient_checkpointing: bool = False
+    early_stopping_patience: int = 2  # epochs without validation improvement
+    checkpoint_every: int = 200       # optimizer steps
+    seed: int = 0
+
+
+@dataclass
+class EncodedSplit:
+    input_ids: list[list[int]]
+    labels: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return lengths_of(self.input_ids)
+
+
+@dataclass
+class LoopResult:
+    state: TrainerState
+    resumed_from_step: int = 0
+    tokens_processed: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class StopTraining(Exception):
+    """Raised by a progress callback to stop cleanly after a checkpoint (e.g. cancel)."""
+
+
+def _optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel does the whole update in one pass over memory: measurably faster on CPU.
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
+
+
+def _set_lr(optimizer, base_lr: float, step: int, warmup: int, total: int) -> None:
+    """Linear warm-up then linear decay, a pure function of the step so a resumed run needs no
+    scheduler state."""
+    factor = (step + 1) / max(warmup, 1) if step < warmup else max(0.0, (total - step) / max(total - warmup, 1))
+    for group in optimizer.param_groups:
+        group["lr"] = base_lr * factor
+
+
+def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedSplit | None,
+               cfg: LoopConfig, checkpoint_dir: Path, pad_id: int, fingerprint: str = "",
+               progress: ProgressFn = null_progress) -> LoopResult:
+    from accelerate import Accelerator
+
+    torch.manual_seed(cfg.seed)
+    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision="no")
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if not getattr(model, "hf_device_map", None):   # a quantised model is already placed
+        model.to(accelerator.device)
+    optimizer = _optimizer(model, cfg)
+    lengths = train.lengths
+    batches_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_ratio * total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+
+    ckpt = CheckpointManager(checkpoint_dir)
+    state, resumed_from = TrainerState(fingerprint=fingerprint), 0
+    latest = ckpt.latest()
+    if latest is not None and ckpt.peek(latest).fingerprint == fingerprint:
+        state = ckpt.load(latest, accelerator.unwrap_model(model), optimizer)
+        resumed_from = state.global_step
+        progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
+                               message=f"resuming from checkpoint at step {state.global_step}"))
+
+    labels = torch.as_tensor(train.labels, dtype=torch.long)
+    meter = Throughput(total_steps, state.global_step)
+    tokens, running = 0, None
+    model.train()
+    for epoch in range(state.epoch, cfg.epochs):
+        batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
+        # Data parallel: each process takes its own share of the epoch's batches.
+        batches = batches[accelerator.process_index::accelerator.num_processes]
+        start = state.step_in_epoch * cfg.gradient_accumulation if epoch == state.epoch else 0
+        for b in range(start, len(batches)):
+            index = batches[b]
+            batch = {k: v.to(accelerator.device) for k, v in collate(train.input_ids, index, pad_id).items()}
+            with autocast(cfg.device, cfg.precision):
+                logits = model(**batch).logits
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels[index].to(logits.device))
+            accelerator.backward(loss / cfg.gradient_accumulation)
+            tokens += int(batch["attention_mask"].sum())
+            running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+            if (b + 1) % cfg.gradient_accumulation and b + 1 != len(batches):
+                continue
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            _set_lr(optimizer, cfg.learning_rate, state.global_step, warmup, total_steps)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.global_step += 1
+            state.step_in_epoch = (b + 1 + cfg.gradient_accumulation - 1) // cfg.gradient_accumulation
+            sps, eta = meter.update(state.global_step, len(index) * cfg.gradient_accumulation)
+            progress(ProgressEvent("train", state.global_step, total_steps,
+                                   epoch=epoch + state.step_in_epoch / steps_per_epoch,
+                                   loss=running, samples_per_s=sps, eta_s=eta))
+            if state.global_step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
+                ckpt.save(accelerator.unwrap_model(model), optimizer, state)
+        state.epoch, state.step_in_epoch = epoch + 1, 0
+        stop = _end_of_epoch(accelerator.unwrap_model(model), validation, cfg, state, ckpt, pad_id,
+                             running, progress, total_steps)
+        if accelerator.is_main_process:
+            ckpt.save(accelerator.unwrap_model(model), optimizer, state)
+        model.train()
+        if stop:
+            break
+    unwrapped = accelerator.unwrap_model(model)
+    if validation is not None:
+        ckpt.load_best(unwrapped)
+    return LoopResult(state=state, resumed_from_step=resumed_from, tokens_processed=tokens,
+                      history=state.history)
+
+
+def _end_of_epoch(model, validation, cfg, state, ckpt, pad_id, running, progress, total_steps) -> bool:
+    """Evaluate on validation, keep the best weights, and say whether to stop early."""
+    if validation is None or len(validation.labels) == 0:
+        state.history.append({"epoch": state.epoch, "train_loss": running})
+        return False
+    t0 = time.perf_counter()
+    logits = predict_logits(model, validation.input_ids, pad_id, cfg.device, cfg.precision)
+    metric = float(f1_score(validation.labels, logits.argmax(1), average="macro", zero_division=0))
+    state.history.append({"epoch": state.epoch, "train_loss": running, "val_macro_f1": metric,
+                          "eval_seconds": time.perf_counter() - t0})
+    progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
+                           loss=running, eval_metric=metric))
+    if state.best_metric is None or metric > state.best_metric:
+        state.best_metric, state.best_step, state.bad_epochs = metric, state.global_step, 0
+        ckpt.save_best(model)
+        return False
+    state.bad_epochs += 1
+    return state.bad_epochs >= cfg.early_stopping_patience

@@ -1,0 +1,104 @@
+"""Pre-flight arithmetic: a run's peak memory and time, predicted before any work.
+
+Memory (bytes) = what the process already holds + weights + gradients + optimizer state +
+activations of the largest batch. Activations per token and layer, for a transformer encoder
+trained with autocast: the saved inputs of the projections and the feed-forward (~16 hidden +
+2 intermediate values) and, with eager attention, scores/probabilities/dropout mask
+(~3 x heads x sequence values), each 4 bytes. Gradient checkpointing keeps only each layer's
+input plus one layer's activations. Time comes from a few timed steps of the real model.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import psutil
+import torch
+
+MB = 2**20
+
+
+@dataclass
+class Estimate:
+    peak_mb: float
+    seconds: float
+    breakdown_mb: dict = field(default_factory=dict)
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        return {"peak_mb": round(self.peak_mb), "seconds": round(self.seconds, 1),
+                "breakdown_mb": {k: round(v) for k, v in self.breakdown_mb.items()}, "detail": self.detail}
+
+
+def current_rss_mb() -> float:
+    return psutil.Process().memory_info().rss / MB
+
+
+def memory_budget_mb() -> float:
+    """What a run may use: TUNELAB_MEMORY_LIMIT_MB if set (a job's quota), else what the OS has
+    free plus what this process already holds."""
+    limit = os.environ.get("TUNELAB_MEMORY_LIMIT_MB")
+    if limit:
+        return float(limit)
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return free / MB
+    return psutil.virtual_memory().available / MB + current_rss_mb()
+
+
+def model_dims(config) -> dict:
+    return {"hidden": getattr(config, "hidden_size", 768),
+            "layers": getattr(config, "num_hidden_layers", 12),
+            "heads": getattr(config, "num_attention_heads", 12),
+            "intermediate": getattr(config, "intermediate_size", 4 * getattr(config, "hidden_size", 768))}
+
+
+def activation_mb(dims: dict, batch: int, seq: int, eager_attention: bool, checkpointing: bool) -> float:
+    h, layers, a, inter = dims["hidden"], dims["layers"], dims["heads"], dims["intermediate"]
+    per_token_layer = 4 * (16 * h + 2 * inter + (3 * a * seq if eager_attention else 2 * a))
+    tokens = batch * seq
+    if checkpointing:
+        return tokens * (layers * 4 * h + per_token_layer) / MB
+    return tokens * layers * per_token_layer / MB
+
+
+def training_memory(dims: dict, total_params: int, trainable_params: int, batch: int, seq: int,
+                    eager_attention: bool = True, checkpointing: bool = False,
+                    weight_bytes: float = 4.0, baseline_mb: float | None = None) -> dict:
+    baseline = current_rss_mb() if baseline_mb is None else baseline_mb
+    return {
+        "process": baseline,
+        "weights": total_params * weight_bytes / MB,
+        # autocast keeps a bf16 copy of each weight it casts during a step
+        "autocast_copies": total_params * 2 / MB,
+        "gradients": trainable_params * 4 / MB,
+        "optimizer": trainable_params * 8 / MB,      # AdamW: two fp32 moments
+        "activations": activation_mb(dims, batch, seq, eager_attention, checkpointing),
+    }
+
+
+def inference_memory(dims: dict, total_params: int, batch: int, seq: int, n_texts: int,
+                     baseline_mb: float | None = None) -> dict:
+    baseline = current_rss_mb() if baseline_mb is None else baseline_mb
+    return {
+        "process": baseline,
+        "weights": total_params * 4 / MB,
+        "autocast_copies": total_params * 2 / MB,
+        "activations": batch * seq * 4 * (4 * dims["hidden"] + dims["intermediate"] + dims["heads"] * seq) / MB,
+        "features": n_texts * dims["hidden"] * 4 / MB,
+    }
+
+
+def time_steps(step, warmup: int = 1, repeats: int = 3) -> float:
+    """Median seconds of `step()` after warm-up."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
