@@ -4,6 +4,7 @@ refuse what would not fit, with the concrete changes that would (and apply the c
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field
 
@@ -56,22 +57,25 @@ def _lengths(ctx: RunContext, texts: list[str]) -> np.ndarray:
     return np.minimum(np.asarray(token_counter(ctx.model)(texts) or [0]), limit)
 
 
-def finetune_memory(ctx: RunContext, params, trainable: int, total: int, lengths: np.ndarray) -> dict:
+def finetune_memory(ctx: RunContext, params, trainable: int, total: int, lengths: np.ndarray,
+                    baseline_mb: float | None = None) -> dict:
     seq = int(min(lengths.max(), params.max_length or ctx.model.max_length))
     eager = params.attention == "eager" or (params.attention == "auto" and ctx.device == "cpu")
     return training_memory(model_dims(_config(ctx)), total, trainable, params.batch_size, seq,
-                           eager_attention=eager, checkpointing=params.gradient_checkpointing)
+                           eager_attention=eager, checkpointing=params.gradient_checkpointing,
+                           baseline_mb=baseline_mb)
 
 
 def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
     import torch
 
     from .models.inference import collate
+    baseline = current_rss_mb()   # before the probe model below exists
     model = strategy.build(ctx)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     lengths = _lengths(ctx, ctx.splits.train.texts)
-    breakdown = finetune_memory(ctx, ctx.params, trainable, total, lengths)
+    breakdown = finetune_memory(ctx, ctx.params, trainable, total, lengths, baseline)
     # Time: a few real steps on a batch of typical length, with the run's precision.
     from .models.device import autocast
     p = ctx.params
@@ -88,33 +92,60 @@ def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     step_s = time_steps(step)
+    del model, optimizer, batch
+    gc.collect()
     steps = math.ceil(len(lengths) / p.batch_size) * p.epochs
     eval_s = step_s / 3 * math.ceil((len(ctx.splits.validation) + len(ctx.splits.test)) / p.batch_size)
     return Estimate(sum(breakdown.values()), steps * step_s + eval_s, breakdown,
                     f"{steps} steps x {step_s:.2f}s; trainable {trainable:,} of {total:,} parameters")
 
 
-def estimate_transfer(ctx: RunContext, strategy) -> Estimate:
+def _encode_seconds_per_text(ctx: RunContext, model_key: str) -> float:
+    """Measured once per model on this machine (64 real texts), then remembered."""
+    import json
+
     from .models import load_sentence_encoder
     from .models.embeddings import encode
 
-    encoder = load_sentence_encoder(ctx.model.path)
-    sample = ctx.splits.train.texts[:64]
-    per_text = time_steps(lambda: encode(encoder, sample, precision=ctx.precision), repeats=1) / max(len(sample), 1)
-    n = len(ctx.splits.test) + (len(ctx.splits.train) + len(ctx.splits.validation)
-                                if strategy.name == "linear-probe" else len(ctx.splits.label_names))
-    seconds = n * per_text
+    path = ctx.cache_dir / "throughput.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    key = f"{model_key}:{ctx.precision}"
+    if key not in known:
+        encoder = load_sentence_encoder(ctx.model.path)
+        sample = ctx.splits.train.texts[:64]
+        known[key] = time_steps(lambda: encode(encoder, sample, precision=ctx.precision),
+                                repeats=1) / max(len(sample), 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(known))
+    return known[key]
+
+
+def estimate_transfer(ctx: RunContext, strategy) -> Estimate:
+    from .models.embeddings import FeatureCache
+    from .models.predictors import model_key
+
+    key = model_key(ctx.model.path)
+    per_text = _encode_seconds_per_text(ctx, key)
+    cache = FeatureCache(ctx.cache_dir / "features")
+    if strategy.name == "linear-probe":
+        todo = [ds for ds in (ctx.splits.train, ctx.splits.validation)
+                if not cache.contains(cache.key(key, ds.texts))]
+        n = sum(len(ds) for ds in todo)
+    else:
+        n = len(ctx.splits.label_names)
+    n_test = len(ctx.splits.test)
+    seconds = (n + n_test) * per_text
     if strategy.name == "few-shot":
         seconds += ctx.params.max_pairs * 3 * per_text   # each pair: two forwards and a backward
-    total = sum(p.numel() for p in encoder.parameters())
-    lengths = _lengths(ctx, ctx.splits.train.texts[:2000])
-    breakdown = inference_memory(model_dims(_config(ctx)), total, 64, int(lengths.max()), n)
+    dims = model_dims(_config(ctx))
+    total = ctx.model.parameters
+    seq = int(_lengths(ctx, ctx.splits.train.texts[:2000]).max())
+    breakdown = inference_memory(dims, total, 64, seq, len(ctx.splits.train) + n_test)
     if strategy.name == "few-shot":
-        extra = training_memory(model_dims(_config(ctx)), total, total, ctx.params.batch_size * 2,
-                                int(lengths.max()), baseline_mb=0)
+        extra = training_memory(dims, total, total, ctx.params.batch_size * 2, seq, baseline_mb=0)
         breakdown.update(gradients=extra["gradients"], optimizer=extra["optimizer"],
                          activations=extra["activations"])
-    return Estimate(sum(breakdown.values()), seconds, breakdown, f"~{n} texts to encode")
+    return Estimate(sum(breakdown.values()), seconds, breakdown, f"{n + n_test} texts to encode")
 
 
 def estimate(ctx: RunContext, strategy) -> Estimate:

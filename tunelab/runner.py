@@ -6,6 +6,8 @@ The CLI calls this, and so will the job workers of the service: one code path fo
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +96,14 @@ def make_context(model: ModelSpec, data: PreparedData, strategy_name: str, param
 
 
 def evaluate(predictor, test: TextDataset) -> dict:
-    proba, speed = timed_predict(predictor, test.texts)
+    proba, _ = timed_predict(predictor, test.texts)
+    # Latency as a served request sees it: no feature cache, a sample of the test texts.
+    cache = getattr(predictor, "cache", None)
+    if cache is not None:
+        predictor.cache = None
+    _, speed = timed_predict(predictor, test.texts[:256])
+    if cache is not None:
+        predictor.cache = cache
     names = predictor.label_names
     predicted = [names[i] for i in proba.argmax(axis=1)] if len(test) else []
     return {**classification_metrics(test.labels, predicted, names), **speed, "test_rows": len(test)}
@@ -103,7 +112,9 @@ def evaluate(predictor, test: TextDataset) -> dict:
 def run_strategy(model: ModelSpec, data: PreparedData, strategy_name: str, params=None, *,
                  out: Path | None = None, work_dir: Path | None = None, auto_fit: bool = False,
                  progress: ProgressFn = null_progress) -> RunResult:
-    work = Path(work_dir or out or tunelab_home() / "runs" / strategy_name)
+    # Checkpoints live with the output, so rerunning the same command resumes; a run with no
+    # output folder gets a private scratch folder and can't pick up another run's checkpoints.
+    work = Path(work_dir or out or tempfile.mkdtemp(prefix=f"tunelab-{strategy_name}-"))
     strategy, ctx = make_context(model, data, strategy_name, params, work_dir=work, progress=progress,
                                  seed=data.spec.seed)
     plan, ctx, strategy = preflight(ctx, strategy, auto_fit=auto_fit)
@@ -133,6 +144,8 @@ def run_strategy(model: ModelSpec, data: PreparedData, strategy_name: str, param
                            "text_column": data.splits.train.text_column,
                            "label_column": data.splits.train.label_column}}
         write_artifact(Path(out), predictor, config=config, metrics=metrics, data_report=data.report)
+        # The model is safe in the artifact: the checkpoints (weights + optimizer state) are not needed.
+        shutil.rmtree(Path(work) / "checkpoints", ignore_errors=True)
     return RunResult(strategy.name, metrics, plan, out, ctx.notes)
 
 

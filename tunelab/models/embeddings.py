@@ -28,6 +28,9 @@ class FeatureCache:
             h.update(b"\x00")
         return h.hexdigest()
 
+    def contains(self, key: str) -> bool:
+        return (self.root / key[:2] / f"{key}.safetensors").is_file()
+
     def get(self, key: str) -> np.ndarray | None:
         path = self.root / key[:2] / f"{key}.safetensors"
         if path.is_file():
@@ -53,7 +56,7 @@ def encode(encoder, texts: list[str], *, cache: FeatureCache | None = None, mode
         hit = cache.get(key)
         if hit is not None:
             return hit
-    features = np.zeros((0, encoder.get_sentence_embedding_dimension()), dtype=np.float32)
+    features = np.zeros((0, encoder.get_embedding_dimension()), dtype=np.float32)
     if texts:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             features = encoder.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,

@@ -55,8 +55,13 @@ def wrap_lora(ctx: RunContext, model, targets: list[str]):
     from peft import LoraConfig, TaskType, get_peft_model
 
     p = ctx.params
+    # A pooler between the encoder and the head (BERT-style) is trained with the head: frozen, it is
+    # whatever the checkpoint left there (sentence-transformers models never trained theirs).
+    extra = [n for n, _ in model.named_children() if n == "pooler"] + \
+        [n for n, _ in getattr(model, model.base_model_prefix, model).named_children() if n == "pooler"]
     config = LoraConfig(task_type=TaskType.SEQ_CLS, r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
-                        target_modules=targets[0] if targets == ["all-linear"] else targets)
+                        target_modules=targets[0] if targets == ["all-linear"] else targets,
+                        modules_to_save=extra or None)
     return get_peft_model(model, config)
 
 

@@ -104,10 +104,14 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
     state, resumed_from = TrainerState(fingerprint=fingerprint), 0
     latest = ckpt.latest()
     if latest is not None and ckpt.peek(latest).fingerprint == fingerprint:
-        state = ckpt.load(latest, accelerator.unwrap_model(model), optimizer)
-        resumed_from = state.global_step
-        progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
-                               message=f"resuming from checkpoint at step {state.global_step}"))
+        try:
+            state = ckpt.load(latest, accelerator.unwrap_model(model), optimizer)
+            resumed_from = state.global_step
+            progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
+                                   message=f"resuming from checkpoint at step {state.global_step}"))
+        except (ValueError, RuntimeError, KeyError) as exc:   # written by another tunelab version
+            progress(ProgressEvent("train", 0, total_steps, message=f"checkpoint unusable ({exc}); starting over"))
+            state = TrainerState(fingerprint=fingerprint)
 
     labels = torch.as_tensor(train.labels, dtype=torch.long)
     meter = Throughput(total_steps, state.global_step)

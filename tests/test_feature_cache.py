@@ -1,0 +1,33 @@
+"""linear-probe caches frozen features by (model, data): a rerun does no encoder forward."""
+
+from __future__ import annotations
+
+import pytest
+from sentence_transformers import SentenceTransformer
+
+from tunelab.models import resolve_model
+from tunelab.runner import DataSpec, prepare_data, run_strategy
+
+
+def test_second_linear_probe_run_never_runs_the_encoder(banking_subset, monkeypatch):
+    model = resolve_model("minilm")
+    data = prepare_data(DataSpec(*banking_subset, seed=7), model)
+    first = run_strategy(model, data, "linear-probe")
+    assert first.notes["feature_cache"]["misses"] >= 1
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the encoder ran on cached data")
+
+    # Latency is measured on an uncached sample by design; everything else must hit the cache.
+    real_encode = SentenceTransformer.encode
+    calls = []
+
+    def counting(self, sentences, *a, **k):
+        calls.append(len(sentences))
+        return real_encode(self, sentences, *a, **k)
+
+    monkeypatch.setattr(SentenceTransformer, "encode", counting)
+    second = run_strategy(model, data, "linear-probe")
+    assert second.notes["feature_cache"] == {"hits": 2, "misses": 0}
+    assert calls == [min(256, len(data.splits.test))], "only the latency sample may be encoded"
+    assert second.metrics["macro_f1"] == pytest.approx(first.metrics["macro_f1"])

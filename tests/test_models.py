@@ -1,0 +1,47 @@
+"""The catalog and bring-your-own folders: safetensors only, never remote code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tunelab.models import ModelNotFound, UnsafeModel, list_models, resolve_model
+
+
+def test_catalog_model_resolves_from_the_installed_package():
+    spec = resolve_model("minilm")
+    assert spec.parameters == 22713216 and spec.max_length == 256
+    assert (spec.path / "model.safetensors").is_file()
+    assert resolve_model("all-MiniLM-L6-v2").path == spec.path
+    assert "minilm" in [m.name for m in list_models()]
+
+
+def test_bring_your_own_folder(tmp_path):
+    src = resolve_model("minilm").path
+    dest = tmp_path / "my-encoder"
+    shutil.copytree(src, dest)
+    spec = resolve_model(str(dest))
+    assert spec.name == "my-encoder" and spec.ref == str(dest.resolve())
+    assert spec.parameters > 20_000_000
+
+
+@pytest.mark.parametrize("mutate, error, message", [
+    (lambda d: (d / "model.safetensors").rename(d / "pytorch_model.bin"), UnsafeModel, "no .safetensors"),
+    (lambda d: (d / "config.json").write_text(json.dumps(
+        {**json.loads((d / "config.json").read_text()), "auto_map": {"AutoModel": "x.Y"}})),
+     UnsafeModel, "trust_remote_code"),
+    (lambda d: (d / "config.json").unlink(), UnsafeModel, "config.json"),
+])
+def test_unsafe_folders_are_refused(tmp_path, mutate, error, message):
+    dest = tmp_path / "m"
+    shutil.copytree(resolve_model("minilm").path, dest)
+    mutate(dest)
+    with pytest.raises(error, match=message):
+        resolve_model(str(dest))
+
+
+def test_unknown_model_names_the_catalog():
+    with pytest.raises(ModelNotFound, match="minilm"):
+        resolve_model("gpt-17")

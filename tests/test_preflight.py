@@ -1,0 +1,41 @@
+"""Pre-flight: memory predicted within ±30% of the measured peak; runs that would not fit are
+refused before any work, with ways that fit; --auto-fit applies the cheapest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cli_helpers import run_cli
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_memory_prediction_within_30_percent_of_measured_peak_rss(banking_subset, tmp_path, strategy):
+    train, test = banking_subset
+    out = tmp_path / strategy
+    r = run_cli("train", train, "--test", test, "--strategy", strategy, "--out", out, "--set", "epochs=1",
+                "--set", "batch_size=64", "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    predicted, measured = m["predicted_peak_mb"], m["peak_rss_mb"]
+    assert abs(predicted - measured) / measured <= 0.30, (predicted, measured)
+    assert m["predicted_seconds"] > 0
+
+
+def test_run_that_does_not_fit_is_refused_with_ways_that_fit(shared_copy, tmp_path):
+    args = ["train", shared_copy / "sms_spam.tsv", "--limit", "300", "--strategy", "full",
+            "--out", tmp_path / "m", "--set", "batch_size=256", "--set", "max_length=128", "--set", "epochs=1"]
+    env = {"TUNELAB_MEMORY_LIMIT_MB": "4000"}
+    r = run_cli(*args, env=env)
+    assert r.returncode == 2, r.stderr
+    assert "would need" in r.stderr and "Ways that fit" in r.stderr
+    assert "gradient checkpointing" in r.stderr
+    assert not (tmp_path / "m" / "checkpoints").exists()
+
+    r = run_cli(*args, "--auto-fit", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "auto-fit: gradient checkpointing" in r.stderr
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["params"]["gradient_checkpointing"] is True
+    assert config["plan"]["estimate"]["peak_mb"] <= 4000
