@@ -52,6 +52,7 @@ from sklearn.metrics import f1_score  # noqa: E402
 
 from tunelab.models import resolve_model  # noqa: E402
 from tunelab.runner import DataSpec, prepare_data, run_strategy  # noqa: E402
+from tunelab.strategies import get_strategy  # noqa: E402
 from tunelab.training.costs import ResourceMeter  # noqa: E402  (psutil sampler thread, 0.05 s)
 
 DATA = Path("/work/shared/datasets/text-classification")
@@ -67,8 +68,14 @@ def seed_everything(seed: int = SEED) -> None:
     transformers.set_seed(seed)
 
 
-def trim_memory() -> float:
-    """Free what the previous row left behind, so the next row's peak RSS is its own; returns RSS MB."""
+def fresh_row() -> float:
+    """Start a row clean; returns RSS MB. accelerate's state is a process-wide singleton: once the
+    bf16 Trainer set it, tunelab's Accelerator(mixed_precision="no") raises, so reset it. Then free
+    what the previous row left behind, so the next row's peak RSS is (mostly) its own."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -100,7 +107,7 @@ def trainer_row(kind: str, model_path: Path, data, epochs: int, max_steps: int |
     train, test = data.splits.train, data.splits.test
     n_train = len(train)
     seed_everything()
-    rss0 = trim_memory()
+    rss0 = fresh_row()
     with ResourceMeter() as meter:
         t_setup = time.perf_counter()
         tok = AutoTokenizer.from_pretrained(str(model_path))
@@ -161,19 +168,24 @@ def trainer_row(kind: str, model_path: Path, data, epochs: int, max_steps: int |
 
 def tunelab_row(strategy: str, model, data, epochs: int, work: Path, label: str | None = None) -> dict:
     seed_everything()
-    rss0 = trim_memory()
-    params = {"epochs": epochs} if strategy in ("full", "lora") else {}
+    rss0 = fresh_row()
+    params = {}
+    if strategy in ("full", "lora"):
+        params["epochs"] = epochs
+        # Same epochs as the baselines: min_steps (when tunelab has it) adds epochs on small data.
+        if "min_steps" in get_strategy(strategy).Params.model_fields:
+            params["min_steps"] = 0
     res = run_strategy(model, data, strategy, params, work_dir=Path(tempfile.mkdtemp(dir=work)))
     m = res.metrics
     n_train = len(data.splits.train)
-    # linear-probe passes over the data once (no epochs): count its rows once.
-    passes = epochs if strategy in ("full", "lora") else 1
+    # Epochs actually run (early stopping may end sooner); linear-probe passes over the data once.
+    passes = (len(res.notes.get("history") or []) or epochs) if strategy in ("full", "lora") else 1
     return {"row": label or f"tunelab {strategy}", "key": label or strategy,
             "samples_per_s": n_train * passes / m["train_seconds"], "train_seconds": m["train_seconds"],
             "projected": False, "peak_rss_mb": m["peak_rss_mb"], "rss_at_start_mb": rss0,
             "macro_f1": m["macro_f1"], "train_rows": n_train, "epochs": passes,
             "tokens_processed": m.get("tokens_processed"), "notes": {k: v for k, v in res.notes.items()
-                                                                     if isinstance(v, (int, float, str, dict))}}
+                                                                     if isinstance(v, (int, float, str, dict, list))}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,13 +209,13 @@ def report(rows: dict, info: dict, args) -> str:
            f"torch {info['torch']}, transformers {info['transformers']}, Python {info['python']}. "
            f"Load average at start: {' / '.join(map(str, info['load_avg_at_start']))}; "
            f"at end: {' / '.join(map(str, info['load_avg_at_end']))}.", "",
-           "| Row | samples/s | wall (train) | peak RSS (MB) | RSS at start (MB) | macro-F1 |",
-           "|---|---:|---:|---:|---:|---:|"]
+           "| Row | epochs | samples/s | wall (train) | peak RSS (MB) | RSS at start (MB) | macro-F1 |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows.values():
         wall = fmt_time(r["train_seconds"]) + (f" projected ({r['steps_measured']}/{r['steps_full']} steps run)"
                                                if r["projected"] else "")
         f1 = "—" if r["macro_f1"] is None else f"{r['macro_f1']:.3f}"
-        out.append(f"| {r['row']} | {r['samples_per_s']:.1f} | {wall} | {r['peak_rss_mb']:.0f} | "
+        out.append(f"| {r['row']} | {r['epochs']} | {r['samples_per_s']:.1f} | {wall} | {r['peak_rss_mb']:.0f} | "
                    f"{r['rss_at_start_mb']:.0f} | {f1} |")
     g = lambda k, f: rows.get(k, {}).get(f)  # noqa: E731
     out += ["", "| Ratio | value | target |", "|---|---:|---|",

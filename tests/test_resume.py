@@ -16,7 +16,7 @@ def test_sigkill_mid_epoch_then_resume(banking_subset, tmp_path):
     out = tmp_path / "full"
     # 400 rows -> 360 train -> 12 steps an epoch at batch 32; a checkpoint every 4 steps is mid-epoch.
     args = ["train", train, "--test", test, "--strategy", "full", "--out", out,
-            "--set", "epochs=2", "--set", "checkpoint_every=4"]
+            "--set", "epochs=2", "--set", "min_steps=0", "--set", "checkpoint_every=4"]
     proc = subprocess.Popen([*TUNELAB, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ}, cwd=tmp_path)
     latest = out / "checkpoints" / "LATEST"

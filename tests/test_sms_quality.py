@@ -8,7 +8,7 @@ from tunelab.runner import DataSpec, prepare_data, run_strategy
 
 def test_lora_on_sms_spam_reaches_97_percent(shared_copy):
     model = resolve_model("minilm")
-    data = prepare_data(DataSpec(shared_copy / "sms_spam.tsv", limit=1500), model)
+    data = prepare_data(DataSpec(shared_copy / "sms_spam.tsv", limit=1000), model)
     result = run_strategy(model, data, "lora", {"max_length": 64})
     assert result.metrics["accuracy"] >= 0.97, result.metrics
     assert result.metrics["per_class"]["spam"]["recall"] >= 0.8

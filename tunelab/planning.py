@@ -94,7 +94,8 @@ def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
     step_s = time_steps(step)
     del model, optimizer, batch
     gc.collect()
-    steps = math.ceil(len(lengths) / p.batch_size) * p.epochs
+    per_epoch = math.ceil(len(lengths) / p.batch_size / p.gradient_accumulation)
+    steps = per_epoch * min(max(p.epochs, math.ceil(p.min_steps / per_epoch)), max(20, p.epochs))
     eval_s = step_s / 3 * math.ceil((len(ctx.splits.validation) + len(ctx.splits.test)) / p.batch_size)
     return Estimate(sum(breakdown.values()), steps * step_s + eval_s, breakdown,
                     f"{steps} steps x {step_s:.2f}s; trainable {trainable:,} of {total:,} parameters")

@@ -19,7 +19,10 @@ from .linear_probe import label_ids
 
 class FineTuneParams(Params):
     epochs: int = Field(3, ge=1, le=100)
-    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    min_steps: int = Field(200, ge=0, description="small data: more epochs until this many steps")
+    learning_rate: float | None = Field(None, gt=0, lt=1, description=(
+        "default: 2e-4 for runs of 600+ steps, 1e-4 below (measured on Banking77: 2e-4 is best "
+        "for 3 epochs of 9k rows, but overshoots on a few hundred rows where 1e-4 gains 0.2 macro-F1)"))
     batch_size: int = Field(32, ge=1, le=4096)
     gradient_accumulation: int = Field(1, ge=1, le=1024)
     max_length: int | None = Field(None, ge=8, description="tokens; default: the model's maximum")
@@ -71,10 +74,18 @@ def build_classifier(ctx: RunContext):
     return model
 
 
+def learning_rate(p: FineTuneParams, rows: int) -> float:
+    if p.learning_rate is not None:
+        return p.learning_rate
+    steps = rows / (p.batch_size * p.gradient_accumulation) * p.epochs
+    return 2e-4 if steps >= 600 else 1e-4
+
+
 def run_loop(ctx: RunContext, model, tokenizer, strategy: str) -> None:
     p = ctx.params
     train, validation = encode_splits(ctx, tokenizer)
-    cfg = LoopConfig(epochs=p.epochs, learning_rate=p.learning_rate, batch_size=p.batch_size,
+    cfg = LoopConfig(epochs=p.epochs, min_steps=p.min_steps, learning_rate=learning_rate(p, len(train.labels)),
+                     batch_size=p.batch_size,
                      gradient_accumulation=p.gradient_accumulation, weight_decay=p.weight_decay,
                      warmup_ratio=p.warmup_ratio, precision=ctx.precision, device=ctx.device,
                      gradient_checkpointing=p.gradient_checkpointing,

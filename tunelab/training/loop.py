@@ -27,6 +27,11 @@ from .progress import ProgressEvent, ProgressFn, Throughput, null_progress
 @dataclass
 class LoopConfig:
     epochs: int = 3
+    # Small datasets get more epochs, up to this many optimizer steps in all (early stopping
+    # still ends the run when validation stops improving): 3 epochs of 300 rows is ~30 steps,
+    # far too few for a new head to learn.
+    min_steps: int = 0
+    max_epochs: int = 20
     learning_rate: float = 2e-4
     batch_size: int = 32
     gradient_accumulation: int = 1
@@ -96,7 +101,8 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
     lengths = train.lengths
     batches_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation)
-    total_steps = steps_per_epoch * cfg.epochs
+    epochs = min(max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch)), max(cfg.max_epochs, cfg.epochs))
+    total_steps = steps_per_epoch * epochs
     warmup = int(cfg.warmup_ratio * total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
@@ -117,7 +123,7 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
     meter = Throughput(total_steps, state.global_step)
     tokens, running = 0, None
     model.train()
-    for epoch in range(state.epoch, cfg.epochs):
+    for epoch in range(state.epoch, epochs):
         batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
         # Data parallel: each process takes its own share of the epoch's batches.
         batches = batches[accelerator.process_index::accelerator.num_processes]
