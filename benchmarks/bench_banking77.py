@@ -28,6 +28,7 @@ Usage: .venv/bin/python benchmarks/bench_banking77.py [--epochs N] [--quick] [--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
 import json
@@ -96,7 +97,8 @@ def machine() -> dict:
 # The Trainer baselines
 # ---------------------------------------------------------------------------------------------
 
-def trainer_row(kind: str, model_path: Path, data, epochs: int, max_steps: int | None, work: Path) -> dict:
+def trainer_row(kind: str, model_path: Path, max_length: int, data, epochs: int, max_steps: int | None,
+                work: Path) -> dict:
     """(a) no-code defaults or (b) hand-tuned. max_steps: stop early and project the full run."""
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
@@ -114,7 +116,7 @@ def trainer_row(kind: str, model_path: Path, data, epochs: int, max_steps: int |
         if kind == "a":
             pad = dict(padding="max_length", max_length=128, truncation=True)
         else:
-            pad = dict(truncation=True, max_length=tok.model_max_length if tok.model_max_length < 10**6 else 256)
+            pad = dict(truncation=True, max_length=max_length)   # tunelab's limit for this model (256)
 
         def encode(ds):
             enc = tok(ds.texts, **pad)
@@ -142,7 +144,8 @@ def trainer_row(kind: str, model_path: Path, data, epochs: int, max_steps: int |
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator)
         setup_s = time.perf_counter() - t_setup
         t_train = time.perf_counter()
-        out = trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):   # the Trainer prints its log dict: keep stdout the table
+            out = trainer.train()
         train_s = time.perf_counter() - t_train
     steps_done = out.global_step
     steps_full = -(-n_train // args.per_device_train_batch_size) * epochs
@@ -230,11 +233,17 @@ def report(rows: dict, info: dict, args) -> str:
             ratio_line("linear-probe / full: macro-F1", g("linear-probe", "macro_f1"), g("full", "macro_f1"),
                        "≥ 0.95", "{:.3f}"),
             ratio_line("lora / full: peak RSS", g("lora", "peak_rss_mb"), g("full", "peak_rss_mb"), "< 1 is less memory"),
+            ratio_line("lora / full: peak RSS above the row's start", _above(rows.get("lora")),
+                       _above(rows.get("full")), "rows share a process"),
             ratio_line("lora / full: samples/s", g("lora", "samples_per_s"), g("full", "samples_per_s"), "")]
     if "a" in rows and rows["a"]["projected"]:
         out += ["", "(a) ran a fixed number of steps; its wall time is setup + measured s/step × all steps, and its "
                 "macro-F1 is not comparable (\"—\"); use --full-a for a real run."]
     return "\n".join(out)
+
+
+def _above(r: dict | None) -> float | None:
+    return r and r["peak_rss_mb"] - r["rss_at_start_mb"]
 
 
 def fmt_f1(x: float | None) -> str:
@@ -272,7 +281,7 @@ def main(argv=None) -> int:
     for key in wanted:
         if key in ("a", "b"):
             steps = None if key == "b" or args.full_a else args.a_steps
-            rows[key] = trainer_row(key, model.path, data, args.epochs, steps, work)
+            rows[key] = trainer_row(key, model.path, model.max_length, data, args.epochs, steps, work)
             log(rows[key])
         else:
             rows[key] = tunelab_row(key, model, data, args.epochs, work)
