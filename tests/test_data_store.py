@@ -65,8 +65,6 @@ def test_list_and_get(tmp_path):
 
 
 def test_shared_file_roundtrip(tmp_path):
-    if not (SHARED / "financial_phrasebank.csv").exists():
-        pytest.skip("shared dataset not available")
     src = Path(shutil.copy(SHARED / "financial_phrasebank.csv", tmp_path / "fpb.csv"))
     entry = DatasetStore(tmp_path / "store").import_file(src)
     assert entry.path.read_bytes() == src.read_bytes()
