@@ -98,7 +98,8 @@ def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
     steps = per_epoch * min(max(p.epochs, math.ceil(p.min_steps / per_epoch)), max(20, p.epochs))
     eval_s = step_s / 3 * math.ceil((len(ctx.splits.validation) + len(ctx.splits.test)) / p.batch_size)
     return Estimate(sum(breakdown.values()), steps * step_s + eval_s, breakdown,
-                    f"{steps} steps x {step_s:.2f}s; trainable {trainable:,} of {total:,} parameters")
+                    f"{steps} steps x {step_s:.2f}s; trainable {trainable:,} of {total:,} parameters",
+                    trainable, total)
 
 
 def _encode_seconds_per_text(ctx: RunContext, model_key: str) -> float:
@@ -202,9 +203,7 @@ def preflight(ctx: RunContext, strategy, auto_fit: bool = False) -> tuple[Plan, 
     plan = Plan(strategy.name, ctx.params.model_dump(), est, budget)
     if est.peak_mb <= budget * HEADROOM:
         return plan, ctx, strategy
-    trainable_total = [int(s.replace(",", "")) for s in est.detail.split("trainable ")[-1].split(" parameters")[0].split(" of ")] \
-        if "trainable" in est.detail else [0, 0]
-    options = fit_options(ctx, strategy, budget, *trainable_total)
+    options = fit_options(ctx, strategy, budget, est.trainable_params, est.total_params)
     plan.options = options
     message = (f"{strategy.name} would need ~{est.peak_mb:,.0f} MB at its peak but {budget:,.0f} MB is "
                f"available ({HEADROOM:.0%} usable). Ways that fit:\n" +

@@ -27,6 +27,8 @@ class Estimate:
     seconds: float
     breakdown_mb: dict = field(default_factory=dict)
     detail: str = ""
+    trainable_params: int = 0
+    total_params: int = 0
 
     def to_dict(self) -> dict:
         return {"peak_mb": round(self.peak_mb), "seconds": round(self.seconds, 1),
