@@ -86,13 +86,22 @@ def _set_lr(optimizer, base_lr: float, step: int, warmup: int, total: int) -> No
         group["lr"] = base_lr * factor
 
 
+def _mixed_precision_arg() -> str | None:
+    """accelerate keeps one process-wide state; asking for a different precision than the one a
+    caller (a Trainer, a notebook) already set raises. We do our own autocast, so "no" when we are
+    first, and otherwise None: reuse whatever is there rather than fail."""
+    from accelerate.state import AcceleratorState
+
+    return None if AcceleratorState._shared_state.get("_mixed_precision") else "no"
+
+
 def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedSplit | None,
                cfg: LoopConfig, checkpoint_dir: Path, pad_id: int, fingerprint: str = "",
                progress: ProgressFn = null_progress) -> LoopResult:
     from accelerate import Accelerator
 
     torch.manual_seed(cfg.seed)
-    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision="no")
+    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_mixed_precision_arg())
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     if not getattr(model, "hf_device_map", None):   # a quantised model is already placed
