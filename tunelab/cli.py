@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,8 +26,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="minilm", help="catalog name or a local Hugging Face folder")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions=()) -> argparse.ArgumentParser:
+    """`extensions`: functions (sub, groups) that add commands (the service's, the remote mode's):
+    the CLI stays below them in the layering and never imports the server."""
     parser = argparse.ArgumentParser(prog="tunelab", description=__doc__.split("\n")[0])
+    parser.add_argument("--server", default=os.environ.get("TUNELAB_SERVER"),
+                        help="remote mode: a tunelab server URL (or TUNELAB_SERVER)")
+    parser.add_argument("--api-key", default=os.environ.get("TUNELAB_API_KEY"),
+                        help="remote mode: your API key (or TUNELAB_API_KEY)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ds = sub.add_parser("datasets", help="inspect datasets").add_subparsers(dest="action", required=True)
@@ -65,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     strategies = sub.add_parser("strategies", help="the strategies and their hyperparameters")
     strategies.add_argument("--json", action="store_true")
+    groups = {"datasets": ds, "models": models}
+    from . import cli_admin, cli_remote
+
+    for extend in (cli_remote.extend, cli_admin.extend, *extensions):
+        extend(sub, groups)
     return parser
 
 
@@ -250,8 +262,10 @@ COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "compare": cmd_compare, 
             "list": cmd_models, "strategies": cmd_strategies}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, extensions=()) -> int:
+    args = build_parser(extensions).parse_args(argv)
+    if hasattr(args, "func"):
+        return args.func(args)
     from .artifacts import ArtifactError
     from .data import DataError
     from .models import ModelNotFound, UnsafeModel

@@ -21,6 +21,7 @@ from ..models.device import autocast
 from ..models.inference import collate, lengths_of, predict_logits
 from .batching import epoch_batches
 from .checkpoints import CheckpointManager, TrainerState
+from .control import TrainingStopped, stop_requested
 from .progress import ProgressEvent, ProgressFn, Throughput, null_progress
 
 
@@ -158,13 +159,20 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
             progress(ProgressEvent("train", state.global_step, total_steps,
                                    epoch=epoch + state.step_in_epoch / steps_per_epoch,
                                    loss=running, samples_per_s=sps, eta_s=eta))
-            if state.global_step % cfg.checkpoint_every == 0 and accelerator.is_main_process:
+            reason = stop_requested()
+            if (state.global_step % cfg.checkpoint_every == 0 or reason) and accelerator.is_main_process:
                 ckpt.save(accelerator.unwrap_model(model), optimizer, state)
+                progress(ProgressEvent("checkpoint", state.global_step, total_steps, epoch=state.epoch,
+                                       loss=running))
+            if reason:
+                raise TrainingStopped(state.global_step, reason)
         state.epoch, state.step_in_epoch = epoch + 1, 0
         stop = _end_of_epoch(accelerator.unwrap_model(model), validation, cfg, state, ckpt, pad_id,
                              running, progress, total_steps)
         if accelerator.is_main_process:
             ckpt.save(accelerator.unwrap_model(model), optimizer, state)
+            progress(ProgressEvent("checkpoint", state.global_step, total_steps, epoch=state.epoch,
+                                   loss=running))
         model.train()
         if stop:
             break

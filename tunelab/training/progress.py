@@ -51,7 +51,7 @@ class TqdmProgress:
         self.enabled, self.bars = enabled, {}
 
     def __call__(self, event: ProgressEvent) -> None:
-        if not self.enabled:
+        if not self.enabled or event.phase == "checkpoint":   # a marker, not a phase with a bar
             return
         from tqdm import tqdm
 

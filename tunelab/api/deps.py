@@ -1,0 +1,83 @@
+"""Dependencies: the database session, the authenticated principal, its tenant scope, roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from ..db import Database
+from ..db.scoped import TenantScope
+from ..services.tenants import authenticate
+from ..settings import Settings
+from .errors import APIError
+
+_RANK = {"viewer": 0, "member": 1, "admin": 2}
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    return request.app.state.db
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.db.session() as s:
+        yield s
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    user_id: str
+    role: str
+    key_id: str | None
+
+
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def get_principal(request: Request, session: SessionDep) -> Principal:
+    key = _bearer(request)
+    if not key:
+        raise APIError(401, "missing_api_key", "Send your API key as `Authorization: Bearer <key>`.")
+    found = authenticate(session, key)
+    if found is None:
+        raise APIError(401, "invalid_api_key", "The API key is not valid (unknown or revoked).")
+    row, user = found
+    return Principal(user.tenant_id, user.id, user.role, row.id)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_scope(principal: PrincipalDep, session: SessionDep) -> TenantScope:
+    return TenantScope(session, principal.tenant_id)
+
+
+ScopeDep = Annotated[TenantScope, Depends(get_scope)]
+
+
+def require(role: str):
+    """Depends(require("member")): viewers read, members create and run, admins manage."""
+    def check(principal: PrincipalDep) -> Principal:
+        if _RANK.get(principal.role, -1) < _RANK[role]:
+            raise APIError(403, "forbidden", f"This needs the {role} role; you are {principal.role}.")
+        return principal
+    return check
+
+
+MemberDep = Annotated[Principal, Depends(require("member"))]
+AdminDep = Annotated[Principal, Depends(require("admin"))]

@@ -1,0 +1,70 @@
+"""One error shape for every route, OpenAI's: {"error": {"message", "type", "param", "code"}},
+with a stable `code`. Never a traceback to a client."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..db.scoped import NotFound
+from ..jobs.status import InvalidTransition
+
+log = logging.getLogger("tunelab.api")
+
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+          403: "permission_error", 404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
+          422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error"}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str, param: str | None = None, **extra):
+        super().__init__(message)
+        self.status, self.code, self.message, self.param, self.extra = status, code, message, param, extra
+
+
+def error_body(status: int, code: str, message: str, param: str | None = None, **extra) -> dict:
+    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"),
+                      "param": param, "code": code, **extra}}
+
+
+def _json(status: int, code: str, message: str, param=None, headers=None, **extra) -> JSONResponse:
+    return JSONResponse(error_body(status, code, message, param, **extra), status_code=status, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api(request: Request, exc: APIError):
+        return _json(exc.status, exc.code, exc.message, exc.param, **exc.extra)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound):
+        return _json(404, "not_found", str(exc))
+
+    @app.exception_handler(InvalidTransition)
+    async def _conflict(request: Request, exc: InvalidTransition):
+        return _json(409, "invalid_state", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        param = ".".join(p for p in first["loc"] if p not in ("body", "query", "path", "header"))
+        # OpenAI's routes answer a bad request with 400, as OpenAI does; tunelab's with 422.
+        status = 400 if request.url.path.startswith("/v1/") else 422
+        return _json(status, "validation_error", f"{param or 'request'}: {first['msg']}", param or None, details=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                413: "payload_too_large"}.get(exc.status_code, "http_error")
+        return _json(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return _json(500, "internal_error", "Internal server error; it has been logged.")

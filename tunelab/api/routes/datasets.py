@@ -1,0 +1,64 @@
+"""Datasets: upload (streamed, size-capped) -> validation report -> stats -> preview; delete."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from ...data import DataError
+from ...data.readers import DataLimits
+from ...db.models import Dataset
+from ...services.datasets import import_dataset, preview
+from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep
+from ..errors import APIError
+from ..schemas import dataset_out
+from ..uploads import cleanup, save_upload
+
+router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+
+
+def ingest(session, settings, principal, file: UploadFile, purpose: str, text_column: str | None,
+           label_column: str | None) -> Dataset:
+    """Shared by tunelab's upload and OpenAI's /v1/files."""
+    path = save_upload(file, settings.uploads_dir, settings.max_upload_bytes)
+    try:
+        limits = DataLimits.from_env()
+        limits = DataLimits(max_bytes=settings.max_upload_bytes, max_rows=limits.max_rows)
+        return import_dataset(session, principal.tenant_id, settings.datasets_dir, path,
+                              file.filename or "upload", purpose=purpose, text_column=text_column or None,
+                              label_column=label_column or None, limits=limits)
+    except DataError as exc:
+        raise APIError(422, "invalid_file", str(exc), "file",
+                       issues=[i.to_dict() for i in exc.issues]) from None
+    finally:
+        cleanup(path)
+
+
+@router.post("", status_code=201)
+def upload(session: SessionDep, settings: SettingsDep, principal: MemberDep, file: UploadFile = File(...),
+           text_column: str | None = Form(None), label_column: str | None = Form(None),
+           purpose: str = Form("fine-tune")):
+    return dataset_out(ingest(session, settings, principal, file, purpose, text_column, label_column), full=True)
+
+
+@router.get("")
+def list_datasets(scope: ScopeDep):
+    return {"data": [dataset_out(d) for d in scope.list(Dataset, order_by=Dataset.created_at.desc())]}
+
+
+@router.get("/{dataset_id}")
+def get_dataset(dataset_id: str, scope: ScopeDep):
+    return dataset_out(scope.get(Dataset, dataset_id, "dataset"), full=True)
+
+
+@router.get("/{dataset_id}/preview")
+def preview_dataset(dataset_id: str, scope: ScopeDep, settings: SettingsDep, limit: int = 20):
+    row = scope.get(Dataset, dataset_id, "dataset")
+    return {"data": preview(settings.datasets_dir, row, max(1, min(limit, 500)))}
+
+
+@router.delete("/{dataset_id}")
+def delete_dataset(dataset_id: str, scope: ScopeDep, principal: MemberDep):
+    # The stored bytes are content-addressed and may be shared by another row with the same
+    # content; the row is what the tenant owns (encryption and shredding: the isolation issue).
+    scope.delete(scope.get(Dataset, dataset_id, "dataset"))
+    return {"id": dataset_id, "deleted": True}

@@ -1,0 +1,98 @@
+"""Jobs: create (idempotent with an `Idempotency-Key` header), list, get, cancel, events
+(polling with `after`), and a live Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from ...db.models import Job, JobEvent
+from ...jobs.spec import JobSpec
+from ...jobs.status import JobStatus
+from ...services.jobs import JobRejected, cancel, submit
+from ..deps import MemberDep, PrincipalDep, ScopeDep, SessionDep
+from ..errors import APIError
+from ..schemas import event_out, job_out
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+    try:
+        return submit(session, principal.tenant_id, spec, idempotency_key)
+    except JobRejected as exc:
+        raise APIError(422, exc.code, str(exc), exc.param) from None
+
+
+@router.post("", status_code=201)
+def create_job(spec: JobSpec, session: SessionDep, principal: MemberDep,
+               idempotency_key: str | None = Header(None, max_length=200)):
+    job, _ = create(session, principal, spec, idempotency_key)
+    return job_out(job)
+
+
+@router.get("")
+def list_jobs(scope: ScopeDep, limit: int = 50, status: str | None = None):
+    where = [Job.status == status] if status else []
+    jobs = scope.list(Job, *where, order_by=Job.created_at.desc(), limit=max(1, min(limit, 500)))
+    return {"data": [job_out(j) for j in jobs]}
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, scope: ScopeDep):
+    return job_out(scope.get(Job, job_id, "job"))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, scope: ScopeDep, session: SessionDep, principal: MemberDep):
+    return job_out(cancel(session, scope.get(Job, job_id, "job")))
+
+
+@router.get("/{job_id}/events")
+def job_events(job_id: str, scope: ScopeDep, after: int = 0, limit: int = 500, type: str | None = None):
+    scope.get(Job, job_id, "job")
+    where = [JobEvent.job_id == job_id, JobEvent.id > after] + ([JobEvent.type == type] if type else [])
+    events = scope.list(JobEvent, *where, order_by=JobEvent.id, limit=max(1, min(limit, 5000)))
+    return {"data": [event_out(e) for e in events],
+            "last_id": events[-1].id if events else after}
+
+
+@router.get("/{job_id}/stream")
+async def stream_job(job_id: str, request: Request, principal: PrincipalDep, after: int = 0):
+    """SSE: one `event: <type>` message per job event, then `event: end` once the job is over.
+    Reconnecting clients resume with the standard Last-Event-ID header."""
+    db = request.app.state.db
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.tenant_id != principal.tenant_id:
+            raise APIError(404, "not_found", f"No job with id {job_id!r}.")
+    last = int(request.headers.get("last-event-id", after) or 0)
+
+    def poll(cursor: int):
+        with db.session() as s:
+            rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > cursor)
+                             .order_by(JobEvent.id).limit(500)).all()
+            status = s.get(Job, job_id).status
+            return [event_out(e) for e in rows], status
+
+    async def gen():
+        cursor = last
+        yield "retry: 2000\n\n"
+        while not await request.is_disconnected():
+            events, status = await asyncio.to_thread(poll, cursor)
+            for e in events:
+                cursor = e["id"]
+                yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n"
+            if JobStatus(status).is_terminal and not events:
+                yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
+                return
+            if not events:
+                yield ": keep-alive\n\n"
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(gen(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -1,0 +1,65 @@
+"""OpenAI-compatible /v1/files: a file here is a tenant's dataset (same ids)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, File, Form, UploadFile
+from fastapi.responses import FileResponse
+
+from ...data.store import DatasetStore
+from ...db.models import Dataset
+from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep
+from ..errors import APIError
+from ..schemas import ts
+from .datasets import ingest
+
+router = APIRouter(prefix="/v1/files", tags=["openai"])
+PURPOSES = {"fine-tune", "fine-tune-results", "assistants", "batch", "user_data", "evals", "vision"}
+
+
+def file_out(d: Dataset) -> dict:
+    errors = [i["message"] for i in d.report.get("issues", []) if i.get("severity") == "error"]
+    return {"id": d.id, "object": "file", "bytes": d.bytes, "created_at": ts(d.created_at), "filename": d.filename,
+            "purpose": d.purpose, "status": d.status, "status_details": "; ".join(errors) or None,
+            "expires_at": None}
+
+
+@router.post("")
+def create_file(session: SessionDep, settings: SettingsDep, principal: MemberDep,
+                file: UploadFile = File(...), purpose: str = Form(...)):
+    if purpose not in PURPOSES:
+        raise APIError(400, "invalid_purpose", f"Unknown purpose {purpose!r}.", "purpose")
+    return file_out(ingest(session, settings, principal, file, purpose, None, None))
+
+
+@router.get("")
+def list_files(scope: ScopeDep, purpose: str | None = None, limit: int = 10000, after: str | None = None,
+               order: str = "desc"):
+    where = [Dataset.purpose == purpose] if purpose else []
+    key = Dataset.created_at.desc() if order == "desc" else Dataset.created_at
+    rows = list(scope.list(Dataset, *where, order_by=key))
+    if after:
+        ids = [r.id for r in rows]
+        rows = rows[ids.index(after) + 1:] if after in ids else []
+    page = rows[:max(1, min(limit, 10000))]
+    return {"object": "list", "data": [file_out(d) for d in page], "has_more": len(rows) > len(page),
+            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
+
+
+@router.get("/{file_id}")
+def retrieve_file(file_id: str, scope: ScopeDep):
+    return file_out(scope.get(Dataset, file_id, "file"))
+
+
+@router.get("/{file_id}/content")
+def file_content(file_id: str, scope: ScopeDep, settings: SettingsDep):
+    row = scope.get(Dataset, file_id, "file")
+    stored = DatasetStore(settings.datasets_dir).get(row.sha256) if row.sha256 else None
+    if stored is None:
+        raise APIError(404, "not_found", f"The content of {file_id} is gone.")
+    return FileResponse(stored.path, filename=row.filename, media_type="application/octet-stream")
+
+
+@router.delete("/{file_id}")
+def delete_file(file_id: str, scope: ScopeDep, principal: MemberDep):
+    scope.delete(scope.get(Dataset, file_id, "file"))
+    return {"id": file_id, "object": "file", "deleted": True}

@@ -1,0 +1,207 @@
+"""OpenAI-compatible /v1/fine_tuning/jobs, on tunelab's jobs.
+
+Mapping (also in the README):
+- `model`: a catalog name (`minilm`, ...) or a tenant's tuned model id.
+- `training_file`: a file id from /v1/files; `validation_file`: the held-out file the job is
+  evaluated on (tunelab carves its early-stopping split from the training file).
+- `method.type`: `supervised` -> tunelab's `lora`; any tunelab strategy name (`full`, `lora`,
+  `qlora`, `linear-probe`, `few-shot`, `zero-shot`) selects it directly; `dpo`/`reinforcement`
+  are refused until the generative issue lands.
+- hyperparameters (top level or `method.<type>.hyperparameters`): `n_epochs` -> `epochs`,
+  `batch_size` -> `batch_size`, `learning_rate_multiplier` -> the strategy's default learning
+  rate times it; "auto" keeps tunelab's default; tunelab's own parameter names pass through.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Header
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from ...db.models import Job, JobEvent, TunedModel
+from ...jobs.spec import JobSpec
+from ...services.jobs import cancel
+from ...strategies import REGISTRY, get_strategy, parse_params
+from ..deps import MemberDep, ScopeDep, SessionDep
+from ..errors import APIError
+from ..schemas import ts
+from .jobs import create
+
+router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["openai"])
+OPENAI_STATUS = {"validating": "validating_files", "queued": "queued", "running": "running", "paused": "paused",
+                 "succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
+_LEVEL = {"info": "info", "warning": "warn", "error": "error"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hyperparameters(Strict):
+    model_config = ConfigDict(extra="allow")      # tunelab's own names pass through
+    n_epochs: int | Literal["auto"] | None = None
+    batch_size: int | Literal["auto"] | None = None
+    learning_rate_multiplier: float | Literal["auto"] | None = None
+
+
+class MethodBody(Strict):
+    model_config = ConfigDict(extra="allow")      # {"type": "lora", "lora": {"hyperparameters": ...}}
+    type: str
+
+
+class CreateJob(Strict):
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: Hyperparameters | None = None
+    method: MethodBody | None = None
+    suffix: str | None = Field(default=None, max_length=40)
+    seed: int | None = None
+    metadata: dict[str, str] | None = None
+    integrations: list[dict] | None = None
+
+
+def _strategy(method: MethodBody | None) -> tuple[str, dict]:
+    if method is None or method.type == "supervised":
+        name = "lora"
+    elif method.type in ("dpo", "reinforcement"):
+        raise APIError(400, "unsupported_method", f"method {method.type!r} needs a generative model; "
+                       "tunelab supports it once causal-LM fine-tuning is enabled.", "method.type")
+    elif method.type in REGISTRY:
+        name = method.type
+    else:
+        raise APIError(400, "invalid_method", f"Unknown method {method.type!r}: use supervised or one of "
+                       f"{', '.join(sorted(REGISTRY))}.", "method.type")
+    extra = (method.model_extra or {}) if method else {}
+    block = extra.get(method.type if method else "supervised") or {}
+    return name, dict(block.get("hyperparameters") or {}) if isinstance(block, dict) else {}
+
+
+def to_params(strategy: str, hp: dict) -> dict:
+    fields = get_strategy(strategy).Params.model_fields
+    params = {}
+    for key, value in hp.items():
+        if value is None or value == "auto":
+            continue
+        if key == "n_epochs":
+            key = "epochs"
+        if key == "learning_rate_multiplier":
+            default = fields["learning_rate"].default if "learning_rate" in fields else None
+            if "learning_rate" not in fields:
+                raise APIError(400, "invalid_hyperparameter", f"{strategy} has no learning rate.",
+                               "hyperparameters.learning_rate_multiplier")
+            params["learning_rate"] = float(value) * (default or 2e-4)
+            continue
+        if key not in fields:
+            raise APIError(400, "invalid_hyperparameter", f"{strategy} has no hyperparameter {key!r}; it takes "
+                           f"{', '.join(sorted(fields))}.", f"hyperparameters.{key}")
+        params[key] = value
+    try:
+        parse_params(get_strategy(strategy), params)
+    except ValueError as exc:
+        raise APIError(400, "invalid_hyperparameter", str(exc), "hyperparameters") from None
+    return params
+
+
+def job_object(job: Job) -> dict:
+    spec = job.spec
+    params = spec.get("params") or {}
+    error = {"code": job.error_code, "message": job.error_message or "", "param": None} if job.error_code else None
+    return {"object": "fine_tuning.job", "id": job.id, "model": spec.get("model"), "created_at": ts(job.created_at),
+            "finished_at": ts(job.finished_at), "fine_tuned_model": job.fine_tuned_model,
+            "organization_id": job.tenant_id, "result_files": [], "status": OPENAI_STATUS[job.status],
+            "validation_file": spec.get("test_dataset_id"), "training_file": spec.get("dataset_id"),
+            "hyperparameters": {"n_epochs": params.get("epochs", "auto"), "batch_size": params.get("batch_size", "auto"),
+                                "learning_rate_multiplier": "auto" if "learning_rate" not in params else params["learning_rate"]},
+            "trained_tokens": (job.result or {}).get("metrics", {}).get("tokens_processed"),
+            "error": error, "seed": spec.get("seed", 0), "estimated_finish": None, "integrations": [],
+            "metadata": spec.get("metadata"), "user_provided_suffix": spec.get("suffix"),
+            "method": {"type": spec.get("strategy") if spec.get("strategy") != "lora" else "supervised"}}
+
+
+@router.post("")
+def create_job(body: CreateJob, session: SessionDep, principal: MemberDep, scope: ScopeDep,
+               idempotency_key: str | None = Header(None, max_length=200)):
+    if body.integrations:
+        raise APIError(400, "unsupported_integration", "Integrations (e.g. wandb) are not available: "
+                       "tunelab keeps data on your machines.", "integrations")
+    strategy, method_hp = _strategy(body.method)
+    hp = {**(body.hyperparameters.model_dump(exclude_none=True) | (body.hyperparameters.model_extra or {})
+             if body.hyperparameters else {}), **method_hp}
+    model = body.model
+    tuned = scope.find(TunedModel, model)
+    if tuned is not None:
+        model = tuned.base_model       # continue from a tuned model: its base, trained again on the new data
+    spec = JobSpec(kind="train", dataset_id=body.training_file, test_dataset_id=body.validation_file, model=model,
+                   strategy=strategy, params=to_params(strategy, hp), seed=body.seed or 0, suffix=body.suffix,
+                   metadata=body.metadata)
+    job, _ = create(session, principal, spec, idempotency_key)
+    return job_object(job)
+
+
+def _page(rows: list, after: str | None, limit: int, key=lambda r: r.id) -> tuple[list, bool]:
+    if after:
+        ids = [key(r) for r in rows]
+        rows = rows[ids.index(after) + 1:] if after in ids else []
+    limit = max(1, min(limit, 100))
+    return rows[:limit], len(rows) > limit
+
+
+@router.get("")
+def list_jobs(scope: ScopeDep, after: str | None = None, limit: int = 20):
+    rows = list(scope.list(Job, Job.kind == "train", order_by=Job.created_at.desc()))
+    page, more = _page(rows, after, limit)
+    return {"object": "list", "data": [job_object(j) for j in page], "has_more": more}
+
+
+@router.get("/{job_id}")
+def retrieve_job(job_id: str, scope: ScopeDep):
+    return job_object(scope.get(Job, job_id, "fine-tuning job"))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, scope: ScopeDep, session: SessionDep, principal: MemberDep):
+    return job_object(cancel(session, scope.get(Job, job_id, "fine-tuning job")))
+
+
+def event_object(e: JobEvent) -> dict:
+    metrics = e.type in ("progress", "metrics", "checkpoint")
+    data = e.data if metrics else (e.data or None)
+    message = e.message
+    if e.type == "progress" and not message:
+        d = e.data
+        message = f"Step {d.get('step')}/{d.get('total_steps')}" + (
+            f": training loss={d['loss']:.4f}" if d.get("loss") is not None else "")
+    return {"object": "fine_tuning.job.event", "id": f"ftevent-{e.id}", "created_at": ts(e.created_at),
+            "level": _LEVEL.get(e.level, "info"), "message": message, "data": data,
+            "type": "metrics" if metrics else "message"}
+
+
+@router.get("/{job_id}/events")
+def list_events(job_id: str, scope: ScopeDep, session: SessionDep, after: str | None = None, limit: int = 20):
+    scope.get(Job, job_id, "fine-tuning job")
+    q = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc())
+    if after and after.startswith("ftevent-") and after[8:].isdigit():
+        q = q.where(JobEvent.id < int(after[8:]))
+    limit = max(1, min(limit, 1000))
+    rows = session.scalars(q.limit(limit + 1)).all()
+    return {"object": "list", "data": [event_object(e) for e in rows[:limit]], "has_more": len(rows) > limit}
+
+
+@router.get("/{job_id}/checkpoints")
+def list_checkpoints(job_id: str, scope: ScopeDep, session: SessionDep, after: str | None = None, limit: int = 10):
+    job = scope.get(Job, job_id, "fine-tuning job")
+    q = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "checkpoint").order_by(JobEvent.id.desc())
+    if after and after.startswith("ftckpt-") and after[7:].isdigit():
+        q = q.where(JobEvent.id < int(after[7:]))
+    limit = max(1, min(limit, 100))
+    rows = session.scalars(q.limit(limit + 1)).all()
+    base = job.fine_tuned_model or f"ft:{job.spec.get('model')}:{job.id}"
+    data = [{"object": "fine_tuning.job.checkpoint", "id": f"ftckpt-{e.id}", "created_at": ts(e.created_at),
+             "fine_tuned_model_checkpoint": f"{base}:ckpt-step-{e.data.get('step')}", "fine_tuning_job_id": job.id,
+             "step_number": e.data.get("step"),
+             "metrics": {"step": e.data.get("step"), "train_loss": e.data.get("loss")}} for e in rows[:limit]]
+    return {"object": "list", "data": data, "has_more": len(rows) > limit,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}

@@ -1,0 +1,51 @@
+"""Members of the caller's tenant (admins manage them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy.exc import IntegrityError
+
+from ...db.models import User
+from ...security.keys import hash_password
+from ..deps import AdminDep, ScopeDep
+from ..errors import APIError
+from ..schemas import UserCreate, UserUpdate, user_out
+
+router = APIRouter(prefix="/api/v1/users", tags=["users"])
+
+
+@router.get("")
+def list_users(scope: ScopeDep):
+    return {"data": [user_out(u) for u in scope.list(User, order_by=User.created_at)]}
+
+
+@router.post("", status_code=201)
+def create_user(body: UserCreate, scope: ScopeDep, admin: AdminDep):
+    if scope.list(User, User.email == body.email):
+        raise APIError(409, "user_exists", f"{body.email} is already a member.", "email")
+    user = User(email=body.email, role=body.role,
+                password_hash=hash_password(body.password) if body.password else None)
+    try:
+        return user_out(scope.add(user))
+    except IntegrityError:
+        raise APIError(409, "user_exists", f"{body.email} is already a member.", "email") from None
+
+
+@router.get("/{user_id}")
+def get_user(user_id: str, scope: ScopeDep):
+    return user_out(scope.get(User, user_id, "user"))
+
+
+@router.patch("/{user_id}")
+def update_user(user_id: str, body: UserUpdate, scope: ScopeDep, admin: AdminDep):
+    user = scope.get(User, user_id, "user")
+    user.role = body.role
+    return user_out(user)
+
+
+@router.delete("/{user_id}")
+def delete_user(user_id: str, scope: ScopeDep, admin: AdminDep):
+    if user_id == admin.user_id:
+        raise APIError(409, "cannot_remove_self", "Admins cannot remove themselves.")
+    scope.delete(scope.get(User, user_id, "user"))
+    return {"id": user_id, "deleted": True}

@@ -1,0 +1,43 @@
+"""Webhooks for job events; each delivery is listed with its response."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter
+
+from ...db.models import Webhook, WebhookDelivery
+from ...jobs.webhooks import EVENTS
+from ..deps import AdminDep, ScopeDep
+from ..errors import APIError
+from ..schemas import WebhookCreate, delivery_out, webhook_out
+
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+
+
+@router.post("", status_code=201)
+def create_webhook(body: WebhookCreate, scope: ScopeDep, admin: AdminDep):
+    unknown = sorted(set(body.events) - set(EVENTS))
+    if unknown:
+        raise APIError(422, "invalid_event", f"Unknown events {unknown}; choose from {list(EVENTS)}.", "events")
+    hook = scope.add(Webhook(url=body.url, events=body.events, secret="whsec_" + secrets.token_urlsafe(24)))
+    return webhook_out(hook, secret=True) | {"note": "Verify deliveries with this secret; it is not shown again."}
+
+
+@router.get("")
+def list_webhooks(scope: ScopeDep):
+    return {"data": [webhook_out(h) for h in scope.list(Webhook, order_by=Webhook.created_at)]}
+
+
+@router.delete("/{webhook_id}")
+def delete_webhook(webhook_id: str, scope: ScopeDep, admin: AdminDep):
+    scope.delete(scope.get(Webhook, webhook_id, "webhook"))
+    return {"id": webhook_id, "deleted": True}
+
+
+@router.get("/{webhook_id}/deliveries")
+def deliveries(webhook_id: str, scope: ScopeDep, limit: int = 100):
+    scope.get(Webhook, webhook_id, "webhook")
+    rows = scope.list(WebhookDelivery, WebhookDelivery.webhook_id == webhook_id,
+                      order_by=WebhookDelivery.created_at.desc(), limit=max(1, min(limit, 1000)))
+    return {"data": [delivery_out(d) for d in rows]}

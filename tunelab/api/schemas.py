@@ -1,0 +1,89 @@
+"""Request bodies (validated, extra fields refused) and the JSON shapes of tunelab's own API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..db.models import ApiKey, Dataset, Job, JobEvent, TunedModel, User, Webhook, WebhookDelivery
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserCreate(Body):
+    email: str = Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    role: str = Field(default="member", pattern="^(admin|member|viewer)$")
+    password: str | None = Field(default=None, min_length=8)
+
+
+class UserUpdate(Body):
+    role: str = Field(pattern="^(admin|member|viewer)$")
+
+
+class KeyCreate(Body):
+    name: str = Field(default="", max_length=200)
+
+
+class WebhookCreate(Body):
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    events: list[str] = Field(default_factory=list)
+
+
+class PredictBody(Body):
+    texts: list[str] = Field(min_length=1, max_length=1000)
+
+
+def ts(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value else None
+
+
+def user_out(u: User) -> dict:
+    return {"id": u.id, "email": u.email, "role": u.role, "created_at": ts(u.created_at)}
+
+
+def key_out(k: ApiKey) -> dict:
+    return {"id": k.id, "name": k.name, "prefix": f"tl-{k.prefix}", "user_id": k.user_id,
+            "created_at": ts(k.created_at), "last_used_at": ts(k.last_used_at), "revoked_at": ts(k.revoked_at)}
+
+
+def dataset_out(d: Dataset, full: bool = False) -> dict:
+    out = {"id": d.id, "filename": d.filename, "purpose": d.purpose, "bytes": d.bytes, "status": d.status,
+           "rows": d.rows, "text_column": d.text_column, "label_column": d.label_column,
+           "labels": d.stats.get("num_labels"), "created_at": ts(d.created_at)}
+    if full:
+        out.update(report=d.report, stats=d.stats)
+    return out
+
+
+def job_out(j: Job) -> dict:
+    return {"id": j.id, "kind": j.kind, "status": j.status, "spec": j.spec, "attempts": j.attempts,
+            "progress": j.progress, "result": j.result, "fine_tuned_model": j.fine_tuned_model,
+            "error": {"code": j.error_code, "message": j.error_message} if j.error_code else None,
+            "cancel_requested": j.cancel_requested, "created_at": ts(j.created_at),
+            "started_at": ts(j.started_at), "finished_at": ts(j.finished_at)}
+
+
+def event_out(e: JobEvent) -> dict:
+    return {"id": e.id, "job_id": e.job_id, "type": e.type, "level": e.level, "message": e.message,
+            "data": e.data, "created_at": e.created_at.isoformat()}
+
+
+def tuned_out(m: TunedModel) -> dict:
+    return {"id": m.id, "object": "model", "kind": "tuned", "base_model": m.base_model, "strategy": m.strategy,
+            "job_id": m.job_id, "metrics": m.metrics, "created_at": ts(m.created_at)}
+
+
+def webhook_out(w: Webhook, secret: bool = False) -> dict:
+    out = {"id": w.id, "url": w.url, "events": w.events, "created_at": ts(w.created_at)}
+    if secret:
+        out["secret"] = w.secret
+    return out
+
+
+def delivery_out(d: WebhookDelivery) -> dict:
+    return {"id": d.id, "webhook_id": d.webhook_id, "job_id": d.job_id, "event": d.event, "status": d.status,
+            "attempts": d.attempts, "response_status": d.response_status, "response_body": d.response_body,
+            "duration_ms": d.duration_ms, "last_attempt_at": ts(d.last_attempt_at), "payload": d.payload}

@@ -1,0 +1,62 @@
+"""Operator commands: `tunelab worker` and `tunelab admin ...` (run on the server's machine,
+against its database: they need no API key)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+
+
+def extend(sub, groups) -> None:
+    worker = sub.add_parser("worker", help="run a job worker against the database (TUNELAB_DATABASE_URL)")
+    worker.set_defaults(func=cmd_worker)
+    admin = sub.add_parser("admin", help="operator commands").add_subparsers(dest="action", required=True)
+    tenant = admin.add_parser("create-tenant", help="create a tenant and print its admin's first API key")
+    tenant.add_argument("name")
+    tenant.add_argument("--admin-email", required=True)
+    tenant.add_argument("--json", action="store_true")
+    tenant.set_defaults(func=cmd_create_tenant)
+
+
+def _database():
+    from .db import Database, migrate
+    from .settings import Settings
+
+    settings = Settings()
+    db = Database(settings.db_url)
+    migrate(db.engine)
+    return settings, db
+
+
+def cmd_create_tenant(args) -> int:
+    from .services.tenants import Conflict, create_tenant
+
+    _, db = _database()
+    try:
+        with db.session() as s:
+            tenant, user, key = create_tenant(s, args.name, args.admin_email)
+            out = {"tenant_id": tenant.id, "name": tenant.name, "admin_user_id": user.id, "api_key": key}
+    except Conflict as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"tenant {out['name']} ({out['tenant_id']}); admin {args.admin_email}")
+        print(f"API key (shown once, store it now): {key}")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from .jobs.worker import Worker
+    from .logs import configure
+
+    settings, db = _database()
+    configure(settings.log_level, settings.log_json)
+    worker = Worker(settings, db)
+    # SIGTERM/SIGINT: stop claiming; the job in hand finishes, or its lease lets another take it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stopping.set())
+    worker.run_forever()
+    return 0

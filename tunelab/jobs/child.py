@@ -1,0 +1,111 @@
+"""The job process: `python -m tunelab.jobs.child SPEC.json`.
+
+Runs one job through the library entry points (runner / comparison) with no database access,
+and reports to its worker as JSON lines on stdout: progress ticks, checkpoints, the result, or
+an error. Its exit status tells the worker what happened (see EXIT_*): the worker retries only
+infrastructure failures, never a user's bad data or configuration.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+
+EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_STOPPED = 0, 3, 4, 5
+
+_out_lock = threading.Lock()
+
+
+def emit(type_: str, **data) -> None:
+    with _out_lock:
+        sys.stdout.write(json.dumps({"type": type_, **data}, default=str) + "\n")
+        sys.stdout.flush()
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker killed with SIGKILL must not leave its job running on (two runs would then
+    share one checkpoint folder when the job is claimed again)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent:       # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _on_sigterm(signum, frame) -> None:
+    from ..training.control import request_stop
+
+    # The loop writes a checkpoint at its next step and raises TrainingStopped; strategies
+    # without a loop finish quickly or are killed at the end of the grace period.
+    request_stop(os.environ.get("TUNELAB_STOP_REASON", "cancelled"))
+
+
+def run(spec_path: Path) -> int:
+    from ..comparison import compare
+    from ..data.errors import DataError
+    from ..models import resolve_model
+    from ..runner import DataSpec, prepare_data, run_strategy
+    from ..strategies.base import ConfigError
+    from ..training.control import TrainingStopped
+    from .spec import ChildSpec
+
+    spec = ChildSpec.model_validate_json(spec_path.read_text())
+    job = spec.job
+
+    def progress(event) -> None:
+        if event.phase == "checkpoint":
+            emit("checkpoint", step=event.step, total_steps=event.total_steps, epoch=event.epoch, loss=event.loss)
+        else:
+            emit("progress", **event.to_dict())
+
+    try:
+        model = resolve_model(job.model)
+        data = prepare_data(DataSpec(Path(spec.train_file), Path(spec.test_file) if spec.test_file else None,
+                                     spec.text_column, spec.label_column, limit=job.limit, seed=job.seed), model)
+        emit("phase", phase="running", train_rows=len(data.splits.train),
+             validation_rows=len(data.splits.validation), test_rows=len(data.splits.test),
+             labels=data.splits.label_names)
+        out = Path(spec.out_dir)
+        if job.kind == "compare":
+            result = compare(model, data, job.strategies, params=job.strategy_params, out_root=out,
+                             auto_fit=job.auto_fit, progress=progress)
+            emit("result", kind="compare", **result.to_dict(),
+                 artifacts={r["strategy"]: str(out / r["strategy"]) for r in result.rows if "error" not in r})
+        else:
+            result = run_strategy(model, data, job.strategy, job.params, out=out, work_dir=Path(spec.work_dir),
+                                  auto_fit=job.auto_fit, progress=progress)
+            emit("result", kind="train", strategy=result.strategy, metrics=result.metrics,
+                 artifacts={result.strategy: str(out)},
+                 resumed_from_step=result.notes.get("resumed_from_step", 0))
+        return EXIT_OK
+    except DataError as exc:
+        emit("error", code="invalid_training_file", message=str(exc), codes=exc.codes)
+        return EXIT_DATA
+    except TrainingStopped as exc:
+        emit("stopped", step=exc.step, reason=exc.reason)
+        return EXIT_STOPPED
+    except ConfigError as exc:
+        emit("error", code="invalid_configuration", message=str(exc))
+        return EXIT_CONFIG
+    except Exception as exc:    # an infrastructure failure as far as we know: the worker may retry
+        emit("error", code="internal_error", message=f"{type(exc).__name__}: {exc}")
+        traceback.print_exc(file=sys.stderr)
+        return 1
+
+
+def main() -> None:
+    parent = int(os.environ.get("TUNELAB_PARENT_PID", os.getppid()))
+    _die_with_parent(parent)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.exit(run(Path(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

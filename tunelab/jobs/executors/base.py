@@ -1,0 +1,20 @@
+"""The executor interface, kept small: start a job process from its spec file; then poll it,
+read its report lines, ask it to stop, or kill it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class Execution(Protocol):
+    def poll(self) -> int | None: ...                 # exit status once finished
+    def lines(self) -> list[str]: ...                 # report lines received since the last call
+    def terminate(self) -> None: ...                  # graceful: checkpoint and stop
+    def kill(self) -> None: ...
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self, spec_path: Path, job_dir: Path, env: dict[str, str]) -> Execution: ...

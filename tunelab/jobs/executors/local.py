@@ -1,0 +1,62 @@
+"""A job as a local subprocess of the worker (its own session, so signals reach it alone)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+
+class LocalExecution:
+    def __init__(self, proc: subprocess.Popen, log):
+        self.proc, self._log, self._q = proc, log, queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._q.put(line.rstrip("\n"))
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is not None:
+            self._reader.join(timeout=5)    # drain what it wrote before exiting
+            self._log.close()
+        return code
+
+    def lines(self) -> list[str]:
+        out = []
+        while True:
+            try:
+                out.append(self._q.get_nowait())
+            except queue.Empty:
+                return out
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+class LocalExecutor:
+    name = "local"
+
+    def start(self, spec_path: Path, job_dir: Path, env: dict[str, str]) -> LocalExecution:
+        log = open(job_dir / "job.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "tunelab.jobs.child", str(spec_path)],
+                                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
+                                cwd=job_dir, env={**env, "TUNELAB_PARENT_PID": str(os.getpid())},
+                                start_new_session=True)
+        return LocalExecution(proc, log)

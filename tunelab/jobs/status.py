@@ -1,0 +1,44 @@
+"""Job status: a str Enum with guarded transitions (after Ray's JobStatus)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    VALIDATING = "validating"
+    RUNNING = "running"
+    PAUSED = "paused"          # waiting for credit (billing); resumes from its checkpoint
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    def can_become(self, new: "JobStatus") -> bool:
+        return new in _ALLOWED[self]
+
+
+_ALLOWED: dict[JobStatus, set[JobStatus]] = {
+    # back to QUEUED = requeued after an infrastructure failure or an expired lease
+    JobStatus.QUEUED: {JobStatus.VALIDATING, JobStatus.CANCELLED, JobStatus.FAILED},
+    JobStatus.VALIDATING: {JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.QUEUED},
+    JobStatus.RUNNING: {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PAUSED,
+                        JobStatus.QUEUED},
+    JobStatus.PAUSED: {JobStatus.QUEUED, JobStatus.CANCELLED},
+    JobStatus.SUCCEEDED: set(),
+    JobStatus.FAILED: set(),
+    JobStatus.CANCELLED: set(),
+}
+
+
+class InvalidTransition(ValueError):
+    def __init__(self, old: JobStatus, new: JobStatus):
+        super().__init__(f"a job that is {old.value} cannot become {new.value}")
+        self.old, self.new = old, new

@@ -1,0 +1,120 @@
+"""Job rows: creation (idempotent), guarded transitions recorded as events, progress events,
+and the queue itself: claim with a lease, heartbeat, and requeue of jobs whose worker died.
+
+The claim is safe with many workers on either backend: PostgreSQL skips rows another worker has
+locked (FOR UPDATE SKIP LOCKED); on both, the claiming UPDATE is a compare-and-set on
+`lease_version`, so of two workers that saw the same row only one gets it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..db.models import Job, JobEvent, utcnow
+from .spec import JobSpec
+from .status import InvalidTransition, JobStatus
+
+
+def add_event(session: Session, job: Job, type_: str, message: str = "", data: dict | None = None,
+              level: str = "info") -> JobEvent:
+    ev = JobEvent(tenant_id=job.tenant_id, job_id=job.id, type=type_, message=message, data=data or {},
+                  level=level)
+    session.add(ev)
+    return ev
+
+
+def transition(session: Session, job: Job, new: JobStatus, message: str = "", **data) -> None:
+    old = JobStatus(job.status)
+    if not old.can_become(new):
+        raise InvalidTransition(old, new)
+    job.status = new.value
+    now = utcnow()
+    if new == JobStatus.RUNNING and job.started_at is None:
+        job.started_at = now
+    if new.is_terminal:
+        job.finished_at = now
+        job.lease_owner, job.lease_expires_at = None, None
+    if new in (JobStatus.QUEUED, JobStatus.PAUSED):
+        job.lease_owner, job.lease_expires_at = None, None
+    add_event(session, job, "status", message or f"Job {new.value}.",
+              {"from": old.value, "to": new.value, **data}, level="error" if new == JobStatus.FAILED else "info")
+
+
+def create_job(session: Session, tenant_id: str, spec: JobSpec, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """(job, created). The same idempotency key again returns the first job, even under a race."""
+    if idempotency_key:
+        existing = session.scalars(select(Job).where(Job.tenant_id == tenant_id,
+                                                     Job.idempotency_key == idempotency_key)).first()
+        if existing is not None:
+            return existing, False
+    job = Job(tenant_id=tenant_id, kind=spec.kind, spec=spec.model_dump(mode="json"),
+              idempotency_key=idempotency_key, status=JobStatus.QUEUED.value)
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:          # a concurrent request with the same key won
+        existing = session.scalars(select(Job).where(Job.tenant_id == tenant_id,
+                                                     Job.idempotency_key == idempotency_key)).first()
+        if existing is None:
+            raise
+        return existing, False
+    add_event(session, job, "status", "Job created and queued.", {"to": JobStatus.QUEUED.value})
+    return job, True
+
+
+def claim(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
+    """Take the oldest queued job, with a lease. Commits."""
+    q = (select(Job.id, Job.lease_version).where(Job.status == JobStatus.QUEUED.value)
+         .order_by(Job.created_at).limit(5))
+    if session.bind.dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    for job_id, version in session.execute(q).all():
+        done = session.execute(
+            update(Job).where(Job.id == job_id, Job.lease_version == version,
+                              Job.status == JobStatus.QUEUED.value)
+            .values(lease_owner=worker_id, lease_version=version + 1,
+                    lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+                    attempts=Job.attempts + 1)
+            .execution_options(synchronize_session=False))
+        if done.rowcount == 1:
+            session.commit()
+            job = session.get(Job, job_id)
+            session.refresh(job)
+            return job
+    session.commit()
+    return None
+
+
+def heartbeat(session: Session, job: Job, worker_id: str, lease_seconds: float) -> bool:
+    """Renew the lease; False when this worker no longer holds it (it must stop the job)."""
+    done = session.execute(
+        update(Job).where(Job.id == job.id, Job.lease_owner == worker_id)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False))
+    return done.rowcount == 1
+
+
+def requeue_expired(session: Session, now: datetime | None = None, max_attempts: int = 3) -> list[str]:
+    """The reconciler: jobs left validating/running by a worker that stopped renewing its lease
+    go back to the queue (and resume from their checkpoint), or fail after max_attempts."""
+    now = now or utcnow()
+    stale = session.scalars(select(Job).where(
+        Job.status.in_([JobStatus.VALIDATING.value, JobStatus.RUNNING.value]),
+        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))).all()
+    touched = []
+    for job in stale:
+        if job.attempts >= max_attempts:
+            job.error_code, job.error_message = "worker_lost", "The job's worker stopped responding too many times."
+            transition(session, job, JobStatus.FAILED, f"Worker lost {job.attempts} times; giving up.")
+        else:
+            transition(session, job, JobStatus.QUEUED,
+                       f"Worker {job.lease_owner or '?'} stopped responding; requeued to resume from its last checkpoint.",
+                       reason="lease_expired")
+        touched.append(job.id)
+    session.commit()
+    return touched

@@ -1,0 +1,226 @@
+"""The worker: claims queued jobs, runs each through an executor, and turns the job process's
+report into status transitions, events and a registered tuned model.
+
+`tunelab worker` runs one on its own; `tunelab serve` runs one in a thread of the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from ..data.store import DatasetStore
+from ..db import Database
+from ..db.models import Dataset, Job, TunedModel
+from ..settings import Settings
+from . import store, webhooks
+from .child import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STOPPED
+from .executors import Executor, LocalExecutor
+from .spec import ChildSpec, JobSpec
+from .status import JobStatus
+
+log = logging.getLogger("tunelab.worker")
+_SECRET_MARKERS = ("DATABASE_URL", "SECRET", "PASSWORD", "TOKEN", "API_KEY", "MASTER_KEY")
+
+
+def job_dir(settings: Settings, job: Job) -> Path:
+    return settings.jobs_dir / job.tenant_id / job.id
+
+
+def child_env() -> dict[str, str]:
+    """The job process gets no database URL and no secrets."""
+    return {k: v for k, v in os.environ.items() if not any(m in k.upper() for m in _SECRET_MARKERS)}
+
+
+def tuned_model_id(job: Job, spec: JobSpec, strategy: str) -> str:
+    tag = spec.suffix or strategy
+    return f"ft:{spec.model}:{tag}:{job.id.removeprefix('ftjob-')[:12]}"
+
+
+class Worker:
+    def __init__(self, settings: Settings, db: Database, executor: Executor | None = None):
+        self.settings, self.db = settings, db
+        self.executor = executor or LocalExecutor()
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stopping = threading.Event()
+
+    # ---- loop ---------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        log.info("worker started", extra={"worker": self.id})
+        threading.Thread(target=self._deliver_webhooks, daemon=True, name="webhooks").start()
+        while not self.stopping.is_set():
+            try:
+                if not self.run_once():
+                    self.stopping.wait(self.settings.worker_poll_seconds)
+            except Exception:      # a database hiccup must not end the worker
+                log.exception("worker iteration failed")
+                self.stopping.wait(1.0)
+
+    def run_once(self) -> bool:
+        with self.db.session() as s:
+            store.requeue_expired(s, max_attempts=self.settings.max_attempts)
+            job = store.claim(s, self.id, self.settings.lease_seconds)
+        if job is None:
+            return False
+        self.run_job(job.id)
+        return True
+
+    def _deliver_webhooks(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self.db.session() as s:
+                    webhooks.deliver_due(s)
+            except Exception:
+                log.exception("webhook delivery failed")
+            self.stopping.wait(0.5)
+
+    # ---- one job ------------------------------------------------------------------------
+    def run_job(self, job_id: str) -> None:
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+            if job.cancel_requested:
+                store.transition(s, job, JobStatus.CANCELLED, "Cancelled before it started.")
+                webhooks.enqueue(s, job, "cancelled")
+                return
+            store.transition(s, job, JobStatus.VALIDATING,
+                             f"Validating the dataset (attempt {job.attempts}).", worker=self.id)
+            try:
+                spec_path = self._write_child_spec(s, job)
+            except LookupError as exc:
+                self._fail(s, job, "invalid_training_file", str(exc))
+                return
+        execution = self.executor.start(spec_path, spec_path.parent, child_env())
+        self._supervise(job_id, execution)
+
+    def _write_child_spec(self, s, job: Job) -> Path:
+        spec = JobSpec.model_validate(job.spec)
+        datasets = DatasetStore(self.settings.datasets_dir)
+
+        def path_of(dataset_id: str) -> tuple[str, Dataset]:
+            row = s.get(Dataset, dataset_id)
+            stored = datasets.get(row.sha256) if row is not None and row.sha256 else None
+            if row is None or row.tenant_id != job.tenant_id or stored is None:
+                raise LookupError(f"The dataset {dataset_id} no longer exists.")
+            return str(stored.path), row
+
+        train_path, train_row = path_of(spec.dataset_id)
+        test_path = path_of(spec.test_dataset_id)[0] if spec.test_dataset_id else None
+        folder = job_dir(self.settings, job)
+        folder.mkdir(parents=True, exist_ok=True)
+        child = ChildSpec(job=spec, train_file=train_path, test_file=test_path,
+                          text_column=train_row.text_column, label_column=train_row.label_column,
+                          work_dir=str(folder / "work"), out_dir=str(folder / "artifact"))
+        path = folder / "spec.json"
+        path.write_text(child.model_dump_json(indent=2))
+        return path
+
+    def _supervise(self, job_id: str, execution) -> None:
+        state = {"result": None, "error": None, "stopped": None}
+        next_beat, term_sent_at = 0.0, None
+        while True:
+            code = execution.poll()
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                for line in execution.lines():
+                    self._handle_line(s, job, line, state)
+                if code is not None:
+                    self._finish(s, job, code, state)
+                    return
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + self.settings.heartbeat_seconds
+                    if not store.heartbeat(s, job, self.id, self.settings.lease_seconds):
+                        log.warning("lost the lease; stopping job", extra={"job": job_id})
+                        execution.kill()
+                        execution_wait(execution)
+                        return
+                    s.refresh(job)
+                    if job.cancel_requested and term_sent_at is None:
+                        store.add_event(s, job, "log", "Cancel requested: stopping at the next step with a checkpoint.")
+                        execution.terminate()
+                        term_sent_at = now
+                if term_sent_at is not None and now - term_sent_at > self.settings.cancel_grace_seconds:
+                    store.add_event(s, job, "log", "Grace period over: job process killed.", level="warning")
+                    execution.kill()
+            time.sleep(0.2)
+
+    def _handle_line(self, s, job: Job, line: str, state: dict) -> None:
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            store.add_event(s, job, "log", line[:2000])
+            return
+        kind = msg.pop("type", "log")
+        if kind == "phase" and msg.get("phase") == "running" and job.status == JobStatus.VALIDATING.value:
+            store.transition(s, job, JobStatus.RUNNING,
+                             f"Dataset valid ({msg.get('train_rows')} train / {msg.get('validation_rows')} "
+                             f"validation / {msg.get('test_rows')} test rows); training started.", **msg)
+        elif kind == "progress":
+            job.progress = msg
+            store.add_event(s, job, "progress", msg.get("message", ""), msg)
+        elif kind == "checkpoint":
+            store.add_event(s, job, "checkpoint", f"Checkpoint at step {msg['step']}.", msg)
+        elif kind in ("result", "error", "stopped"):
+            state[kind if kind != "stopped" else "stopped"] = msg
+        else:
+            store.add_event(s, job, "log", str(msg.get("message", msg)))
+
+    def _finish(self, s, job: Job, code: int, state: dict) -> None:
+        err = state["error"] or {}
+        if job.cancel_requested:
+            store.transition(s, job, JobStatus.CANCELLED, "Cancelled; its last checkpoint was kept.",
+                             step=(state["stopped"] or {}).get("step"))
+            webhooks.enqueue(s, job, "cancelled")
+        elif code == EXIT_OK and state["result"]:
+            self._succeed(s, job, state["result"])
+        elif code in (EXIT_DATA, EXIT_CONFIG):      # the user's input: retrying cannot help
+            self._fail(s, job, err.get("code", "invalid_job"), err.get("message", "invalid job"))
+        elif code == EXIT_STOPPED:                  # stopped without a cancel: paused (billing)
+            store.transition(s, job, JobStatus.PAUSED, "Paused at a checkpoint.", step=state["stopped"].get("step"))
+            webhooks.enqueue(s, job, "paused")
+        elif job.attempts < self.settings.max_attempts:
+            store.transition(s, job, JobStatus.QUEUED,
+                             f"Infrastructure failure (exit {code}): {err.get('message', 'no detail')}; retrying.",
+                             reason="infrastructure", exit_code=code)
+        else:
+            self._fail(s, job, err.get("code", "internal_error"),
+                       f"Failed {job.attempts} times; last: {err.get('message', f'exit status {code}')}")
+
+    def _succeed(self, s, job: Job, result: dict) -> None:
+        spec = JobSpec.model_validate(job.spec)
+        ids = {}
+        for strategy, path in result.get("artifacts", {}).items():
+            model_id = tuned_model_id(job, spec, strategy)
+            metrics = result.get("metrics") if result["kind"] == "train" else \
+                next((r for r in result.get("results", []) if r.get("strategy") == strategy), {})
+            if s.get(TunedModel, model_id) is None:
+                s.add(TunedModel(id=model_id, tenant_id=job.tenant_id, job_id=job.id, base_model=spec.model,
+                                 strategy=strategy, artifact_path=path, metrics=metrics or {}))
+            ids[strategy] = model_id
+        job.result = {**result, "models": ids}
+        pick = result.get("strategy") or result.get("recommended")
+        job.fine_tuned_model = ids.get(pick)
+        summary = result.get("metrics", {})
+        if summary:
+            store.add_event(s, job, "metrics", f"macro-F1 {summary.get('macro_f1', 0):.3f}, accuracy "
+                                               f"{summary.get('accuracy', 0):.3f} on {summary.get('test_rows')} test rows.",
+                            {k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+        store.transition(s, job, JobStatus.SUCCEEDED, f"Job succeeded: {job.fine_tuned_model or 'comparison ready'}.")
+        webhooks.enqueue(s, job, "succeeded")
+
+    def _fail(self, s, job: Job, code: str, message: str) -> None:
+        job.error_code, job.error_message = code, message
+        store.transition(s, job, JobStatus.FAILED, message[:2000], code=code)
+        webhooks.enqueue(s, job, "failed")
+
+
+def execution_wait(execution, timeout: float = 10.0) -> None:
+    t0 = time.monotonic()
+    while execution.poll() is None and time.monotonic() - t0 < timeout:
+        time.sleep(0.05)

@@ -1,0 +1,1 @@
+"""Keys, passwords, roles (the rest of isolation comes with the isolation issue)."""

@@ -1,0 +1,1 @@
+"""Operations shared by the API and the admin CLI (below the API, above the library)."""

@@ -1,0 +1,51 @@
+"""Tenants, users and API keys: creation and lookup (the routes and `tunelab admin` use these)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..db.models import ApiKey, Tenant, User, utcnow
+from ..security.keys import generate_key, matches, parse_prefix
+
+ROLES = ("admin", "member", "viewer")
+
+
+class Conflict(ValueError):
+    pass
+
+
+def create_tenant(session: Session, name: str, admin_email: str) -> tuple[Tenant, User, str]:
+    """The tenant, its first admin, and that admin's first API key (the only time it is shown)."""
+    if session.scalars(select(Tenant).where(Tenant.name == name)).first() is not None:
+        raise Conflict(f"A tenant named {name!r} already exists.")
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    session.flush()
+    user = User(tenant_id=tenant.id, email=admin_email, role="admin")
+    session.add(user)
+    session.flush()
+    key, _ = create_key(session, user, "first admin key")
+    return tenant, user, key
+
+
+def create_key(session: Session, user: User, name: str = "") -> tuple[str, ApiKey]:
+    new = generate_key()
+    row = ApiKey(tenant_id=user.tenant_id, user_id=user.id, name=name, prefix=new.prefix, hash=new.hash)
+    session.add(row)
+    session.flush()
+    return new.key, row
+
+
+def authenticate(session: Session, key: str) -> tuple[ApiKey, User] | None:
+    prefix = parse_prefix(key)
+    if prefix is None:
+        return None
+    row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    if row is None or row.revoked_at is not None or not matches(key, row.hash):
+        return None
+    user = session.get(User, row.user_id)
+    if user is None:
+        return None
+    row.last_used_at = utcnow()
+    return row, user
