@@ -21,14 +21,21 @@ demo: $(STAMP)
 	$(BIN)/tunelab compare ../shared/datasets/text-classification/sms_spam.tsv \
 		--model minilm --strategies zero-shot,linear-probe,lora --limit 2000
 
+# Both database backends: SQLite always; PostgreSQL too when TUNELAB_TEST_POSTGRES_URL is set, or else on a
+# private throwaway cluster that scripts/pg-test-server starts (and stops) when PostgreSQL is installed.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	scripts/pg-test-server run -- $(BIN)/python -m pytest
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_banking77.py
+
+# API latency under 200 polling clients, SQLite and PostgreSQL (on a throwaway cluster when installed).
+.PHONY: bench-service
+bench-service: $(STAMP)
+	scripts/pg-test-server run -- $(BIN)/python benchmarks/bench_service.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
