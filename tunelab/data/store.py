@@ -39,8 +39,10 @@ class StoredDataset:
         """Re-read the stored file with the columns chosen at import."""
         ds = read_table(self.path, text_column=self.meta["text_column"],
                         label_column=self.meta["label_column"],
+                        # Accepted once already: the limits only need to let it through again
+                        # (rows as counted at import leave out blank and header lines).
                         limits=DataLimits(max_bytes=max(self.path.stat().st_size, 1),
-                                          max_rows=max(self.meta["rows"], 1)))
+                                          max_rows=2 * self.meta["rows"] + 1000))
         ds.source = self.meta["name"]
         return ds
 

@@ -25,7 +25,9 @@ def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tu
     try:
         return submit(session, principal.tenant_id, spec, idempotency_key)
     except JobRejected as exc:
-        raise APIError(422, exc.code, str(exc), exc.param) from None
+        # Another tenant's dataset is indistinguishable from a missing one: 404, as on every route.
+        status = 404 if exc.code == "dataset_not_found" else 422
+        raise APIError(status, exc.code, str(exc), exc.param) from None
 
 
 @router.post("", status_code=201)

@@ -1,0 +1,127 @@
+"""Two tenants: every route that takes an id answers 404 to tenant A for each of tenant B's ids,
+lists never show B's rows, and ids smuggled into bodies are ignored. The table is checked
+against the server's own OpenAPI paths, so a new route cannot slip through untested."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .helpers import upload, wait_job
+
+
+@pytest.fixture(scope="module")
+def b_ids(server, client_b, tenant_b, banking_subset) -> dict:
+    train, test = banking_subset
+    ds = upload(client_b, train)
+    job = client_b.post("/api/v1/jobs", json={"dataset_id": ds["id"], "strategy": "linear-probe"}).json()
+    job = wait_job(client_b, job["id"], timeout=600)
+    assert job["status"] == "succeeded", job
+    user = client_b.post("/api/v1/users", json={"email": "m@b.test", "role": "member"}).json()
+    key = client_b.post("/api/v1/api-keys", json={"name": "second"}).json()
+    hook = client_b.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()
+    return {"dataset": ds["id"], "job": job["id"], "model": job["fine_tuned_model"], "user": user["id"],
+            "key": key["id"], "webhook": hook["id"]}
+
+
+# (method, path template, body) — every id-taking route of tunelab's API and OpenAI's.
+ROUTES = [
+    ("GET", "/api/v1/datasets/{dataset}", None),
+    ("GET", "/api/v1/datasets/{dataset}/preview", None),
+    ("DELETE", "/api/v1/datasets/{dataset}", None),
+    ("GET", "/api/v1/jobs/{job}", None),
+    ("POST", "/api/v1/jobs/{job}/cancel", None),
+    ("GET", "/api/v1/jobs/{job}/events", None),
+    ("GET", "/api/v1/jobs/{job}/stream", None),
+    ("GET", "/api/v1/comparisons/{job}", None),
+    ("GET", "/api/v1/models/{model}", None),
+    ("GET", "/api/v1/models/{model}/artifact", None),
+    ("POST", "/api/v1/models/{model}/predict", {"texts": ["hello"]}),
+    ("DELETE", "/api/v1/models/{model}", None),
+    ("GET", "/api/v1/users/{user}", None),
+    ("PATCH", "/api/v1/users/{user}", {"role": "viewer"}),
+    ("DELETE", "/api/v1/users/{user}", None),
+    ("DELETE", "/api/v1/api-keys/{key}", None),
+    ("DELETE", "/api/v1/webhooks/{webhook}", None),
+    ("GET", "/api/v1/webhooks/{webhook}/deliveries", None),
+    ("GET", "/v1/files/{dataset}", None),
+    ("GET", "/v1/files/{dataset}/content", None),
+    ("DELETE", "/v1/files/{dataset}", None),
+    ("GET", "/v1/fine_tuning/jobs/{job}", None),
+    ("POST", "/v1/fine_tuning/jobs/{job}/cancel", None),
+    ("GET", "/v1/fine_tuning/jobs/{job}/events", None),
+    ("GET", "/v1/fine_tuning/jobs/{job}/checkpoints", None),
+    ("GET", "/v1/models/{model}", None),
+    ("DELETE", "/v1/models/{model}", None),
+    # creating with another tenant's ids
+    ("POST", "/api/v1/jobs", {"dataset_id": "{dataset}", "strategy": "linear-probe"}),
+    ("POST", "/api/v1/comparisons", {"dataset_id": "{dataset}", "strategies": ["zero-shot"]}),
+    ("POST", "/v1/fine_tuning/jobs", {"model": "minilm", "training_file": "{dataset}"}),
+]
+
+
+def _fill(value, ids):
+    if isinstance(value, str):
+        return re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], value)
+    if isinstance(value, dict):
+        return {k: _fill(v, ids) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, ids) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("method,path,body", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
+def test_other_tenants_ids_are_not_found(client_a, b_ids, method, path, body):
+    r = client_a.request(method, _fill(path, b_ids), json=_fill(body, b_ids))
+    assert r.status_code == 404, (r.status_code, r.text)
+    assert r.json()["error"]["code"] in ("not_found", "dataset_not_found")
+
+
+def test_table_covers_every_route_with_an_id(client_a):
+    spec = client_a.get("/openapi.json").json()
+    covered = {(m, re.sub(r"\{\w+\}", "{}", p)) for m, p, _ in ROUTES}
+    missing = []
+    for path, ops in spec["paths"].items():
+        if "{" not in path:
+            continue
+        for method in ops:
+            if (method.upper(), re.sub(r"\{[\w:]+\}", "{}", path)) not in covered:
+                missing.append(f"{method.upper()} {path}")
+    assert not missing, f"routes with ids not in the BOLA table: {missing}"
+
+
+def test_tenant_b_still_has_everything(client_b, b_ids):
+    assert client_b.get(f"/api/v1/datasets/{b_ids['dataset']}").status_code == 200
+    assert client_b.get(f"/api/v1/models/{b_ids['model']}").status_code == 200
+    assert client_b.get(f"/api/v1/users/{b_ids['user']}").json()["role"] == "member"
+    keys = {k["id"]: k for k in client_b.get("/api/v1/api-keys").json()["data"]}
+    assert keys[b_ids["key"]]["revoked_at"] is None
+
+
+@pytest.mark.parametrize("path", ["/api/v1/datasets", "/api/v1/jobs", "/api/v1/models", "/api/v1/users",
+                                  "/api/v1/api-keys", "/api/v1/webhooks", "/api/v1/comparisons", "/v1/files",
+                                  "/v1/fine_tuning/jobs", "/v1/models"])
+def test_lists_show_only_own_rows(client_a, b_ids, path):
+    text = client_a.get(path).text
+    for ident in b_ids.values():
+        assert ident not in text
+
+
+def test_tenant_id_in_a_body_is_ignored(client_a, tenant_a, tenant_b, banking_subset):
+    r = client_a.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/x", "tenant_id": tenant_b["tenant_id"]})
+    assert r.status_code == 422      # unknown fields are refused outright, not silently applied
+    with open(banking_subset[1], "rb") as f:
+        r = client_a.post("/api/v1/datasets", files={"file": ("t.csv", f)}, data={"tenant_id": tenant_b["tenant_id"]})
+    assert r.status_code == 201
+    assert client_a.get(f"/api/v1/datasets/{r.json()['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/datasets", "/api/v1/jobs", "/v1/models", "/v1/fine_tuning/jobs"])
+def test_unauthenticated_is_401(server, path):
+    import httpx
+
+    for headers in ({}, {"Authorization": "Bearer tl-0000000000.nope"}, {"Authorization": "Basic x"}):
+        r = httpx.get(server.url + path, headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["type"] == "authentication_error"
