@@ -127,3 +127,28 @@ def test_invalid_job_is_refused_at_creation(client_a, dataset):
         r = client_a.post("/api/v1/jobs", json=body)
         assert r.status_code == status, (body, r.text)
         assert r.json()["error"]["param"] == param, r.text
+
+
+def test_server_restart_loses_nothing(backend, tmp_path_factory, banking_subset):
+    """The default install: server and worker in one process, SIGKILLed mid-job and started again."""
+    from .conftest import database_url
+
+    srv = ServerProcess(tmp_path_factory.mktemp("restart"), database_url(backend, "restart"), **FAST_LEASE).start()
+    try:
+        tenant = srv.create_tenant("solo")
+        with srv.client(tenant["api_key"]) as c:
+            ds = upload(c, banking_subset[0])["id"]
+            job = c.post("/api/v1/jobs", json={"dataset_id": ds, "strategy": "lora",
+                                               "params": {"epochs": 2, "min_steps": 0, "checkpoint_every": 3}}).json()
+            _wait_event(c, job["id"], lambda e: e["type"] == "checkpoint")
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        srv.start()
+        with srv.client(tenant["api_key"]) as c:
+            assert [d["id"] for d in c.get("/api/v1/datasets").json()["data"]] == [ds]
+            done = wait_job(c, job["id"], timeout=600)
+            assert done["status"] == "succeeded", (done, srv.tail())
+            resumed = [e for e in events(c, job["id"], "progress") if "resuming from checkpoint" in e["message"]]
+            assert resumed, "the restarted server's worker resumes from the checkpoint"
+    finally:
+        srv.stop()

@@ -42,6 +42,7 @@ ROUTES = [
     ("GET", "/api/v1/users/{user}", None),
     ("PATCH", "/api/v1/users/{user}", {"role": "viewer"}),
     ("DELETE", "/api/v1/users/{user}", None),
+    ("POST", "/api/v1/users/{user}/api-keys", {"name": "smuggled"}),
     ("DELETE", "/api/v1/api-keys/{key}", None),
     ("DELETE", "/api/v1/webhooks/{webhook}", None),
     ("GET", "/api/v1/webhooks/{webhook}/deliveries", None),

@@ -7,9 +7,10 @@ from sqlalchemy.exc import IntegrityError
 
 from ...db.models import User
 from ...security.keys import hash_password
-from ..deps import AdminDep, ScopeDep
+from ...services.tenants import create_key
+from ..deps import AdminDep, ScopeDep, SessionDep
 from ..errors import APIError
-from ..schemas import UserCreate, UserUpdate, user_out
+from ..schemas import KeyCreate, UserCreate, UserUpdate, key_out, user_out
 
 router = APIRouter(prefix="/api/v1/users", tags=["users"])
 
@@ -49,3 +50,10 @@ def delete_user(user_id: str, scope: ScopeDep, admin: AdminDep):
         raise APIError(409, "cannot_remove_self", "Admins cannot remove themselves.")
     scope.delete(scope.get(User, user_id, "user"))
     return {"id": user_id, "deleted": True}
+
+
+@router.post("/{user_id}/api-keys", status_code=201)
+def issue_key(user_id: str, body: KeyCreate, scope: ScopeDep, admin: AdminDep, session: SessionDep):
+    """An admin onboards a member: the member's first key, shown once (to hand over securely)."""
+    key, row = create_key(session, scope.get(User, user_id, "user"), body.name)
+    return key_out(row) | {"key": key, "note": "Store this key now: it is not shown again."}
