@@ -1,8 +1,349 @@
 """Remote mode: `tunelab --server URL --api-key K <command>` drives a tunelab server through the
-SDK (filled in with the SDK)."""
+SDK (tunelab.sdk): datasets upload/list/get, jobs create/list/get/watch/cancel/events, models
+predict/get. Nothing here imports the server, nor torch: httpx, pydantic and tqdm suffice.
+
+Exit statuses: 0 ok; 1 the server refused the request (or could not be reached), or the watched
+job failed; 2 no --server/--api-key, or the key was refused (401/403); 3 the watched job was
+cancelled.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import sys
+
+EXIT_OK, EXIT_ERROR, EXIT_AUTH, EXIT_CANCELLED = 0, 1, 2, 3
+JOB_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_ERROR, "cancelled": EXIT_CANCELLED}
+
 
 def extend(sub, groups) -> None:
+    ds = groups["datasets"]
+    p = ds.add_parser("upload", help="remote: upload a data file to the server")
+    p.add_argument("file")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_datasets_upload)
+    _json_flag(ds.add_parser("list", help="remote: your datasets on the server")).set_defaults(func=cmd_datasets_list)
+    p = _json_flag(ds.add_parser("get", help="remote: one dataset with its validation report"))
+    p.add_argument("dataset_id")
+    p.set_defaults(func=cmd_datasets_get)
+
+    jobs = sub.add_parser("jobs", help="remote: training jobs on a server").add_subparsers(dest="action", required=True)
+    groups["jobs"] = jobs
+    p = _json_flag(jobs.add_parser("list", help="your jobs, newest first"))
+    p.add_argument("--status", help="only jobs with this status")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_jobs_list)
+    p = _json_flag(jobs.add_parser("get", help="one job"))
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_jobs_get)
+    p = _json_flag(jobs.add_parser("create", help="queue a training job (--watch to follow it)"))
+    p.add_argument("dataset_id")
+    p.add_argument("--strategy", required=True)
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--test-dataset", dest="test_dataset_id", help="a dataset id to test on (default: a split)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter")
+    p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
+    p.add_argument("--idempotency-key", help="sending the same key again returns the first job")
+    p.add_argument("--watch", action="store_true", help="follow the job; exit 0/1/3 as it succeeds/fails/is cancelled")
+    p.set_defaults(func=cmd_jobs_create)
+    p = _json_flag(jobs.add_parser("watch", help="follow a job live; exit 0 succeeded, 1 failed, 3 cancelled"))
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_jobs_watch)
+    p = _json_flag(jobs.add_parser("cancel", help="cancel a job (a running one stops at a checkpoint)"))
+    p.add_argument("job_id")
+    p.set_defaults(func=cmd_jobs_cancel)
+    p = _json_flag(jobs.add_parser("events", help="a job's events"))
+    p.add_argument("job_id")
+    p.add_argument("--after", type=int, default=0, help="only events after this id")
+    p.add_argument("--type", help="only events of this type (status, progress, metrics, log, checkpoint)")
+    p.set_defaults(func=cmd_jobs_events)
+
+    models = groups["models"]
+    p = _json_flag(models.add_parser("predict", help="remote: label texts with a tuned model on the server"))
+    p.add_argument("model_id")
+    p.add_argument("texts", nargs="+")
+    p.set_defaults(func=cmd_models_predict)
+    p = _json_flag(models.add_parser("get", help="remote: one model (catalog or tuned) on the server"))
+    p.add_argument("model_id")
+    p.set_defaults(func=cmd_models_get)
+
+
+def _json_flag(p):
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return p
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+class _Usage(Exception):
     pass
+
+
+def remote(fn):
+    """Give the command a Client; turn missing settings and API errors into messages and exit statuses."""
+    @functools.wraps(fn)
+    def run(args) -> int:
+        from .sdk import APIError, Client
+
+        try:
+            if not args.server:
+                raise _Usage("this command talks to a tunelab server: give --server URL (or set TUNELAB_SERVER)")
+            if not args.api_key:
+                raise _Usage("this command needs your API key: give --api-key KEY (or set TUNELAB_API_KEY)")
+            with Client(args.server, args.api_key) as client:
+                return fn(client, args)
+        except _Usage as exc:
+            _say(f"error: {exc}")
+            return EXIT_AUTH
+        except APIError as exc:
+            _say(f"error: {exc}")
+            issues = exc.body.get("issues") or []
+            for issue in issues[:20]:
+                _say(f"  - {issue.get('message', issue) if isinstance(issue, dict) else issue}")
+            if exc.status in (401, 403):
+                _say(f"  (server {args.server}; check --api-key / TUNELAB_API_KEY)")
+                return EXIT_AUTH
+            return EXIT_ERROR
+    return run
+
+
+def _dump(obj) -> None:
+    if isinstance(obj, list):
+        obj = [o.model_dump(mode="json") if hasattr(o, "model_dump") else o for o in obj]
+    elif hasattr(obj, "model_dump"):
+        obj = obj.model_dump(mode="json")
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def _dataset_line(d) -> str:
+    return (f"{d.id}  {d.filename:<28} {d.status:<8} {d.rows or 0:>7} rows  {d.labels or 0:>4} labels  "
+            f"text={d.text_column} label={d.label_column}")
+
+
+@remote
+def cmd_datasets_upload(client, args) -> int:
+    d = client.datasets.upload(args.file, text_column=args.text_column, label_column=args.label_column)
+    if args.json:
+        _dump(d)
+    else:
+        print(_dataset_line(d))
+        for w in ((d.report or {}).get("warnings") or [])[:10]:
+            _say(f"  warning: {w.get('message', w) if isinstance(w, dict) else w}")
+    return EXIT_OK
+
+
+@remote
+def cmd_datasets_list(client, args) -> int:
+    items = client.datasets.list()
+    if args.json:
+        _dump(items)
+    else:
+        for d in items:
+            print(_dataset_line(d))
+    return EXIT_OK
+
+
+@remote
+def cmd_datasets_get(client, args) -> int:
+    d = client.datasets.get(args.dataset_id)
+    if args.json:
+        _dump(d)
+    else:
+        print(_dataset_line(d))
+    return EXIT_OK
+
+
+def _job_line(j) -> str:
+    what = j.spec.get("strategy") or ",".join(j.spec.get("strategies") or [])
+    extra = f"  model {j.fine_tuned_model}" if j.fine_tuned_model else ""
+    if j.error:
+        extra += f"  error {j.error.code}: {j.error.message[:120]}"
+    return f"{j.id}  {j.kind:<7} {j.status:<10} {what:<14} {j.spec.get('model', '')}{extra}"
+
+
+@remote
+def cmd_jobs_list(client, args) -> int:
+    items = client.jobs.list(limit=args.limit, status=args.status)
+    if args.json:
+        _dump(items)
+    else:
+        for j in items:
+            print(_job_line(j))
+    return EXIT_OK
+
+
+@remote
+def cmd_jobs_get(client, args) -> int:
+    j = client.jobs.get(args.job_id)
+    _dump(j) if args.json else print(_job_line(j))
+    return EXIT_OK
+
+
+def parse_params(items: list[str]) -> dict:
+    """KEY=VALUE pairs; VALUE is read as JSON when it parses (3, 1e-4, true, [1,2]), else a string."""
+    params = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise _Usage(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            params[key.strip()] = json.loads(value)
+        except ValueError:
+            params[key.strip()] = value
+    return params
+
+
+@remote
+def cmd_jobs_create(client, args) -> int:
+    job = client.jobs.create(args.dataset_id, strategy=args.strategy, model=args.model,
+                             params=parse_params(args.set), test_dataset_id=args.test_dataset_id,
+                             limit=args.limit, idempotency_key=args.idempotency_key)
+    if not args.watch:
+        _dump(job) if args.json else print(job.id)
+        return EXIT_OK
+    _say(f"job {job.id} {job.status}")
+    return _watch(client, job.id, args.json)
+
+
+@remote
+def cmd_jobs_watch(client, args) -> int:
+    return _watch(client, args.job_id, args.json)
+
+
+class Watcher:
+    """Renders a job's events: a tqdm bar per progress phase (loss, validation F1, ETA), status
+    transitions, metrics, and warnings as lines."""
+
+    def __init__(self, bar: bool | None = None, out=None, err=None):
+        self.bar_enabled = sys.stderr.isatty() if bar is None else bar
+        self.out, self.err = out, err
+        self.bar, self.phase = None, None
+
+    def __call__(self, event) -> None:
+        if event.type == "progress":
+            self._progress(event.data)
+        elif event.type == "status":
+            to = event.data.get("to", "")
+            came = event.data.get("from")
+            self._line(f"{came} -> {to}: {event.message}" if came else f"{to}: {event.message}")
+            if to in ("succeeded", "failed", "cancelled"):
+                self.close()
+        elif event.type == "metrics" or event.level in ("warning", "error"):
+            self._line(f"{event.type}: {event.message}")
+
+    def _line(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.out or sys.stdout)
+
+    def _progress(self, data: dict) -> None:
+        if not self.bar_enabled:
+            return
+        from tqdm import tqdm
+
+        phase, total, step = data.get("phase", "train"), int(data.get("total_steps") or 0), int(data.get("step") or 0)
+        if self.bar is None or phase != self.phase or self.bar.total != total:
+            self.close()
+            self.bar = tqdm(total=total or None, desc=phase, initial=step, dynamic_ncols=True, leave=False,
+                            file=self.err or sys.stderr)
+            self.phase = phase
+        self.bar.n = step
+        post = {}
+        if data.get("loss") is not None:
+            post["loss"] = f"{data['loss']:.4f}"
+        if data.get("eval_metric") is not None:
+            post["val_f1"] = f"{data['eval_metric']:.3f}"
+        if data.get("eta_s") is not None:
+            post["eta"] = _duration(data["eta_s"])
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.phase = None, None
+
+
+def _duration(seconds: float) -> str:
+    s = int(max(seconds, 0))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _watch(client, job_id: str, as_json: bool) -> int:
+    watcher = Watcher(out=sys.stderr if as_json else None)
+    try:
+        job = client.jobs.watch(job_id, on_event=watcher)
+    except KeyboardInterrupt:
+        watcher.close()
+        _say(f"\nstopped watching; job {job_id} goes on (`tunelab jobs watch {job_id}` to follow it again)")
+        return 130
+    finally:
+        watcher.close()
+    if as_json:
+        _dump(job)
+    else:
+        metrics = (job.result or {}).get("metrics") or {}
+        summary = f"job {job.id} {job.status}"
+        if job.fine_tuned_model:
+            summary += f": model {job.fine_tuned_model}"
+        if "macro_f1" in metrics:
+            summary += f" (macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics.get('accuracy', 0):.3f})"
+        if job.error:
+            summary += f": {job.error.code}: {job.error.message}"
+        print(summary)
+    return JOB_EXIT.get(job.status, EXIT_ERROR)
+
+
+@remote
+def cmd_jobs_cancel(client, args) -> int:
+    job = client.jobs.cancel(args.job_id)
+    if args.json:
+        _dump(job)
+    else:
+        state = "cancel requested (it stops at its next checkpoint)" if job.status != "cancelled" else "cancelled"
+        print(f"job {job.id}: {state}")
+    return EXIT_OK
+
+
+@remote
+def cmd_jobs_events(client, args) -> int:
+    after, events = args.after, []
+    while True:
+        page = client.jobs.events(args.job_id, after=after, type=args.type)
+        events += page.data
+        if len(page.data) < 500:
+            break
+        after = page.last_id
+    if args.json:
+        _dump(events)
+    else:
+        for e in events:
+            print(f"{e.id:>6}  {e.created_at or '':<26} {e.type:<10} {e.level:<7} {e.message}")
+    return EXIT_OK
+
+
+@remote
+def cmd_models_predict(client, args) -> int:
+    preds = client.models.predict(args.model_id, args.texts)
+    if args.json:
+        _dump(preds)
+    else:
+        for p in preds:
+            print(f"{p.label}\t{p.score:.3f}\t{p.text}")
+    return EXIT_OK
+
+
+@remote
+def cmd_models_get(client, args) -> int:
+    m = client.models.get(args.model_id)
+    if args.json:
+        _dump(m)
+    else:
+        print(f"{m.id}  {m.kind}  base {m.base_model or '-'}  strategy {m.strategy or '-'}  metrics "
+              f"{json.dumps({k: v for k, v in (m.metrics or {}).items() if k in ('macro_f1', 'accuracy')})}")
+    return EXIT_OK

@@ -1,0 +1,379 @@
+"""A typed Python client for a tunelab server: upload data, run and watch jobs, predict.
+
+    from tunelab.sdk import Client
+
+    with Client("http://127.0.0.1:8000", api_key="tl-...") as tl:
+        ds = tl.datasets.upload("train.csv")
+        job = tl.jobs.create(ds.id, strategy="linear-probe")
+        job = tl.jobs.watch(job.id, on_event=lambda e: print(e.type, e.message))
+        print(tl.models.predict(job.fine_tuned_model, ["my card has not arrived"])[0].label)
+
+It needs only httpx and pydantic: it never imports tunelab's server. Every error the server
+answers raises `APIError` (status, code, message, param); an unreachable server raises
+`APIConnectionError` (a subclass, status 0)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Client", "APIError", "APIConnectionError", "Dataset", "Job", "JobEvent", "EventPage", "Model",
+           "Prediction", "Comparison", "ApiKey", "Webhook", "WebhookDelivery", "Tenant", "TERMINAL"]
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class APIError(Exception):
+    """The server's error: HTTP `status`, stable `code`, `message`, the offending `param`, and
+    the whole error object in `body` (e.g. `issues` for a file that does not validate)."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None,
+                 type: str | None = None, body: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.param, self.type = status, code, message, param, type
+        self.body = body or {}
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.status} {self.code})" if self.status else self.message
+
+
+class APIConnectionError(APIError):
+    def __init__(self, message: str):
+        super().__init__(0, "connection_error", message)
+
+
+class _Obj(BaseModel):
+    """Fields the server adds later are kept (as extras), not refused."""
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class Dataset(_Obj):
+    id: str
+    filename: str = ""
+    purpose: str = ""
+    bytes: int = 0
+    status: str = ""
+    rows: int | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    labels: int | None = None
+    created_at: int | None = None
+    report: dict | None = None          # only from upload and get
+    stats: dict | None = None
+
+
+class JobError(_Obj):
+    code: str
+    message: str = ""
+
+
+class Job(_Obj):
+    id: str
+    kind: str = "train"
+    status: str
+    spec: dict = Field(default_factory=dict)
+    attempts: int = 0
+    progress: dict | None = None
+    result: dict | None = None
+    fine_tuned_model: str | None = None
+    error: JobError | None = None
+    cancel_requested: bool = False
+    created_at: int | None = None
+    started_at: int | None = None
+    finished_at: int | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class JobEvent(_Obj):
+    id: int
+    job_id: str
+    type: str                           # status | progress | checkpoint | metrics | log
+    level: str = "info"
+    message: str = ""
+    data: dict = Field(default_factory=dict)
+    created_at: str | None = None
+
+
+class EventPage(_Obj):
+    data: list[JobEvent]
+    last_id: int
+
+    def __iter__(self) -> Iterator[JobEvent]:      # type: ignore[override]
+        return iter(self.data)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class Model(_Obj):
+    id: str
+    object: str = "model"
+    kind: str = ""                      # "catalog" or "tuned"
+    base_model: str | None = None
+    strategy: str | None = None
+    job_id: str | None = None
+    metrics: dict | None = None
+    created_at: int | None = None
+
+
+class Prediction(_Obj):
+    text: str
+    label: str
+    score: float
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class Comparison(_Obj):
+    id: str
+    status: str
+    spec: dict = Field(default_factory=dict)
+    results: list[dict] = Field(default_factory=list)
+    recommended: str | None = None
+    reason: str | None = None
+    models: dict[str, str] = Field(default_factory=dict)
+    job: Job | None = None
+
+
+class ApiKey(_Obj):
+    id: str
+    name: str = ""
+    prefix: str = ""
+    user_id: str | None = None
+    created_at: int | None = None
+    last_used_at: int | None = None
+    revoked_at: int | None = None
+    key: str | None = None              # only when created: it is not shown again
+
+
+class Webhook(_Obj):
+    id: str
+    url: str
+    events: list[str] = Field(default_factory=list)
+    created_at: int | None = None
+    secret: str | None = None           # only when created
+
+
+class WebhookDelivery(_Obj):
+    id: str
+    webhook_id: str
+    job_id: str | None = None
+    event: str = ""
+    status: str = ""
+    attempts: int = 0
+    response_status: int | None = None
+    response_body: str | None = None
+    duration_ms: float | None = None
+    last_attempt_at: int | None = None
+    payload: dict | None = None
+
+
+class Tenant(_Obj):
+    id: str
+    name: str
+    created_at: int | None = None
+    you: dict = Field(default_factory=dict)
+
+
+def _path(value: str) -> str:
+    return quote(str(value), safe="/:@")
+
+
+def _drop_none(d: dict) -> dict:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+class _Resource:
+    def __init__(self, client: "Client"):
+        self._c = client
+
+
+class Datasets(_Resource):
+    def upload(self, path: str | Path, text_column: str | None = None, label_column: str | None = None,
+               purpose: str | None = None) -> Dataset:
+        path = Path(path)
+        form = _drop_none({"text_column": text_column, "label_column": label_column, "purpose": purpose})
+        with open(path, "rb") as fh:
+            return Dataset(**self._c.request("POST", "/api/v1/datasets", files={"file": (path.name, fh)},
+                                             data=form))
+
+    def list(self) -> list[Dataset]:
+        return [Dataset(**d) for d in self._c.request("GET", "/api/v1/datasets")["data"]]
+
+    def get(self, dataset_id: str) -> Dataset:
+        return Dataset(**self._c.request("GET", f"/api/v1/datasets/{_path(dataset_id)}"))
+
+    def preview(self, dataset_id: str, limit: int = 20) -> list[dict]:
+        return self._c.request("GET", f"/api/v1/datasets/{_path(dataset_id)}/preview", params={"limit": limit})["data"]
+
+    def delete(self, dataset_id: str) -> dict:
+        return self._c.request("DELETE", f"/api/v1/datasets/{_path(dataset_id)}")
+
+
+class Jobs(_Resource):
+    def create(self, dataset_id: str, strategy: str = "lora", model: str = "minilm", params: dict | None = None,
+               test_dataset_id: str | None = None, limit: int | None = None, idempotency_key: str | None = None,
+               **extra: Any) -> Job:
+        """`extra`: other JobSpec fields (seed, suffix, auto_fit, metadata)."""
+        body = _drop_none({"dataset_id": dataset_id, "strategy": strategy, "model": model, "params": params or {},
+                           "test_dataset_id": test_dataset_id, "limit": limit, **extra})
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return Job(**self._c.request("POST", "/api/v1/jobs", json=body, headers=headers))
+
+    def list(self, limit: int = 50, status: str | None = None) -> list[Job]:
+        params = _drop_none({"limit": limit, "status": status})
+        return [Job(**j) for j in self._c.request("GET", "/api/v1/jobs", params=params)["data"]]
+
+    def get(self, job_id: str) -> Job:
+        return Job(**self._c.request("GET", f"/api/v1/jobs/{_path(job_id)}"))
+
+    def cancel(self, job_id: str) -> Job:
+        return Job(**self._c.request("POST", f"/api/v1/jobs/{_path(job_id)}/cancel"))
+
+    def events(self, job_id: str, after: int = 0, limit: int = 500, type: str | None = None) -> EventPage:
+        params = _drop_none({"after": after, "limit": limit, "type": type})
+        return EventPage(**self._c.request("GET", f"/api/v1/jobs/{_path(job_id)}/events", params=params))
+
+    def watch(self, job_id: str, on_event: Callable[[JobEvent], Any] | None = None, after: int = 0,
+              poll_interval: float = 1.0, timeout: float | None = None) -> Job:
+        """Poll the job's events (each one passed to `on_event`, in order, once) until the job
+        reaches a terminal status; returns the final Job. `timeout` seconds: TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            after, full = self._drain(job_id, after, on_event)
+            if full:
+                continue
+            job = self.get(job_id)
+            if job.is_terminal:      # the terminal status event is committed with the status
+                self._drain(job_id, after, on_event)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout:.0f}s")
+            time.sleep(poll_interval)
+
+    def _drain(self, job_id: str, after: int, on_event) -> tuple[int, bool]:
+        page = self.events(job_id, after=after)
+        for event in page.data:
+            if on_event is not None:
+                on_event(event)
+        return page.last_id, len(page.data) >= 500
+
+
+class Comparisons(_Resource):
+    def create(self, dataset_id: str, strategies: list[str] | None = None, model: str = "minilm",
+               test_dataset_id: str | None = None, strategy_params: dict | None = None, limit: int | None = None,
+               seed: int = 0, idempotency_key: str | None = None) -> Comparison:
+        body = _drop_none({"dataset_id": dataset_id, "strategies": strategies, "model": model,
+                           "test_dataset_id": test_dataset_id, "strategy_params": strategy_params,
+                           "limit": limit, "seed": seed})
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return Comparison(**self._c.request("POST", "/api/v1/comparisons", json=body, headers=headers))
+
+    def list(self) -> list[Comparison]:
+        return [Comparison(**c) for c in self._c.request("GET", "/api/v1/comparisons")["data"]]
+
+    def get(self, comparison_id: str) -> Comparison:
+        return Comparison(**self._c.request("GET", f"/api/v1/comparisons/{_path(comparison_id)}"))
+
+
+class Models(_Resource):
+    def list(self) -> list[Model]:
+        return [Model(**m) for m in self._c.request("GET", "/api/v1/models")["data"]]
+
+    def get(self, model_id: str) -> Model:
+        return Model(**self._c.request("GET", f"/api/v1/models/{_path(model_id)}"))
+
+    def predict(self, model_id: str, texts: list[str] | str) -> list[Prediction]:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = self._c.request("POST", f"/api/v1/models/{_path(model_id)}/predict", json={"texts": texts})
+        return [Prediction(**p) for p in out["data"]]
+
+    def artifact(self, model_id: str) -> dict:
+        return self._c.request("GET", f"/api/v1/models/{_path(model_id)}/artifact")
+
+    def delete(self, model_id: str) -> dict:
+        return self._c.request("DELETE", f"/api/v1/models/{_path(model_id)}")
+
+
+class ApiKeys(_Resource):
+    def create(self, name: str = "") -> ApiKey:
+        return ApiKey(**self._c.request("POST", "/api/v1/api-keys", json={"name": name}))
+
+    def list(self) -> list[ApiKey]:
+        return [ApiKey(**k) for k in self._c.request("GET", "/api/v1/api-keys")["data"]]
+
+    def revoke(self, key_id: str) -> ApiKey:
+        return ApiKey(**self._c.request("DELETE", f"/api/v1/api-keys/{_path(key_id)}"))
+
+
+class Webhooks(_Resource):
+    def create(self, url: str, events: list[str] | None = None) -> Webhook:
+        return Webhook(**self._c.request("POST", "/api/v1/webhooks", json={"url": url, "events": events or []}))
+
+    def list(self) -> list[Webhook]:
+        return [Webhook(**w) for w in self._c.request("GET", "/api/v1/webhooks")["data"]]
+
+    def delete(self, webhook_id: str) -> dict:
+        return self._c.request("DELETE", f"/api/v1/webhooks/{_path(webhook_id)}")
+
+    def deliveries(self, webhook_id: str, limit: int = 100) -> list[WebhookDelivery]:
+        out = self._c.request("GET", f"/api/v1/webhooks/{_path(webhook_id)}/deliveries", params={"limit": limit})
+        return [WebhookDelivery(**d) for d in out["data"]]
+
+
+class Tenants(_Resource):
+    def me(self) -> Tenant:
+        return Tenant(**self._c.request("GET", "/api/v1/tenants/me"))
+
+
+class Client:
+    """`Client(base_url, api_key)`; use as a context manager, or call close()."""
+
+    def __init__(self, base_url: str, api_key: str, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None):
+        if not base_url:
+            raise ValueError("base_url is required, e.g. http://127.0.0.1:8000")
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  headers={"Authorization": f"Bearer {api_key}", "User-Agent": "tunelab-sdk"})
+        self.datasets, self.jobs, self.comparisons = Datasets(self), Jobs(self), Comparisons(self)
+        self.models, self.api_keys, self.webhooks, self.tenant = Models(self), ApiKeys(self), Webhooks(self), Tenants(self)
+
+    def request(self, method: str, path: str, **kwargs) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise APIConnectionError(f"{self.base_url} did not answer in time ({type(exc).__name__}).") from exc
+        except httpx.HTTPError as exc:
+            raise APIConnectionError(f"cannot reach {self.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.json() if response.content else None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _error(response: httpx.Response) -> APIError:
+    try:
+        err = response.json().get("error")
+    except ValueError:
+        err = None
+    if not isinstance(err, dict):        # not a tunelab server, or a proxy in the way
+        text = response.text.strip()[:300] or response.reason_phrase
+        return APIError(response.status_code, "http_error", f"HTTP {response.status_code}: {text}")
+    return APIError(response.status_code, str(err.get("code") or "error"), str(err.get("message") or ""),
+                    err.get("param"), err.get("type"), err)
