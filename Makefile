@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo serve demo-cli test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The product on SQLite with an in-process worker: a demo tenant (its API key printed), the shared
+# sample datasets uploaded, and the URL to open.
 demo: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/tunelab demo --samples ../shared/datasets/text-classification
+
+serve: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/tunelab serve
+
+# The engine alone, no server: a comparison table on the SMS spam file.
+demo-cli: $(STAMP)
 	$(BIN)/tunelab compare ../shared/datasets/text-classification/sms_spam.tsv \
 		--model minilm --strategies zero-shot,linear-probe,lora --limit 2000
 
