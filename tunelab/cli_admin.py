@@ -52,9 +52,15 @@ def cmd_worker(args) -> int:
     from .jobs.worker import Worker
     from .logs import configure
 
+    from .jobs.executors import SandboxUnavailable
+
     settings, db = _database()
     configure(settings.log_level, settings.log_json)
-    worker = Worker(settings, db)
+    try:
+        worker = Worker(settings, db)
+    except SandboxUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     # SIGTERM/SIGINT: stop claiming; the job in hand finishes, or its lease lets another take it.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())

@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     cancel_grace_seconds: float = 30.0
     worker_poll_seconds: float = 0.5
     in_process_worker: bool = True   # `tunelab serve` runs a worker too: one command is a product
+    # Jobs run under bubblewrap (no network, nothing of TUNELAB_HOME but their own folder). Where
+    # bubblewrap cannot run, jobs are refused unless an admin sets insecure_mode: plain
+    # subprocesses then, and every page and /healthz says so.
+    insecure_mode: bool = False
     log_json: bool = True
     log_level: str = "INFO"
 

@@ -28,9 +28,18 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     async def lifespan(app: FastAPI):
         migrate(db.engine)
         if settings.in_process_worker if run_worker is None else run_worker:
+            from ..jobs.executors import SandboxUnavailable
             from ..jobs.worker import Worker
 
-            worker = Worker(settings, db)
+            try:
+                worker = Worker(settings, db)
+            except SandboxUnavailable as exc:     # serve the API; job creation says why it is refused
+                log.error("no worker started", extra={"reason": str(exc)})
+                yield
+                db.engine.dispose()
+                return
+            if settings.insecure_mode:
+                log.warning("INSECURE MODE: jobs run unsandboxed (TUNELAB_INSECURE_MODE)")
             thread = threading.Thread(target=worker.run_forever, name="worker", daemon=True)
             thread.start()
             worker_box.update(worker=worker, thread=thread)
@@ -51,7 +60,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     for module in (openai_files, openai_jobs, openai_models):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit_of=lambda: settings.max_upload_bytes,
-                       paths=("/api/v1/datasets", "/v1/files"))
+                       paths=("/api/v1/datasets", "/v1/files", "/api/v1/models/import"))
 
     @app.middleware("http")
     async def access_log(request: Request, call_next):
@@ -64,6 +73,6 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
 
     @app.get("/healthz", include_in_schema=False)
     def healthz():
-        return {"ok": True}
+        return {"ok": True, "insecure_mode": settings.insecure_mode}
 
     return app

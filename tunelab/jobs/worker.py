@@ -21,7 +21,7 @@ from ..db.models import Dataset, Job, TunedModel
 from ..settings import Settings
 from . import store, webhooks
 from .child import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STOPPED
-from .executors import Executor, LocalExecutor
+from .executors import Executor, executor_for
 from .spec import ChildSpec, JobSpec
 from .status import JobStatus
 
@@ -31,6 +31,12 @@ _SECRET_MARKERS = ("DATABASE_URL", "SECRET", "PASSWORD", "TOKEN", "API_KEY", "MA
 
 def job_dir(settings: Settings, job: Job) -> Path:
     return settings.jobs_dir / job.tenant_id / job.id
+
+
+def tenant_runtime(settings: Settings, tenant_id: str) -> Path:
+    path = settings.home / "tenants" / tenant_id / "runtime"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def child_env() -> dict[str, str]:
@@ -46,7 +52,7 @@ def tuned_model_id(job: Job, spec: JobSpec, strategy: str) -> str:
 class Worker:
     def __init__(self, settings: Settings, db: Database, executor: Executor | None = None):
         self.settings, self.db = settings, db
-        self.executor = executor or LocalExecutor()
+        self.executor = executor or executor_for(settings.insecure_mode)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
 
@@ -91,11 +97,15 @@ class Worker:
             store.transition(s, job, JobStatus.VALIDATING,
                              f"Validating the dataset (attempt {job.attempts}).", worker=self.id)
             try:
-                spec_path = self._write_child_spec(s, job)
+                spec_path, inputs = self._write_child_spec(s, job)
             except LookupError as exc:
                 self._fail(s, job, "invalid_training_file", str(exc))
                 return
-        execution = self.executor.start(spec_path, spec_path.parent, child_env())
+            runtime = tenant_runtime(self.settings, job.tenant_id)
+        # TUNELAB_HOME for the job is its tenant's own runtime folder (feature cache, throughput
+        # table): no cache is shared across tenants, and the server's home stays out of reach.
+        execution = self.executor.start(spec_path, spec_path.parent, child_env() | {"TUNELAB_HOME": str(runtime)},
+                                        readable=inputs, writable=[runtime])
         self._supervise(job_id, execution)
 
     def _write_child_spec(self, s, job: Job) -> Path:
@@ -113,12 +123,23 @@ class Worker:
         test_path = path_of(spec.test_dataset_id)[0] if spec.test_dataset_id else None
         folder = job_dir(self.settings, job)
         folder.mkdir(parents=True, exist_ok=True)
+        if spec.model.startswith("upload:"):       # the tenant's own uploaded base model
+            from ..services.uploaded_models import find_model
+
+            found = find_model(self.settings.home, job.tenant_id, spec.model)
+            if found is None:
+                raise LookupError(f"The uploaded model {spec.model} no longer exists.")
+            spec = spec.model_copy(update={"model": str(found)})
         child = ChildSpec(job=spec, train_file=train_path, test_file=test_path,
                           text_column=train_row.text_column, label_column=train_row.label_column,
                           work_dir=str(folder / "work"), out_dir=str(folder / "artifact"))
         path = folder / "spec.json"
         path.write_text(child.model_dump_json(indent=2))
-        return path
+        inputs = [Path(train_path)] + ([Path(test_path)] if test_path else [])
+        model_dir = Path(spec.model)
+        if model_dir.is_dir():          # bring-your-own folder: readable, nothing else around it
+            inputs.append(model_dir.resolve())
+        return path, inputs
 
     def _supervise(self, job_id: str, execution) -> None:
         state = {"result": None, "error": None, "stopped": None}

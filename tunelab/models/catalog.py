@@ -142,3 +142,9 @@ def _prod(shape) -> int:
     for d in shape:
         n *= int(d)
     return n
+
+
+def is_catalog_name(name: str) -> bool:
+    """A catalog name or alias (not a path): what a tenant of the service may name as a base model."""
+    wanted = name.lower()
+    return any(wanted == e["name"] or wanted in (a.lower() for a in e.get("aliases", ())) for e in _catalog_entries())

@@ -11,6 +11,7 @@ from ..jobs import store
 from ..jobs.spec import JobSpec
 from ..jobs.status import InvalidTransition, JobStatus
 from ..models import resolve_model
+from ..models.catalog import is_catalog_name, list_models
 from ..strategies import get_strategy
 from ..strategies.base import ConfigError, parse_params
 
@@ -31,10 +32,22 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> None:
                           "invalid_training_file")
     if spec.test_dataset_id and scope.find(Dataset, spec.test_dataset_id) is None:
         raise JobRejected(f"No dataset with id {spec.test_dataset_id!r}.", "test_dataset_id", "dataset_not_found")
-    try:
-        resolve_model(spec.model)
-    except (KeyError, ValueError, FileNotFoundError) as exc:
-        raise JobRejected(f"Unknown model {spec.model!r}: {exc}", "model", "model_not_found") from None
+    # Through the service a base model is a catalog name, never a server path: a path would let
+    # a tenant read another tenant's artifacts or any folder the server can see.
+    if spec.model.startswith("upload:"):
+        from ..settings import get_settings
+        from .uploaded_models import find_model
+
+        if find_model(get_settings().home, scope.tenant_id, spec.model) is None:
+            raise JobRejected(f"No uploaded model with id {spec.model!r}.", "model", "model_not_found")
+    elif not is_catalog_name(spec.model):
+        raise JobRejected(f"Unknown model {spec.model!r}: use a catalog model ({', '.join(m.name for m in list_models())}).",
+                          "model", "model_not_found")
+    else:
+        try:
+            resolve_model(spec.model)
+        except (LookupError, ValueError, FileNotFoundError) as exc:
+            raise JobRejected(f"Unknown model {spec.model!r}: {exc}", "model", "model_not_found") from None
     names = spec.strategies if spec.kind == "compare" else [spec.strategy]
     for name in names:
         try:

@@ -22,6 +22,13 @@ router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
 
 def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
+    from ...jobs.executors import SandboxUnavailable, executor_for
+    from ...settings import get_settings
+
+    try:
+        executor_for(get_settings().insecure_mode)
+    except SandboxUnavailable as exc:
+        raise APIError(503, "sandbox_unavailable", str(exc)) from None
     try:
         return submit(session, principal.tenant_id, spec, idempotency_key)
     except JobRejected as exc:

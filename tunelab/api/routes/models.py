@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from ...db.models import TunedModel
 from ...models.catalog import list_models
 from ...services.predictions import predict
-from ..deps import MemberDep, ScopeDep
+from ...security.archives import UnsafeArchive
+from ...security.weights import UnsafeWeights
+from ...services import uploaded_models
+from ..deps import AdminDep, MemberDep, ScopeDep, SettingsDep
+from ..errors import APIError
+from ..uploads import cleanup, save_upload
 from ..schemas import PredictBody, tuned_out
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
@@ -22,9 +27,23 @@ def catalog_out() -> list[dict]:
 
 
 @router.get("")
-def list_all(scope: ScopeDep):
+def list_all(scope: ScopeDep, settings: SettingsDep):
     tuned = scope.list(TunedModel, order_by=TunedModel.created_at.desc())
-    return {"data": catalog_out() + [tuned_out(m) for m in tuned]}
+    uploaded = [{"object": "model", "kind": "uploaded", **m} for m in uploaded_models.list_models(settings.home, scope.tenant_id)]
+    return {"data": catalog_out() + uploaded + [tuned_out(m) for m in tuned]}
+
+
+@router.post("/import", status_code=201)
+def import_model(admin: AdminDep, settings: SettingsDep, file: UploadFile = File(...), name: str = Form("")):
+    """An archive (zip or tar) of a Hugging Face model folder: safetensors weights only."""
+    path = save_upload(file, settings.uploads_dir, settings.max_upload_bytes)
+    try:
+        meta = uploaded_models.import_model(settings.home, admin.tenant_id, path, name or file.filename or "model")
+    except (UnsafeArchive, UnsafeWeights) as exc:
+        raise APIError(422, exc.code, str(exc), "file") from None
+    finally:
+        cleanup(path)
+    return {"object": "model", "kind": "uploaded", **meta}
 
 
 @router.get("/{model_id:path}/artifact")
@@ -46,15 +65,22 @@ async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, reque
 
 
 @router.get("/{model_id:path}")
-def get_model(model_id: str, scope: ScopeDep):
-    for m in catalog_out():
+def get_model(model_id: str, scope: ScopeDep, settings: SettingsDep):
+    for m in catalog_out() + [{"object": "model", "kind": "uploaded", **m}
+                              for m in uploaded_models.list_models(settings.home, scope.tenant_id)]:
         if m["id"] == model_id:
             return m
     return tuned_out(scope.get(TunedModel, model_id, "model"))
 
 
 @router.delete("/{model_id:path}")
-def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: Request):
+def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: Request, settings: SettingsDep):
+    if model_id.startswith(uploaded_models.PREFIX):
+        if principal.role != "admin":
+            raise APIError(403, "forbidden", "Only admins delete uploaded models.")
+        if not uploaded_models.delete_model(settings.home, scope.tenant_id, model_id):
+            raise APIError(404, "not_found", f"No model with id {model_id!r}.")
+        return {"id": model_id, "object": "model", "deleted": True}
     m = scope.get(TunedModel, model_id, "model")
     request.app.state.predictors.forget(m.artifact_path)
     scope.delete(m)

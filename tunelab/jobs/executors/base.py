@@ -17,4 +17,6 @@ class Execution(Protocol):
 class Executor(Protocol):
     name: str
 
-    def start(self, spec_path: Path, job_dir: Path, env: dict[str, str]) -> Execution: ...
+    def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable: list[Path] = (),
+              writable: list[Path] = ()) -> Execution:
+        """readable: inputs the job may read (datasets, a model folder); writable: besides job_dir."""

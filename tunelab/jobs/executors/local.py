@@ -10,6 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
+
 
 class LocalExecution:
     def __init__(self, proc: subprocess.Popen, log):
@@ -37,23 +39,37 @@ class LocalExecution:
                 return out
 
     def terminate(self) -> None:
-        self._signal(signal.SIGTERM)
+        """SIGTERM to the job process itself (not a wrapper such as bwrap, which would die of it
+        and take the job down before it could write its checkpoint)."""
+        for proc in self._job_processes():
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except psutil.Error:
+                pass
 
     def kill(self) -> None:
-        self._signal(signal.SIGKILL)
-
-    def _signal(self, sig) -> None:
         if self.proc.poll() is None:
             try:
-                os.kill(self.proc.pid, sig)
+                os.killpg(self.proc.pid, signal.SIGKILL)     # its own session: the whole group
             except ProcessLookupError:
                 pass
+
+    def _job_processes(self) -> list:
+        if self.proc.poll() is not None:
+            return []
+        try:
+            me = psutil.Process(self.proc.pid)
+            family = [me, *me.children(recursive=True)]
+            return [p for p in family if p.name() not in ("bwrap", "prlimit")
+                    and "tunelab.jobs.child" in " ".join(p.cmdline())][:1] or [me]
+        except psutil.Error:
+            return []
 
 
 class LocalExecutor:
     name = "local"
 
-    def start(self, spec_path: Path, job_dir: Path, env: dict[str, str]) -> LocalExecution:
+    def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable=(), writable=()) -> LocalExecution:
         log = open(job_dir / "job.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "tunelab.jobs.child", str(spec_path)],
                                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
