@@ -166,3 +166,8 @@ class WebhookDelivery(TenantOwned, Base):
 
 
 TENANT_OWNED = [User, ApiKey, Dataset, Job, JobEvent, TunedModel, Webhook, WebhookDelivery]
+
+# Billing (credits, usage, quotas) lives in its own module; its tenant-owned tables are scoped too.
+from .ledger import BILLING_TENANT_OWNED  # noqa: E402
+
+TENANT_OWNED += BILLING_TENANT_OWNED
