@@ -17,6 +17,9 @@ def extend(sub, groups) -> None:
     tenant.add_argument("--admin-email", required=True)
     tenant.add_argument("--json", action="store_true")
     tenant.set_defaults(func=cmd_create_tenant)
+    audit = admin.add_parser("audit", help="the audit log").add_subparsers(dest="audit_action", required=True)
+    audit.add_parser("verify", help="check every hash chain: exit 1 if any entry was edited or removed") \
+        .set_defaults(func=cmd_audit_verify)
 
 
 def _database():
@@ -36,6 +39,10 @@ def cmd_create_tenant(args) -> int:
     try:
         with db.session() as s:
             tenant, user, key = create_tenant(s, args.name, args.admin_email)
+            from .security.audit import record
+
+            record(s, None, "cli", "tenant.create", tenant.id, admin=user.id)
+            record(s, tenant.id, "cli", "api_key.create", "first admin key", for_user=user.id)
             out = {"tenant_id": tenant.id, "name": tenant.name, "admin_user_id": user.id, "api_key": key}
     except Conflict as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -66,3 +73,15 @@ def cmd_worker(args) -> int:
         signal.signal(sig, lambda *_: worker.stopping.set())
     worker.run_forever()
     return 0
+
+
+def cmd_audit_verify(args) -> int:
+    from .security.audit import verify
+
+    _, db = _database()
+    with db.session() as s:
+        checked, problems = verify(s)
+    for p in problems:
+        print(f"TAMPERED chain {p.chain} entry {p.seq}: {p.what}")
+    print(f"{checked} audit entries checked: " + ("intact" if not problems else f"{len(problems)} problem(s)"))
+    return 1 if problems else 0

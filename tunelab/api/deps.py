@@ -83,3 +83,10 @@ def require(role: str):
 
 MemberDep = Annotated[Principal, Depends(require("member"))]
 AdminDep = Annotated[Principal, Depends(require("admin"))]
+
+
+def audit(session: Session, principal: Principal, action: str, target: str = "", **data) -> None:
+    """One audit entry on the caller's tenant chain, in the request's transaction."""
+    from ..security.audit import record
+
+    record(session, principal.tenant_id, principal.user_id, action, target, key=principal.key_id, **data)

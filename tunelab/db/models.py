@@ -171,3 +171,5 @@ TENANT_OWNED = [User, ApiKey, Dataset, Job, JobEvent, TunedModel, Webhook, Webho
 from .ledger import BILLING_TENANT_OWNED  # noqa: E402
 
 TENANT_OWNED += BILLING_TENANT_OWNED
+
+from .audit import AuditEvent  # noqa: E402,F401  (registered on Base.metadata for migrations)

@@ -8,7 +8,7 @@ from ...data import DataError
 from ...data.readers import DataLimits
 from ...db.models import Dataset
 from ...services.datasets import import_dataset, preview
-from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep
+from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep, audit
 from ..errors import APIError
 from ..schemas import dataset_out
 from ..uploads import cleanup, save_upload
@@ -23,9 +23,11 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
     try:
         limits = DataLimits.from_env()
         limits = DataLimits(max_bytes=settings.max_upload_bytes, max_rows=limits.max_rows)
-        return import_dataset(session, principal.tenant_id, settings.datasets_dir, path,
-                              file.filename or "upload", purpose=purpose, text_column=text_column or None,
-                              label_column=label_column or None, limits=limits)
+        row = import_dataset(session, principal.tenant_id, settings.datasets_dir, path,
+                             file.filename or "upload", purpose=purpose, text_column=text_column or None,
+                             label_column=label_column or None, limits=limits)
+        audit(session, principal, "dataset.upload", row.id, filename=row.filename, bytes=row.bytes)
+        return row
     except DataError as exc:
         raise APIError(422, "invalid_file", str(exc), "file",
                        issues=[i.to_dict() for i in exc.issues]) from None
@@ -61,4 +63,5 @@ def delete_dataset(dataset_id: str, scope: ScopeDep, principal: MemberDep):
     # The stored bytes are content-addressed and may be shared by another row with the same
     # content; the row is what the tenant owns (encryption and shredding: the isolation issue).
     scope.delete(scope.get(Dataset, dataset_id, "dataset"))
+    audit(scope.session, principal, "dataset.delete", dataset_id)
     return {"id": dataset_id, "deleted": True}

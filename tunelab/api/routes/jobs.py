@@ -14,7 +14,7 @@ from ...db.models import Job, JobEvent
 from ...jobs.spec import JobSpec
 from ...jobs.status import JobStatus
 from ...services.jobs import JobRejected, cancel, submit
-from ..deps import MemberDep, PrincipalDep, ScopeDep, SessionDep
+from ..deps import MemberDep, PrincipalDep, ScopeDep, SessionDep, audit
 from ..errors import APIError
 from ..schemas import event_out, job_out
 
@@ -30,11 +30,15 @@ def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tu
     except SandboxUnavailable as exc:
         raise APIError(503, "sandbox_unavailable", str(exc)) from None
     try:
-        return submit(session, principal.tenant_id, spec, idempotency_key)
+        job, created = submit(session, principal.tenant_id, spec, idempotency_key)
     except JobRejected as exc:
         # Another tenant's dataset is indistinguishable from a missing one: 404, as on every route.
         status = 404 if exc.code == "dataset_not_found" else 422
         raise APIError(status, exc.code, str(exc), exc.param) from None
+    if created:
+        audit(session, principal, "job.create", job.id, kind=spec.kind, strategy=spec.strategy or spec.strategies,
+              dataset=spec.dataset_id)
+    return job, created
 
 
 @router.post("", status_code=201)
@@ -58,7 +62,9 @@ def get_job(job_id: str, scope: ScopeDep):
 
 @router.post("/{job_id}/cancel")
 def cancel_job(job_id: str, scope: ScopeDep, session: SessionDep, principal: MemberDep):
-    return job_out(cancel(session, scope.get(Job, job_id, "job")))
+    job = cancel(session, scope.get(Job, job_id, "job"))
+    audit(session, principal, "job.cancel", job.id)
+    return job_out(job)
 
 
 @router.get("/{job_id}/events")

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from ...db.models import ApiKey, User, utcnow
 from ...services.tenants import create_key
-from ..deps import PrincipalDep, ScopeDep, SessionDep
+from ..deps import PrincipalDep, ScopeDep, SessionDep, audit
 from ..errors import APIError
 from ..schemas import KeyCreate, key_out
 
@@ -30,6 +30,7 @@ def list_keys(scope: ScopeDep, principal: PrincipalDep):
 def new_key(body: KeyCreate, scope: ScopeDep, principal: PrincipalDep, session: SessionDep):
     user = scope.get(User, principal.user_id, "user")
     key, row = create_key(session, user, body.name)
+    audit(session, principal, "api_key.create", row.id, prefix=row.prefix)
     return key_out(row) | {"key": key, "note": "Store this key now: it is not shown again."}
 
 
@@ -38,4 +39,5 @@ def revoke_key(key_id: str, scope: ScopeDep, principal: PrincipalDep):
     key = _visible(scope, principal, key_id)
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        audit(scope.session, principal, "api_key.revoke", key.id, prefix=key.prefix)
     return key_out(key)

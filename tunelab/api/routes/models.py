@@ -13,7 +13,7 @@ from ...services.predictions import predict
 from ...security.archives import UnsafeArchive
 from ...security.weights import UnsafeWeights
 from ...services import uploaded_models
-from ..deps import AdminDep, MemberDep, ScopeDep, SettingsDep
+from ..deps import AdminDep, MemberDep, PrincipalDep, ScopeDep, SessionDep, SettingsDep, audit
 from ..errors import APIError
 from ..uploads import cleanup, save_upload
 from ..schemas import PredictBody, tuned_out
@@ -34,7 +34,8 @@ def list_all(scope: ScopeDep, settings: SettingsDep):
 
 
 @router.post("/import", status_code=201)
-def import_model(admin: AdminDep, settings: SettingsDep, file: UploadFile = File(...), name: str = Form("")):
+def import_model(admin: AdminDep, settings: SettingsDep, session: SessionDep, file: UploadFile = File(...),
+                 name: str = Form("")):
     """An archive (zip or tar) of a Hugging Face model folder: safetensors weights only."""
     path = save_upload(file, settings.uploads_dir, settings.max_upload_bytes)
     try:
@@ -43,14 +44,16 @@ def import_model(admin: AdminDep, settings: SettingsDep, file: UploadFile = File
         raise APIError(422, exc.code, str(exc), "file") from None
     finally:
         cleanup(path)
+    audit(session, admin, "model.import", meta["id"], bytes=meta["bytes"])
     return {"object": "model", "kind": "uploaded", **meta}
 
 
 @router.get("/{model_id:path}/artifact")
-def artifact(model_id: str, scope: ScopeDep):
+def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep):
     from ...artifacts.store import read_manifest
 
     m = scope.get(TunedModel, model_id, "model")
+    audit(scope.session, principal, "model.artifact_read", m.id)
     return read_manifest(Path(m.artifact_path))
 
 
@@ -80,8 +83,10 @@ def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: 
             raise APIError(403, "forbidden", "Only admins delete uploaded models.")
         if not uploaded_models.delete_model(settings.home, scope.tenant_id, model_id):
             raise APIError(404, "not_found", f"No model with id {model_id!r}.")
+        audit(scope.session, principal, "model.delete", model_id)
         return {"id": model_id, "object": "model", "deleted": True}
     m = scope.get(TunedModel, model_id, "model")
     request.app.state.predictors.forget(m.artifact_path)
     scope.delete(m)
+    audit(scope.session, principal, "model.delete", model_id)
     return {"id": model_id, "object": "model", "deleted": True}

@@ -7,7 +7,7 @@ from fastapi.responses import FileResponse
 
 from ...data.store import DatasetStore
 from ...db.models import Dataset
-from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep
+from ..deps import MemberDep, PrincipalDep, ScopeDep, SessionDep, SettingsDep, audit
 from ..errors import APIError
 from ..schemas import ts
 from .datasets import ingest
@@ -51,8 +51,9 @@ def retrieve_file(file_id: str, scope: ScopeDep):
 
 
 @router.get("/{file_id}/content")
-def file_content(file_id: str, scope: ScopeDep, settings: SettingsDep):
+def file_content(file_id: str, scope: ScopeDep, settings: SettingsDep, principal: PrincipalDep):
     row = scope.get(Dataset, file_id, "file")
+    audit(scope.session, principal, "dataset.download", row.id)
     stored = DatasetStore(settings.datasets_dir).get(row.sha256) if row.sha256 else None
     if stored is None:
         raise APIError(404, "not_found", f"The content of {file_id} is gone.")
@@ -62,4 +63,5 @@ def file_content(file_id: str, scope: ScopeDep, settings: SettingsDep):
 @router.delete("/{file_id}")
 def delete_file(file_id: str, scope: ScopeDep, principal: MemberDep):
     scope.delete(scope.get(Dataset, file_id, "file"))
+    audit(scope.session, principal, "dataset.delete", file_id)
     return {"id": file_id, "object": "file", "deleted": True}

@@ -24,7 +24,7 @@ from ...db.models import Job, JobEvent, TunedModel
 from ...jobs.spec import JobSpec
 from ...services.jobs import cancel
 from ...strategies import REGISTRY, get_strategy, parse_params
-from ..deps import MemberDep, ScopeDep, SessionDep
+from ..deps import MemberDep, ScopeDep, SessionDep, audit
 from ..errors import APIError
 from ..schemas import ts
 from .jobs import create
@@ -163,7 +163,9 @@ def retrieve_job(job_id: str, scope: ScopeDep):
 
 @router.post("/{job_id}/cancel")
 def cancel_job(job_id: str, scope: ScopeDep, session: SessionDep, principal: MemberDep):
-    return job_object(cancel(session, scope.get(Job, job_id, "fine-tuning job")))
+    job = cancel(session, scope.get(Job, job_id, "fine-tuning job"))
+    audit(session, principal, "job.cancel", job.id)
+    return job_object(job)
 
 
 def event_object(e: JobEvent) -> dict:

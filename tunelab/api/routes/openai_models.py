@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from ...db.models import TunedModel
 from ...models.catalog import list_models
-from ..deps import MemberDep, PrincipalDep, ScopeDep
+from ..deps import MemberDep, PrincipalDep, ScopeDep, audit
 from ..errors import APIError
 from ..schemas import ts
 
@@ -41,4 +41,5 @@ def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: 
     m = scope.get(TunedModel, model_id, "model")
     request.app.state.predictors.forget(m.artifact_path)
     scope.delete(m)
+    audit(scope.session, principal, "model.delete", model_id)
     return {"id": model_id, "object": "model", "deleted": True}

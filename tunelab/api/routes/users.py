@@ -8,7 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from ...db.models import User
 from ...security.keys import hash_password
 from ...services.tenants import create_key
-from ..deps import AdminDep, ScopeDep, SessionDep
+from ..deps import AdminDep, ScopeDep, SessionDep, audit
 from ..errors import APIError
 from ..schemas import KeyCreate, UserCreate, UserUpdate, key_out, user_out
 
@@ -27,7 +27,9 @@ def create_user(body: UserCreate, scope: ScopeDep, admin: AdminDep):
     user = User(email=body.email, role=body.role,
                 password_hash=hash_password(body.password) if body.password else None)
     try:
-        return user_out(scope.add(user))
+        out = user_out(scope.add(user))
+        audit(scope.session, admin, "user.create", out["id"], role=body.role)
+        return out
     except IntegrityError:
         raise APIError(409, "user_exists", f"{body.email} is already a member.", "email") from None
 
@@ -40,6 +42,7 @@ def get_user(user_id: str, scope: ScopeDep):
 @router.patch("/{user_id}")
 def update_user(user_id: str, body: UserUpdate, scope: ScopeDep, admin: AdminDep):
     user = scope.get(User, user_id, "user")
+    audit(scope.session, admin, "user.role_change", user.id, old=user.role, new=body.role)
     user.role = body.role
     return user_out(user)
 
@@ -49,6 +52,7 @@ def delete_user(user_id: str, scope: ScopeDep, admin: AdminDep):
     if user_id == admin.user_id:
         raise APIError(409, "cannot_remove_self", "Admins cannot remove themselves.")
     scope.delete(scope.get(User, user_id, "user"))
+    audit(scope.session, admin, "user.delete", user_id)
     return {"id": user_id, "deleted": True}
 
 
@@ -56,4 +60,5 @@ def delete_user(user_id: str, scope: ScopeDep, admin: AdminDep):
 def issue_key(user_id: str, body: KeyCreate, scope: ScopeDep, admin: AdminDep, session: SessionDep):
     """An admin onboards a member: the member's first key, shown once (to hand over securely)."""
     key, row = create_key(session, scope.get(User, user_id, "user"), body.name)
+    audit(session, admin, "api_key.create", row.id, prefix=row.prefix, for_user=user_id)
     return key_out(row) | {"key": key, "note": "Store this key now: it is not shown again."}

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from ...db.models import Webhook, WebhookDelivery
 from ...jobs.webhooks import EVENTS
-from ..deps import AdminDep, ScopeDep
+from ..deps import AdminDep, ScopeDep, audit
 from ..errors import APIError
 from ..schemas import WebhookCreate, delivery_out, webhook_out
 
@@ -21,6 +21,7 @@ def create_webhook(body: WebhookCreate, scope: ScopeDep, admin: AdminDep):
     if unknown:
         raise APIError(422, "invalid_event", f"Unknown events {unknown}; choose from {list(EVENTS)}.", "events")
     hook = scope.add(Webhook(url=body.url, events=body.events, secret="whsec_" + secrets.token_urlsafe(24)))
+    audit(scope.session, admin, "webhook.create", hook.id, url=body.url)
     return webhook_out(hook, secret=True) | {"note": "Verify deliveries with this secret; it is not shown again."}
 
 
@@ -32,6 +33,7 @@ def list_webhooks(scope: ScopeDep):
 @router.delete("/{webhook_id}")
 def delete_webhook(webhook_id: str, scope: ScopeDep, admin: AdminDep):
     scope.delete(scope.get(Webhook, webhook_id, "webhook"))
+    audit(scope.session, admin, "webhook.delete", webhook_id)
     return {"id": webhook_id, "deleted": True}
 
 

@@ -1,0 +1,19 @@
+"""The tenant's audit log (admins): newest first, with each entry's hash link."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ...security import audit as audit_log
+from ..deps import AdminDep, SessionDep
+from ..schemas import ts
+
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+
+@router.get("")
+def list_audit(session: SessionDep, admin: AdminDep, limit: int = 100, before: int | None = None):
+    rows = audit_log.entries(session, admin.tenant_id, max(1, min(limit, 1000)), before)
+    return {"data": [{"seq": e.seq, "created_at": ts(e.created_at), "actor": e.actor, "action": e.action,
+                      "target": e.target, "data": e.data, "hash": e.hash, "prev_hash": e.prev_hash} for e in rows],
+            "total": audit_log.count(session, admin.tenant_id)}
