@@ -5,6 +5,7 @@ with its own connection, released together by a barrier)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -106,14 +107,6 @@ def _alembic_config() -> Config:
     return cfg
 
 
-# `store.claim` commits the lease but leaves the job `queued` (the worker moves it to `validating`
-# afterwards, in another transaction), and its query does not look at the lease: until that
-# transition, every claim takes the same job again, and the first worker loses its lease.
-CLAIM_RETAKES_LEASED_JOBS = pytest.mark.xfail(
-    strict=True, reason="store.claim does not skip queued jobs whose lease is live (double claim)")
-
-
-@CLAIM_RETAKES_LEASED_JOBS
 def test_a_claimed_job_is_not_claimed_again(db, tenant):
     first, second = queue_jobs(db, *tenant, n=2)
     with db.sessions() as s:
@@ -127,7 +120,6 @@ def test_a_claimed_job_is_not_claimed_again(db, tenant):
         assert s.get(Job, first).lease_owner == "worker-1"
 
 
-@CLAIM_RETAKES_LEASED_JOBS
 def test_concurrent_claims_take_each_job_exactly_once(db, tenant):
     job_ids = queue_jobs(db, *tenant, n=5)
 
@@ -208,3 +200,14 @@ def test_concurrent_creates_with_one_idempotency_key_make_one_job(db, tenant):
         assert status_events(db, a) == [{"to": "queued"}]
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 5
+
+
+def test_a_job_claimed_by_a_worker_that_died_before_starting_it_is_released(db, tenant):
+    (job_id,) = queue_jobs(db, *tenant, n=1)
+    with db.sessions() as s:
+        assert store.claim(s, "doomed", lease_seconds=0.01).id == job_id
+    time.sleep(0.05)
+    with db.sessions() as s:
+        assert store.requeue_expired(s) == [job_id]
+    with db.sessions() as s:
+        assert store.claim(s, "healthy", lease_seconds=60).id == job_id

@@ -69,14 +69,15 @@ def create_job(session: Session, tenant_id: str, spec: JobSpec, idempotency_key:
 
 def claim(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
     """Take the oldest queued job, with a lease. Commits."""
-    q = (select(Job.id, Job.lease_version).where(Job.status == JobStatus.QUEUED.value)
-         .order_by(Job.created_at).limit(5))
+    # A claimed job stays `queued` until its worker moves it on (another transaction): only jobs
+    # with no lease are free.
+    free = (Job.status == JobStatus.QUEUED.value, Job.lease_owner.is_(None))
+    q = select(Job.id, Job.lease_version).where(*free).order_by(Job.created_at).limit(5)
     if session.bind.dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True)
     for job_id, version in session.execute(q).all():
         done = session.execute(
-            update(Job).where(Job.id == job_id, Job.lease_version == version,
-                              Job.status == JobStatus.QUEUED.value)
+            update(Job).where(Job.id == job_id, Job.lease_version == version, *free)
             .values(lease_owner=worker_id, lease_version=version + 1,
                     lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
                     attempts=Job.attempts + 1)
@@ -107,6 +108,13 @@ def requeue_expired(session: Session, now: datetime | None = None, max_attempts:
         Job.status.in_([JobStatus.VALIDATING.value, JobStatus.RUNNING.value]),
         or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))).all()
     touched = []
+    # Claimed but never started (the worker died in between): free again, still queued.
+    orphans = session.scalars(select(Job).where(
+        Job.status == JobStatus.QUEUED.value, Job.lease_owner.is_not(None), Job.lease_expires_at < now)).all()
+    for job in orphans:
+        add_event(session, job, "log", f"Worker {job.lease_owner} stopped before starting the job; released.")
+        job.lease_owner, job.lease_expires_at = None, None
+        touched.append(job.id)
     for job in stale:
         if job.attempts >= max_attempts:
             job.error_code, job.error_message = "worker_lost", "The job's worker stopped responding too many times."
