@@ -13,7 +13,7 @@ LAYERS = {
     1: ["training", "security"],
     2: ["strategies", "artifacts", "billing"],
     3: ["planning", "runner", "comparison"],
-    4: ["jobs", "services", "cli", "cli_admin", "cli_remote", "sdk"],
+    4: ["jobs", "services", "cli", "cli_admin", "cli_remote", "cli_billing", "sdk"],
     5: ["api"],
     6: ["web"],
     7: ["server"],

@@ -20,6 +20,9 @@ def extend(sub, groups) -> None:
     audit = admin.add_parser("audit", help="the audit log").add_subparsers(dest="audit_action", required=True)
     audit.add_parser("verify", help="check every hash chain: exit 1 if any entry was edited or removed") \
         .set_defaults(func=cmd_audit_verify)
+    from .cli_billing import extend as billing_commands     # `tunelab usage`, `tunelab admin billing ...`
+
+    billing_commands(sub, admin, groups)
 
 
 def _database():

@@ -203,6 +203,10 @@ def cmd_jobs_create(client, args) -> int:
     job = client.jobs.create(args.dataset_id, strategy=args.strategy, model=args.model,
                              params=parse_params(args.set), test_dataset_id=args.test_dataset_id,
                              limit=args.limit, idempotency_key=args.idempotency_key)
+    if job.billing and not args.json:
+        from .cli_billing import estimate_line
+
+        _say(estimate_line(job.billing))
     if not args.watch:
         _dump(job) if args.json else print(job.id)
         return EXIT_OK

@@ -86,6 +86,7 @@ class Job(_Obj):
     created_at: int | None = None
     started_at: int | None = None
     finished_at: int | None = None
+    billing: dict | None = None         # estimate (with its range) before it starts; cost as it runs
 
     @property
     def is_terminal(self) -> bool:
@@ -227,6 +228,14 @@ class Jobs(_Resource):
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job(**self._c.request("POST", "/api/v1/jobs", json=body, headers=headers))
 
+    def estimate(self, dataset_id: str, strategy: str = "lora", model: str = "minilm", params: dict | None = None,
+                 test_dataset_id: str | None = None, limit: int | None = None, **extra: Any) -> dict:
+        """What the job would cost and take before it starts: cost_usd, cost_range_usd, wall_seconds(_range),
+        reserve_usd, and whether it would start now (would_start, missing_usd, quota)."""
+        body = _drop_none({"dataset_id": dataset_id, "strategy": strategy, "model": model, "params": params or {},
+                           "test_dataset_id": test_dataset_id, "limit": limit, **extra})
+        return self._c.request("POST", "/api/v1/jobs/estimate", json=body)
+
     def list(self, limit: int = 50, status: str | None = None) -> list[Job]:
         params = _drop_none({"limit": limit, "status": status})
         return [Job(**j) for j in self._c.request("GET", "/api/v1/jobs", params=params)["data"]]
@@ -328,6 +337,44 @@ class Webhooks(_Resource):
         return [WebhookDelivery(**d) for d in out["data"]]
 
 
+class Billing(_Resource):
+    """Credit and usage. Amounts are integer micro-dollars (1e-6 USD); fields ending in `_usd`
+    are the same amounts as exact decimal strings of dollars."""
+
+    def balance(self) -> dict:
+        """available, reserved, spent, granted (and *_usd)."""
+        return self._c.request("GET", "/api/v1/billing/balance")
+
+    def usage(self, days: int = 30) -> list[dict]:
+        """Charges per UTC day: compute, storage, serving, total."""
+        return self._c.request("GET", "/api/v1/billing/usage", params={"days": days})["data"]
+
+    def jobs(self, limit: int = 100) -> list[dict]:
+        """Each job's estimate (with its range) next to what it was charged."""
+        return self._c.request("GET", "/api/v1/billing/jobs", params={"limit": limit})["data"]
+
+    def job(self, job_id: str) -> dict:
+        """One job's cost, with every ledger entry (charges carry the step range they cover)."""
+        return self._c.request("GET", f"/api/v1/billing/jobs/{_path(job_id)}")
+
+    def entries(self, after: int = 0, limit: int = 1000, job_id: str | None = None) -> list[dict]:
+        params = _drop_none({"after": after, "limit": limit, "job_id": job_id})
+        return self._c.request("GET", "/api/v1/billing/entries", params=params)["data"]
+
+    def export_csv(self) -> str:
+        """The whole ledger of your tenant as CSV text."""
+        response = self._c._http.get("/api/v1/billing/export.csv")
+        if response.status_code >= 400:
+            raise _error(response)
+        return response.text
+
+    def quotas(self) -> dict:
+        return self._c.request("GET", "/api/v1/billing/quotas")
+
+    def prices(self) -> dict:
+        return self._c.request("GET", "/api/v1/billing/prices")
+
+
 class Tenants(_Resource):
     def me(self) -> Tenant:
         return Tenant(**self._c.request("GET", "/api/v1/tenants/me"))
@@ -345,6 +392,7 @@ class Client:
                                   headers={"Authorization": f"Bearer {api_key}", "User-Agent": "tunelab-sdk"})
         self.datasets, self.jobs, self.comparisons = Datasets(self), Jobs(self), Comparisons(self)
         self.models, self.api_keys, self.webhooks, self.tenant = Models(self), ApiKeys(self), Webhooks(self), Tenants(self)
+        self.billing = Billing(self)
 
     def request(self, method: str, path: str, **kwargs) -> Any:
         try:

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # bubblewrap cannot run, jobs are refused unless an admin sets insecure_mode: plain
     # subprocesses then, and every page and /healthz says so.
     insecure_mode: bool = False
+    # The platform operator's API key (grants, top-ups, quotas: /api/v1/admin/billing); unset = off.
+    operator_api_key: str | None = None
     log_json: bool = True
     log_level: str = "INFO"
 

@@ -13,11 +13,11 @@ from ..db import Database, migrate
 from ..services.predictions import PredictorCache
 from ..settings import Settings
 from . import errors
-from .routes import audit, comparisons, datasets, jobs, keys, models, tenants, users, webhooks
+from .routes import audit, billing, comparisons, datasets, jobs, keys, models, tenants, users, webhooks
 from .uploads import BodyLimit
 
 log = logging.getLogger("tunelab.api")
-ROUTERS = [tenants, users, keys, datasets, models, jobs, comparisons, webhooks, audit]
+ROUTERS = [tenants, users, keys, datasets, models, jobs, comparisons, webhooks, audit, billing]
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI:

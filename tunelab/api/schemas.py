@@ -63,7 +63,15 @@ def job_out(j: Job) -> dict:
             "progress": j.progress, "result": j.result, "fine_tuned_model": j.fine_tuned_model,
             "error": {"code": j.error_code, "message": j.error_message} if j.error_code else None,
             "cancel_requested": j.cancel_requested, "created_at": ts(j.created_at),
-            "started_at": ts(j.started_at), "finished_at": ts(j.finished_at)}
+            "started_at": ts(j.started_at), "finished_at": ts(j.finished_at),
+            "billing": job_billing_out(j.billing) if getattr(j, "billing", None) is not None else None}
+
+
+def job_billing_out(jb) -> dict:
+    """The job's estimate (shown before it starts) and, as it runs and once it ends, its cost."""
+    from ..billing.reports import job_summary
+
+    return job_summary(jb)
 
 
 def event_out(e: JobEvent) -> dict:

@@ -42,6 +42,9 @@ def transition(session: Session, job: Job, new: JobStatus, message: str = "", **
         job.lease_owner, job.lease_expires_at = None, None
     add_event(session, job, "status", message or f"Job {new.value}.",
               {"from": old.value, "to": new.value, **data}, level="error" if new == JobStatus.FAILED else "info")
+    from .metering import on_transition     # billing: settle what ends, release what pauses
+
+    on_transition(session, job, new)
 
 
 def create_job(session: Session, tenant_id: str, spec: JobSpec, idempotency_key: str | None = None) -> tuple[Job, bool]:

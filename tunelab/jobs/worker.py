@@ -19,7 +19,7 @@ from ..data.store import DatasetStore
 from ..db import Database
 from ..db.models import Dataset, Job, TunedModel
 from ..settings import Settings
-from . import store, webhooks
+from . import metering, store, webhooks
 from .child import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STOPPED
 from .executors import Executor, executor_for
 from .spec import ChildSpec, JobSpec
@@ -60,6 +60,7 @@ class Worker:
     def run_forever(self) -> None:
         log.info("worker started", extra={"worker": self.id})
         threading.Thread(target=self._deliver_webhooks, daemon=True, name="webhooks").start()
+        threading.Thread(target=metering.housekeeping_loop, args=(self,), daemon=True, name="billing").start()
         while not self.stopping.is_set():
             try:
                 if not self.run_once():
@@ -106,7 +107,8 @@ class Worker:
         # table): no cache is shared across tenants, and the server's home stays out of reach.
         execution = self.executor.start(spec_path, spec_path.parent, child_env() | {"TUNELAB_HOME": str(runtime)},
                                         readable=inputs, writable=[runtime])
-        self._supervise(job_id, execution)
+        self._supervise(job_id, execution, metering.JobMeter(job_id, job.tenant_id, execution,
+                                                             self.settings.heartbeat_seconds))
 
     def _write_child_spec(self, s, job: Job) -> Path:
         spec = JobSpec.model_validate(job.spec)
@@ -141,7 +143,7 @@ class Worker:
             inputs.append(model_dir.resolve())
         return path, inputs
 
-    def _supervise(self, job_id: str, execution) -> None:
+    def _supervise(self, job_id: str, execution, meter=None) -> None:
         state = {"result": None, "error": None, "stopped": None}
         next_beat, term_sent_at = 0.0, None
         while True:
@@ -150,7 +152,10 @@ class Worker:
                 job = s.get(Job, job_id)
                 for line in execution.lines():
                     self._handle_line(s, job, line, state)
+                    meter and meter.observe(line)
+                meter and meter.sample()
                 if code is not None:
+                    meter and meter.tick(s)             # the last usage, before settling
                     self._finish(s, job, code, state)
                     return
                 now = time.monotonic()
@@ -164,6 +169,13 @@ class Worker:
                     s.refresh(job)
                     if job.cancel_requested and term_sent_at is None:
                         store.add_event(s, job, "log", "Cancel requested: stopping at the next step with a checkpoint.")
+                        execution.terminate()
+                        term_sent_at = now
+                    # Billing: charge the compute since the last beat; out of credit -> checkpoint, pause.
+                    if meter and meter.tick(s).exhausted and term_sent_at is None and not job.cancel_requested:
+                        state["credit_exhausted"] = True
+                        store.add_event(s, job, "log", "Credit exhausted: stopping at the next step with a "
+                                                       "checkpoint; a top-up resumes the job.", level="warning")
                         execution.terminate()
                         term_sent_at = now
                 if term_sent_at is not None and now - term_sent_at > self.settings.cancel_grace_seconds:
@@ -202,8 +214,11 @@ class Worker:
             self._succeed(s, job, state["result"])
         elif code in (EXIT_DATA, EXIT_CONFIG):      # the user's input: retrying cannot help
             self._fail(s, job, err.get("code", "invalid_job"), err.get("message", "invalid job"))
-        elif code == EXIT_STOPPED:                  # stopped without a cancel: paused (billing)
-            store.transition(s, job, JobStatus.PAUSED, "Paused at a checkpoint.", step=state["stopped"].get("step"))
+        elif code == EXIT_STOPPED or state.get("credit_exhausted"):   # stopped without a cancel: paused (billing)
+            store.transition(s, job, JobStatus.PAUSED, "Paused at a checkpoint: credit ran out; a top-up resumes it."
+                             if state.get("credit_exhausted") else "Paused at a checkpoint.",
+                             step=(state["stopped"] or {}).get("step"), reason="credit_exhausted"
+                             if state.get("credit_exhausted") else "stopped")
             webhooks.enqueue(s, job, "paused")
         elif job.attempts < self.settings.max_attempts:
             store.transition(s, job, JobStatus.QUEUED,

@@ -71,7 +71,13 @@ def submit(session: Session, tenant_id: str, spec: JobSpec, idempotency_key: str
         if existing is not None:
             return existing, False
     check_spec(scope, spec)
-    return store.create_job(session, tenant_id, spec, idempotency_key)
+    from . import billing    # quotas, then credit: raises QuotaExceeded / InsufficientCredit
+
+    estimate = billing.admit(session, tenant_id, spec)
+    job, created = store.create_job(session, tenant_id, spec, idempotency_key)
+    if created:
+        billing.open_reservation(session, job, estimate)
+    return job, created
 
 
 def cancel(session: Session, job: Job) -> Job:

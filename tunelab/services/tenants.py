@@ -26,6 +26,9 @@ def create_tenant(session: Session, name: str, admin_email: str) -> tuple[Tenant
     session.add(user)
     session.flush()
     key, _ = create_key(session, user, "first admin key")
+    from ..billing.ledger import get_account
+
+    get_account(session, tenant.id)      # its billing account, opened with the trial credit
     return tenant, user, key
 
 

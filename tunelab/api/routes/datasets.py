@@ -7,6 +7,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from ...data import DataError
 from ...data.readers import DataLimits
 from ...db.models import Dataset
+from ...services.billing import QuotaExceeded, check_upload
 from ...services.datasets import import_dataset, preview
 from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep, audit
 from ..errors import APIError
@@ -21,6 +22,7 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
     """Shared by tunelab's upload and OpenAI's /v1/files."""
     path = save_upload(file, settings.uploads_dir, settings.max_upload_bytes)
     try:
+        check_upload(session, principal.tenant_id, path.stat().st_size)     # quotas: 429 naming the quota
         limits = DataLimits.from_env()
         limits = DataLimits(max_bytes=settings.max_upload_bytes, max_rows=limits.max_rows)
         row = import_dataset(session, principal.tenant_id, settings.datasets_dir, path,
@@ -31,6 +33,8 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
     except DataError as exc:
         raise APIError(422, "invalid_file", str(exc), "file",
                        issues=[i.to_dict() for i in exc.issues]) from None
+    except QuotaExceeded as exc:
+        raise APIError(429, "quota_exceeded", str(exc), exc.quota, **exc.to_dict()) from None
     finally:
         cleanup(path)
 

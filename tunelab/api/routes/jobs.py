@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
+from ...billing import InsufficientCredit, QuotaExceeded
 from ...db.models import Job, JobEvent
 from ...jobs.spec import JobSpec
 from ...jobs.status import JobStatus
@@ -35,6 +36,10 @@ def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tu
         # Another tenant's dataset is indistinguishable from a missing one: 404, as on every route.
         status = 404 if exc.code == "dataset_not_found" else 422
         raise APIError(status, exc.code, str(exc), exc.param) from None
+    except InsufficientCredit as exc:     # 402 with what is missing, in micro-dollars and dollars
+        raise APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict()) from None
+    except QuotaExceeded as exc:
+        raise APIError(429, "quota_exceeded", str(exc), exc.quota, **exc.to_dict()) from None
     if created:
         audit(session, principal, "job.create", job.id, kind=spec.kind, strategy=spec.strategy or spec.strategies,
               dataset=spec.dataset_id)

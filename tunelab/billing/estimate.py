@@ -1,0 +1,195 @@
+"""What a job will cost, before it starts: compute from the dataset's size and token lengths, the
+model's size, the strategy and its hyperparameters, scaled by throughput measured on this
+platform's hardware, then priced by the current sheet. A range, because early stopping and a
+busy machine move the actual.
+
+The raw model (work.json, measured here and shipped): for a fine-tune, CPU-seconds =
+setup + k_train x params(B) x tokens trained (steps x batch x mean length) + k_eval x params(B) x
+tokens evaluated; for a transfer strategy, k_encode x params(B) x tokens encoded (+ a logistic
+regression for linear-probe, + SetFit pairs for few-shot). The calibration table
+(`billing_calibration`) scales that by what finished jobs on this platform actually metered
+(`observe`), per strategy, model and device; the range is the point estimate widened by the
+errors seen so far.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from ..db.ledger import Calibration
+from ..db.models import utcnow
+from . import prices
+from .devices import detect
+
+WORK = Path(__file__).with_name("work.json")
+MIN_SPREAD, DEFAULT_SPREAD = 0.10, 0.20
+
+
+@lru_cache(maxsize=1)
+def work_constants() -> dict:
+    return json.loads(WORK.read_text())
+
+
+@dataclass
+class JobShape:
+    """What the estimator needs to know about one strategy run of a job."""
+    strategy: str
+    model: str
+    model_params: int
+    rows: int                       # training file rows used (after `limit`)
+    test_rows: int | None           # a separate test file's rows, if any
+    mean_tokens: float
+    labels: int
+    params: dict = field(default_factory=dict)   # the strategy's resolved hyperparameters
+    family: str = "fine-tune"       # fine-tune | transfer
+
+
+@dataclass
+class Estimate:
+    device: str
+    units: int                      # cores (cpu) or GPUs a job occupies
+    compute_ms: int                 # point estimate of billed device time (core-ms or GPU-ms)
+    compute_low_ms: int
+    compute_high_ms: int
+    wall_seconds: float
+    wall_low_seconds: float
+    wall_high_seconds: float
+    cost: int                       # micro-dollars
+    cost_low: int
+    cost_high: int
+    price_version: str
+    raw_ms: int                     # before calibration (what `observe` compares against)
+    factor: float
+    spread: float
+    basis: list[dict] = field(default_factory=list)
+
+    @property
+    def reserve(self) -> int:
+        """What a job holds when it starts: the top of the range."""
+        return self.cost_high
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"reserve": self.reserve}
+
+
+def splits(shape: JobShape) -> tuple[int, int, int]:
+    """(train, validation, test) rows, as runner.prepare_data will split them."""
+    if shape.test_rows:
+        val = max(int(round(shape.rows * 0.1)), 1)
+        return shape.rows - val, val, shape.test_rows
+    val, test = max(int(round(shape.rows * 0.1)), 1), max(int(round(shape.rows * 0.2)), 1)
+    return shape.rows - val - test, val, test
+
+
+def loop_steps(train_rows: int, p: dict) -> tuple[int, int]:
+    """(steps, epochs) the training loop will run at most (training.loop's arithmetic)."""
+    batch, accum = int(p.get("batch_size", 32)), int(p.get("gradient_accumulation", 1))
+    per_epoch = math.ceil(math.ceil(train_rows / batch) / accum)
+    epochs = int(p.get("epochs", 3))
+    min_steps = int(p.get("min_steps", 0))
+    run = min(max(epochs, math.ceil(min_steps / max(per_epoch, 1))), max(20, epochs))
+    return per_epoch * run, run
+
+
+def raw_seconds(shape: JobShape, device: str) -> tuple[float, list[dict]]:
+    """Device-seconds (CPU core-seconds, or GPU-seconds) before calibration, with the terms."""
+    k = work_constants()
+    dev = k["devices"].get(device.split(":")[0], k["devices"]["cpu"])
+    s = dev["strategies"].get(shape.strategy) or dev["strategies"]["default-" + shape.family]
+    pb = shape.model_params / 1e9
+    tok = max(shape.mean_tokens, 2.0)
+    train, val, test = splits(shape)
+    latency_texts = min(test, 256)
+    terms = [{"term": "setup", "seconds": s["setup_s"] + dev["per_row_s"] * (shape.rows + (shape.test_rows or 0))}]
+    if shape.family == "fine-tune":
+        steps, epochs = loop_steps(train, shape.params)
+        batch = int(shape.params.get("batch_size", 32)) * int(shape.params.get("gradient_accumulation", 1))
+        trained = min(steps * batch, epochs * train) * tok
+        terms.append({"term": "train", "steps": steps, "epochs": epochs, "tokens": int(trained),
+                      "seconds": s["k_train"] * s.get("expected_fraction", 1.0) * pb * trained})
+        evaluated = (val * epochs * s.get("expected_fraction", 1.0) + test + latency_texts) * tok
+        terms.append({"term": "evaluate", "tokens": int(evaluated), "seconds": dev["k_eval"] * pb * evaluated})
+    else:
+        texts = {"zero-shot": shape.labels + test + latency_texts,
+                 "linear-probe": train + val + test + latency_texts}.get(shape.strategy, shape.labels * 8 + test
+                                                                         + latency_texts)
+        terms.append({"term": "encode", "tokens": int(texts * tok), "seconds": dev["k_encode"] * pb * texts * tok})
+        if shape.strategy == "linear-probe":
+            terms.append({"term": "logistic regression", "seconds": s.get("k_fit", 0.0) * train * shape.labels})
+        if shape.strategy == "few-shot":
+            pairs = int(shape.params.get("max_pairs", 2000))
+            terms.append({"term": "setfit pairs", "pairs": pairs,
+                          "seconds": s.get("k_pair", 0.0) * pb * pairs * 2 * tok})
+    return sum(t["seconds"] for t in terms), terms
+
+
+def calibration_key(strategy: str, model: str, device: str) -> str:
+    return f"{strategy}|{model}|{device}"
+
+
+def calibration(session: Session | None, key: str) -> tuple[float, float, float]:
+    """(factor, wall_factor, spread) for a key; the shipped defaults where nothing was observed yet."""
+    row = session.get(Calibration, key) if session is not None else None
+    if row is None:
+        return 1.0, 1.0, DEFAULT_SPREAD
+    return row.factor, row.wall_factor, max(row.spread, MIN_SPREAD)
+
+
+def estimate(session: Session | None, shapes: list[JobShape], device: str | None = None,
+             units: int | None = None) -> Estimate:
+    """The estimate for a job made of one or more strategy runs (a comparison runs several)."""
+    found_device, found_units = detect()
+    device, units = device or found_device, units or found_units
+    sheet = prices.current()
+    raw = point = wall = 0.0
+    spread, basis = 0.0, []
+    for shape in shapes:
+        seconds, terms = raw_seconds(shape, device)
+        factor, wall_factor, sp = calibration(session, calibration_key(shape.strategy, shape.model, device))
+        raw += seconds
+        point += seconds * factor
+        wall += seconds * factor * wall_factor / (units if device == "cpu" else 1)
+        spread = max(spread, sp)
+        basis.append({"strategy": shape.strategy, "raw_seconds": round(seconds, 2), "factor": round(factor, 3),
+                      "terms": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in t.items()}
+                                for t in terms]})
+    low_f, high_f = max(1 - 1.5 * spread, 0.25), 1 + 2 * spread
+    ms = int(point * 1000)
+    per_hour = sheet.compute_per_hour(device)
+    factor = point / raw if raw else 1.0
+    return Estimate(device=device, units=units, compute_ms=ms, compute_low_ms=int(ms * low_f),
+                    compute_high_ms=int(ms * high_f), wall_seconds=round(wall, 1),
+                    wall_low_seconds=round(wall * low_f, 1), wall_high_seconds=round(wall * high_f, 1),
+                    cost=prices.compute_cost(ms, per_hour), cost_low=prices.compute_cost(int(ms * low_f), per_hour),
+                    cost_high=max(prices.compute_cost(int(ms * high_f), per_hour), 1),
+                    price_version=sheet.version, raw_ms=int(raw * 1000), factor=round(factor, 4),
+                    spread=round(spread, 4), basis=basis)
+
+
+def observe(session: Session, key: str, raw_ms: int, actual_ms: int, wall_ms: int, units: int, device: str) -> Calibration:
+    """Fold a finished job into the calibration table: the ratio of metered to raw compute (and
+    of wall time to compute per unit), smoothed; the spread tracks the relative error of the
+    estimate the job was given."""
+    row = session.get(Calibration, key)
+    if row is None:
+        row = Calibration(key=key, factor=1.0, wall_factor=1.0, spread=DEFAULT_SPREAD, samples=0)
+        session.add(row)
+    if raw_ms <= 0 or actual_ms <= 0:
+        return row
+    ratio = actual_ms / raw_ms
+    error = abs(ratio / row.factor - 1)
+    per_unit = actual_ms / (units if device == "cpu" else 1)
+    alpha = max(0.3, 1 / (row.samples + 2))
+    row.factor = (1 - alpha) * row.factor + alpha * ratio
+    if wall_ms > 0 and per_unit > 0:
+        row.wall_factor = (1 - alpha) * row.wall_factor + alpha * (wall_ms / per_unit)
+    row.spread = max((1 - alpha) * row.spread + alpha * error, MIN_SPREAD)
+    row.samples += 1
+    row.updated_at = utcnow()
+    return row

@@ -1,0 +1,116 @@
+"""Per-tenant quotas: concurrent jobs, GPUs in use, storage bytes, and the size of one dataset.
+Operators set them (`tunelab admin billing quota`, or the operator API); unset means the platform
+default below (TUNELAB_QUOTA_<NAME> overrides a default). Hitting one is a `QuotaExceeded` that
+names the quota, its limit and what the request would have made of it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ..db.ledger import TenantQuota
+from ..db.models import Dataset, Job, TunedModel, utcnow
+
+QUOTAS = ("concurrent_jobs", "gpus", "storage_bytes", "dataset_bytes")
+DEFAULTS = {"concurrent_jobs": 8, "gpus": 1, "storage_bytes": 10 * 10**9, "dataset_bytes": 500 * 10**6}
+ACTIVE = ("queued", "validating", "running")
+_WHAT = {"concurrent_jobs": "jobs queued or running at once", "gpus": "GPUs in use at once",
+         "storage_bytes": "bytes stored (datasets and tuned models)", "dataset_bytes": "bytes in one dataset"}
+
+
+class QuotaExceeded(Exception):
+    def __init__(self, quota: str, limit: int, current: int, requested: int):
+        self.quota, self.limit, self.current, self.requested = quota, limit, current, requested
+        unit = " bytes" if quota.endswith("_bytes") else ""
+        super().__init__(f"Quota {quota} exceeded: {_WHAT[quota]} is limited to {limit:,}{unit}; this request "
+                         f"would make it {current + requested:,}{unit} (now {current:,}). "
+                         "Ask your operator to raise it, or free some first.")
+
+    def to_dict(self) -> dict:
+        return {"quota": self.quota, "limit": self.limit, "current": self.current, "requested": self.requested}
+
+
+def defaults() -> dict[str, int]:
+    return {q: int(os.environ.get(f"TUNELAB_QUOTA_{q.upper()}", DEFAULTS[q])) for q in QUOTAS}
+
+
+def limits(session: Session, tenant_id: str) -> dict[str, int]:
+    row = session.scalars(select(TenantQuota).where(TenantQuota.tenant_id == tenant_id)).first()
+    base = defaults()
+    return {q: (getattr(row, q) if row is not None and getattr(row, q) is not None else base[q]) for q in QUOTAS}
+
+
+def set_limits(session: Session, tenant_id: str, changes: dict[str, int | None], by: str | None = None) -> dict:
+    """None resets a quota to the platform default."""
+    unknown = set(changes) - set(QUOTAS)
+    if unknown:
+        raise ValueError(f"unknown quota(s): {', '.join(sorted(unknown))}; known: {', '.join(QUOTAS)}")
+    for name, value in changes.items():
+        if value is not None and int(value) < 0:
+            raise ValueError(f"quota {name} must be >= 0")
+    row = session.scalars(select(TenantQuota).where(TenantQuota.tenant_id == tenant_id)).first()
+    if row is None:
+        row = TenantQuota(tenant_id=tenant_id)
+        session.add(row)
+    for name, value in changes.items():
+        setattr(row, name, None if value is None else int(value))
+    row.updated_at, row.updated_by = utcnow(), by
+    session.flush()
+    return limits(session, tenant_id)
+
+
+def usage(session: Session, tenant_id: str, artifact_bytes=None) -> dict[str, int]:
+    jobs = session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))).all()
+    stored = session.scalar(select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.tenant_id == tenant_id))
+    models = session.scalars(select(TunedModel.artifact_path).where(TunedModel.tenant_id == tenant_id)).all()
+    sizes = artifact_bytes or folder_bytes
+    largest = session.scalar(select(func.coalesce(func.max(Dataset.bytes), 0)).where(Dataset.tenant_id == tenant_id))
+    return {"concurrent_jobs": len(jobs), "gpus": sum(gpus_of(j.spec) for j in jobs),
+            "storage_bytes": int(stored or 0) + sum(sizes(p) for p in set(models)),
+            "dataset_bytes": int(largest or 0)}
+
+
+def gpus_of(spec: dict, device: str | None = None) -> int:
+    """GPUs a job holds while it runs: one on a GPU worker (QLoRA always needs one), none on CPU."""
+    from .devices import detect
+
+    device = device or detect()[0]
+    return 1 if device.startswith("gpu") or spec.get("strategy") == "qlora" else 0
+
+
+def folder_bytes(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def check_job(session: Session, tenant_id: str, spec: dict) -> None:
+    """Before a job is queued (call with the tenant's account locked, so that two concurrent
+    submissions cannot both take the last slot)."""
+    lim = limits(session, tenant_id)
+    jobs = session.scalars(select(Job.spec).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))).all()
+    if len(jobs) + 1 > lim["concurrent_jobs"]:
+        raise QuotaExceeded("concurrent_jobs", lim["concurrent_jobs"], len(jobs), 1)
+    need = gpus_of(spec)
+    if need:
+        used = sum(gpus_of(s) for s in jobs)
+        if used + need > lim["gpus"]:
+            raise QuotaExceeded("gpus", lim["gpus"], used, need)
+
+
+def check_upload(session: Session, tenant_id: str, size: int) -> None:
+    """Before a dataset of `size` bytes is stored."""
+    lim = limits(session, tenant_id)
+    if size > lim["dataset_bytes"]:
+        raise QuotaExceeded("dataset_bytes", lim["dataset_bytes"], 0, size)
+    stored = usage(session, tenant_id)["storage_bytes"]
+    if stored + size > lim["storage_bytes"]:
+        raise QuotaExceeded("storage_bytes", lim["storage_bytes"], stored, size)

@@ -1,0 +1,84 @@
+"""Billing for the API and the admin commands: a job's estimate from its spec, admission at
+submission (quotas, then funds: the tenant's account row locked so concurrent submissions
+reserve one after another and never overdraw), grants and top-ups (which resume paused jobs),
+quotas on uploads."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from ..billing import ledger, quotas, settlement
+from ..billing.estimate import Estimate, JobShape, estimate
+from ..billing.quotas import QuotaExceeded
+from ..billing.settlement import InsufficientCredit
+from ..db.ledger import JobBilling
+from ..db.models import Dataset, Job
+from ..jobs.metering import resume_paused
+from ..jobs.spec import JobSpec
+from ..models import resolve_model
+from ..strategies import get_strategy, parse_params
+
+__all__ = ["InsufficientCredit", "QuotaExceeded", "admit", "estimate_spec", "grant", "open_reservation"]
+
+
+def _mean_tokens(ds: Dataset) -> float:
+    length = (ds.stats or {}).get("length") or {}
+    mean = float(length.get("mean") or 0.0)
+    if (ds.stats or {}).get("length_unit") == "words":
+        mean *= 1.35        # roughly tokens per word for English text with a WordPiece vocabulary
+    return mean or 16.0
+
+
+def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
+    """One JobShape per strategy the job runs (the spec was checked by services.jobs.check_spec)."""
+    train = session.get(Dataset, spec.dataset_id)
+    test = session.get(Dataset, spec.test_dataset_id) if spec.test_dataset_id else None
+    if train is None or train.tenant_id != tenant_id:
+        raise LookupError(f"No dataset with id {spec.dataset_id!r}.")
+    model = resolve_model(spec.model)
+    rows = min(spec.limit or train.rows, train.rows)
+    labels = int((train.stats or {}).get("num_labels") or 2)
+    names = spec.strategies if spec.kind == "compare" else [spec.strategy]
+    out = []
+    for name in names:
+        strategy = get_strategy(name)
+        overrides = spec.params if spec.kind == "train" else spec.strategy_params.get(name)
+        params = parse_params(strategy, overrides).model_dump()
+        out.append(JobShape(strategy=name, model=spec.model, model_params=model.parameters or 22_700_000,
+                            rows=rows, test_rows=test.rows if test is not None else None,
+                            mean_tokens=_mean_tokens(train), labels=labels, params=params,
+                            family=getattr(strategy, "family", "fine-tune")))
+    return out
+
+
+def estimate_spec(session: Session, tenant_id: str, spec: JobSpec) -> Estimate:
+    return estimate(session, shapes(session, tenant_id, spec))
+
+
+def admit(session: Session, tenant_id: str, spec: JobSpec) -> Estimate:
+    """Estimate, then with the tenant's account locked: quotas, then funds. Raises QuotaExceeded
+    or InsufficientCredit; on success the caller creates the job and calls open_reservation in
+    the same transaction (the lock is held until it commits)."""
+    est = estimate_spec(session, tenant_id, spec)
+    acct = ledger.lock_account(session, tenant_id)
+    quotas.check_job(session, tenant_id, spec.model_dump(mode="json"))
+    settlement.check_funds(acct, est)
+    return est
+
+
+def open_reservation(session: Session, job: Job, est: Estimate) -> JobBilling:
+    acct = ledger.lock_account(session, job.tenant_id)
+    return settlement.open_job(session, acct, job.id, est)
+
+
+def grant(session: Session, tenant_id: str, amount: int, *, kind: str = "grant", memo: str = "",
+          expires_at=None, reference: str | None = None, created_by: str | None = None) -> dict:
+    """Credit in (an operator's grant or a top-up); paused jobs the credit now covers are requeued."""
+    entry = ledger.grant(session, tenant_id, amount, kind=kind, memo=memo, expires_at=expires_at,
+                         reference=reference, created_by=created_by)
+    resumed = resume_paused(session, tenant_id)
+    return {"entry_id": entry.id, "resumed_jobs": resumed}
+
+
+def check_upload(session: Session, tenant_id: str, size: int) -> None:
+    quotas.check_upload(session, tenant_id, size)
