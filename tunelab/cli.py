@@ -73,9 +73,9 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     strategies = sub.add_parser("strategies", help="the strategies and their hyperparameters")
     strategies.add_argument("--json", action="store_true")
     groups = {"datasets": ds, "models": models}
-    from . import cli_admin, cli_remote
+    from . import cli_admin, cli_generative, cli_remote
 
-    for extend in (cli_remote.extend, cli_admin.extend, *extensions):
+    for extend in (cli_remote.extend, cli_admin.extend, cli_generative.extend, *extensions):
         extend(sub, groups)
     return parser
 
@@ -131,8 +131,11 @@ def _prepare(args):
 
 
 def cmd_train(args) -> int:
+    from .cli_generative import cmd_train_generative, is_generative_run
     from .runner import run_strategy
 
+    if is_generative_run(args):        # conversations, plain text, preference pairs
+        return cmd_train_generative(args, _progress(not args.json))
     model, data = _prepare(args)
     progress = _progress(not args.json)
     result = run_strategy(model, data, args.strategy, args.set, out=args.out, auto_fit=args.auto_fit,
@@ -164,10 +167,13 @@ def _compare_params(items: list[str]) -> dict:
 
 
 def cmd_compare(args) -> int:
+    from .cli_generative import cmd_compare_generative, is_generative_run
     from .comparison import compare
 
-    model, data = _prepare(args)
     names = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if is_generative_run(args):
+        return cmd_compare_generative(args, names, _progress(not args.json))
+    model, data = _prepare(args)
     progress = _progress(not args.json)
     result = compare(model, data, names, params=_compare_params(args.set), out_root=args.out,
                      auto_fit=args.auto_fit, progress=progress)

@@ -151,6 +151,8 @@ def estimate_transfer(ctx: RunContext, strategy) -> Estimate:
 
 
 def estimate(ctx: RunContext, strategy) -> Estimate:
+    if hasattr(strategy, "estimate"):      # strategies with their own arithmetic (causal LMs)
+        return strategy.estimate(ctx)
     return estimate_finetune(ctx, strategy) if hasattr(strategy, "build") else estimate_transfer(ctx, strategy)
 
 

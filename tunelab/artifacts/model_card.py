@@ -51,3 +51,47 @@ def render_model_card(config: dict, metrics: dict, data_report: dict) -> str:
     if weakest:
         lines.append("- Weakest classes: " + ", ".join(f"{n} (F1 {v['f1']:.2f})" for n, v in weakest) + ".")
     return "\n".join(lines) + "\n"
+
+
+def _cell(text, limit: int = 160) -> str:
+    text = " ".join(str(text or "").split())
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def render_generative_card(config: dict, metrics: dict, data_report: dict, samples: list[dict]) -> str:
+    """The card of a tuned causal LM: data, hyperparameters, held-out quality against the base
+    model, and sample prompts answered by both."""
+    data, model = config.get("data", {}), config.get("model", {})
+    lines = [f"# {config.get('strategy')} of {model.get('name')} on {data.get('train_file', 'your data')}", "",
+             f"Made by tunelab with base model **{model.get('name')}** ({model.get('license', 'unknown')} license) "
+             f"and strategy **{config.get('strategy')}**.", "", "## Data",
+             f"- format: {data.get('format')} ({data.get('kind')}); training {data.get('train_rows')}, validation "
+             f"{data.get('validation_rows')}, test {data.get('test_rows')} examples (test set: {data.get('test_origin')})"]
+    for w in (i for i in data_report.get("issues", []) if i.get("severity") == "warning"):
+        lines.append(f"- warning: {w.get('message')}")
+    lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in config.get("params", {}).items()]
+    lines += ["", "## Results on the held-out split", "", "| metric | base model | tuned |", "|---|---|---|"]
+    pairs = [("loss (assistant tokens)", "base_test_loss", "test_loss"),
+             ("perplexity", "base_test_perplexity", "test_perplexity"),
+             ("exact match", None, "exact_match"), ("token F1", None, "token_f1"),
+             ("chosen - rejected log-prob margin", "base_margin", "margin"),
+             ("preference accuracy", "base_preference_accuracy", "preference_accuracy")]
+    for title, base, tuned in pairs:
+        if tuned in metrics:
+            lines.append(f"| {title} | {_fmt(metrics.get(base)) if base and base in metrics else '—'} | "
+                         f"{_fmt(metrics[tuned])} |")
+    lines += ["", "| cost | value |", "|---|---|"]
+    for key in ("train_seconds", "tokens_per_second", "peak_rss_mb", "trainable_params", "total_params"):
+        if metrics.get(key) is not None:
+            lines.append(f"| {key} | {_fmt(metrics[key])} |")
+    if samples:
+        lines += ["", "## Sample prompts", "", "| prompt | base model | tuned model | reference |", "|---|---|---|---|"]
+        lines += [f"| {_cell(s['prompt'])} | {_cell(s['base'])} | {_cell(s['tuned'])} | {_cell(s['reference'])} |"
+                  for s in samples]
+    lines += ["", "## Limits", "",
+              "- Measured on the held-out split above only; prompts unlike the training data may fare worse.",
+              f"- Examples longer than {config.get('max_length')} tokens were truncated.",
+              "- A small model tuned on a small set imitates its answers; it does not gain knowledge it lacks."]
+    return "\n".join(lines) + "\n"

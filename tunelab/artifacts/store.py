@@ -35,8 +35,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_artifact(out: Path, predictor, *, config: dict, metrics: dict, data_report: dict) -> Path:
-    """Writes into a temporary sibling folder, then moves it into place and writes the manifest."""
+def write_artifact(out: Path, predictor, *, config: dict, metrics: dict, data_report: dict,
+                   card: str | None = None) -> Path:
+    """Writes into a temporary sibling folder, then moves it into place and writes the manifest.
+    `card`: the model card's text (default: the classifier's card)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
@@ -47,7 +49,7 @@ def write_artifact(out: Path, predictor, *, config: dict, metrics: dict, data_re
             {"id2label": dict(enumerate(predictor.label_names))}, indent=2))
         (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        (tmp / "README.md").write_text(render_model_card(config, metrics, data_report))
+        (tmp / "README.md").write_text(card if card is not None else render_model_card(config, metrics, data_report))
         # Keep what an earlier run left in `out` (its checkpoints) but replace the model files.
         out.mkdir(exist_ok=True)
         (out / MANIFEST).unlink(missing_ok=True)

@@ -96,10 +96,39 @@ def _mixed_precision_arg() -> str | None:
     return None if AcceleratorState._shared_state.get("_mixed_precision") else "no"
 
 
+class ClassificationTask:
+    """What the loop needs to know about a task: a batch's loss and the validation metric (higher
+    is better). This one: a sequence classifier, cross-entropy, macro-F1. Causal LMs bring
+    their own (training/causal_lm.py); batching, checkpoints and early stopping are shared."""
+
+    metric_name = "val_macro_f1"
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def size(self, split) -> int:
+        return len(split.labels)
+
+    def loss(self, model, split: EncodedSplit, index: np.ndarray, device, cfg: LoopConfig) -> tuple[torch.Tensor, int]:
+        batch = {k: v.to(device) for k, v in collate(split.input_ids, index, self.pad_id).items()}
+        with autocast(cfg.device, cfg.precision):
+            logits = model(**batch).logits
+        labels = torch.as_tensor(split.labels[index], dtype=torch.long, device=logits.device)
+        return torch.nn.functional.cross_entropy(logits.float(), labels), int(batch["attention_mask"].sum())
+
+    def evaluate(self, model, split: EncodedSplit, cfg: LoopConfig) -> tuple[float, dict]:
+        logits = predict_logits(model, split.input_ids, self.pad_id, cfg.device, cfg.precision)
+        metric = float(f1_score(split.labels, logits.argmax(1), average="macro", zero_division=0))
+        return metric, {self.metric_name: metric}
+
+
 def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedSplit | None,
                cfg: LoopConfig, checkpoint_dir: Path, pad_id: int, fingerprint: str = "",
-               progress: ProgressFn = null_progress) -> LoopResult:
+               progress: ProgressFn = null_progress, task=None) -> LoopResult:
+    """`task`: the loss and validation metric (default: sequence classification)."""
     from accelerate import Accelerator
+
+    task = task or ClassificationTask(pad_id)
 
     torch.manual_seed(cfg.seed)
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_mixed_precision_arg())
@@ -129,7 +158,6 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
             progress(ProgressEvent("train", 0, total_steps, message=f"checkpoint unusable ({exc}); starting over"))
             state = TrainerState(fingerprint=fingerprint)
 
-    labels = torch.as_tensor(train.labels, dtype=torch.long)
     meter = Throughput(total_steps, state.global_step)
     tokens, running = 0, None
     model.train()
@@ -140,12 +168,9 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
         start = state.step_in_epoch * cfg.gradient_accumulation if epoch == state.epoch else 0
         for b in range(start, len(batches)):
             index = batches[b]
-            batch = {k: v.to(accelerator.device) for k, v in collate(train.input_ids, index, pad_id).items()}
-            with autocast(cfg.device, cfg.precision):
-                logits = model(**batch).logits
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels[index].to(logits.device))
+            loss, batch_tokens = task.loss(model, train, index, accelerator.device, cfg)
             accelerator.backward(loss / cfg.gradient_accumulation)
-            tokens += int(batch["attention_mask"].sum())
+            tokens += batch_tokens
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
             if (b + 1) % cfg.gradient_accumulation and b + 1 != len(batches):
                 continue
@@ -167,7 +192,7 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
             if reason:
                 raise TrainingStopped(state.global_step, reason)
         state.epoch, state.step_in_epoch = epoch + 1, 0
-        stop = _end_of_epoch(accelerator.unwrap_model(model), validation, cfg, state, ckpt, pad_id,
+        stop = _end_of_epoch(accelerator.unwrap_model(model), validation, cfg, state, ckpt, task,
                              running, progress, total_steps)
         if accelerator.is_main_process:
             ckpt.save(accelerator.unwrap_model(model), optimizer, state)
@@ -183,15 +208,14 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
                       history=state.history)
 
 
-def _end_of_epoch(model, validation, cfg, state, ckpt, pad_id, running, progress, total_steps) -> bool:
+def _end_of_epoch(model, validation, cfg, state, ckpt, task, running, progress, total_steps) -> bool:
     """Evaluate on validation, keep the best weights, and say whether to stop early."""
-    if validation is None or len(validation.labels) == 0:
+    if validation is None or task.size(validation) == 0:
         state.history.append({"epoch": state.epoch, "train_loss": running})
         return False
     t0 = time.perf_counter()
-    logits = predict_logits(model, validation.input_ids, pad_id, cfg.device, cfg.precision)
-    metric = float(f1_score(validation.labels, logits.argmax(1), average="macro", zero_division=0))
-    state.history.append({"epoch": state.epoch, "train_loss": running, "val_macro_f1": metric,
+    metric, values = task.evaluate(model, validation, cfg)
+    state.history.append({"epoch": state.epoch, "train_loss": running, **values,
                           "eval_seconds": time.perf_counter() - t0})
     progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
                            loss=running, eval_metric=metric))

@@ -1,0 +1,223 @@
+"""Supervised fine-tuning of causal LMs on conversations or plain text: sft-full, sft-lora,
+sft-qlora (CUDA only). The chat template renders each conversation (a documented default where
+the model has none), the loss falls on the assistant's tokens only, short examples can be packed
+(position ids restart per example: no attention across examples), and the shared training loop
+brings gradient accumulation, checkpointing, resume and early stopping on held-out loss."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+from pydantic import Field
+
+from ..models.causal import encode_conversation, load_causal_lm, load_chat_tokenizer
+from ..models.lm_predictors import CausalLMModel
+from ..training.causal_lm import CausalLMTask, LMSplit
+from ..training.costs import count_params
+from ..training.loop import LoopConfig, train_loop
+from .base import ConfigError, Params, RunContext, register
+from .lm_estimate import estimate_lm
+from .lora import default_targets
+from .qlora import cuda_problem
+
+GENERATIVE_KINDS = ("chat", "plain")
+
+
+class SFTParams(Params):
+    epochs: int = Field(3, ge=1, le=100)
+    min_steps: int = Field(100, ge=0, description="small data: more epochs until this many steps")
+    max_epochs: int = Field(20, ge=1, le=1000)
+    learning_rate: float | None = Field(None, gt=0, lt=1, description=(
+        "default: 1e-3 for models under 10M parameters, 5e-5 above (full); LoRA: 2e-3 / 2e-4"))
+    batch_size: int = Field(8, ge=1, le=4096)
+    gradient_accumulation: int = Field(1, ge=1, le=1024)
+    max_length: int = Field(512, ge=8, description="tokens per example (capped at the model's context)")
+    packing: bool = Field(False, description="pack short examples into max_length rows")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    early_stopping_patience: int = Field(2, ge=1)
+    checkpoint_every: int = Field(200, ge=1)
+    gradient_checkpointing: bool = False
+    attention: str = Field("auto", pattern="^(auto|eager|sdpa)$")
+    eval_answers: int = Field(32, ge=0, description="held-out answers generated for exact match / token F1")
+    max_new_tokens: int = Field(128, ge=1, le=4096)
+
+
+class SFTLoraParams(SFTParams):
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="default: attention and MLP projections")
+    export_merged: bool = Field(False, description="also write the adapter merged into the base weights")
+
+
+def check_generative(ctx: RunContext, kinds=GENERATIVE_KINDS) -> None:
+    kind = getattr(ctx.splits.train, "kind", None)
+    if kind not in kinds:
+        raise ConfigError(f"this strategy trains on {' or '.join(kinds)} data (conversations, alpaca, plain "
+                          f"text); this dataset is {kind or 'a text+label classification file'}")
+    if ctx.model.kind != "causal-lm":
+        raise ConfigError(f"{ctx.model.name} is not a causal language model; use a generative model "
+                          "(e.g. --model smollm2 or a folder from `tunelab models import-llama2c`)")
+    if len(ctx.splits.train) == 0:
+        raise ConfigError("no training examples left after the split")
+
+
+def max_length_of(ctx: RunContext) -> int:
+    return min(ctx.params.max_length, ctx.model.max_length)
+
+
+def default_lr(ctx: RunContext, lora: bool) -> float:
+    if ctx.params.learning_rate is not None:
+        return ctx.params.learning_rate
+    small = ctx.model.parameters and ctx.model.parameters < 10_000_000
+    return (2e-3 if small else 2e-4) if lora else (1e-3 if small else 5e-5)
+
+
+def lora_targets(ctx: RunContext) -> list[str]:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    targets = ctx.params.target_modules or default_targets(ctx.model.architecture) or ["all-linear"]
+    if targets == ["all-linear"]:
+        return targets
+    config = AutoConfig.from_pretrained(str(ctx.model.path), trust_remote_code=False)
+    with torch.device("meta"):
+        names = [n for n, m in AutoModelForCausalLM.from_config(config).named_modules()
+                 if isinstance(m, torch.nn.Linear)]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise ConfigError(f"LoRA target modules {missing} do not exist in {ctx.model.name}; its linear layers "
+                          f"end in: {', '.join(sorted({n.split('.')[-1] for n in names}))}")
+    return targets
+
+
+def encode_split(ctx: RunContext, tokenizer, dataset) -> tuple[LMSplit, int]:
+    n = max_length_of(ctx)
+    examples = [encode_conversation(tokenizer, c.messages, n) for c in dataset.examples]
+    usable = [e for e in examples if e.trained_tokens > 0]
+    return LMSplit.from_examples(usable, packed=ctx.params.packing, max_length=n), \
+        sum(e.truncated for e in examples)
+
+
+def fingerprint(ctx: RunContext, strategy: str) -> str:
+    parts = {"strategy": strategy, "model": str(ctx.model.path), "params": ctx.params.model_dump(),
+             "data": [ctx.splits.train.sha256, len(ctx.splits.train)], "seed": ctx.seed}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _SFTBase:
+    family = "fine-tune"
+    lora = False
+
+    def check(self, ctx: RunContext) -> None:
+        check_generative(ctx)
+        if self.lora:
+            lora_targets(ctx)
+
+    def estimate(self, ctx: RunContext):
+        tokenizer = load_chat_tokenizer(ctx.model.path)
+        sample = ctx.splits.train.examples[:2000]
+        lengths = [len(encode_conversation(tokenizer, c.messages, max_length_of(ctx)).input_ids) for c in sample]
+        rows = len(ctx.splits.train)
+        if ctx.params.packing and lengths:
+            rows = max(1, round(sum(lengths) / max_length_of(ctx) * rows / len(lengths)))
+        return estimate_lm(ctx, self.build_model, lengths, rows)
+
+    def build_model(self, ctx: RunContext):
+        import torch
+
+        torch.manual_seed(ctx.seed)
+        attention = ctx.params.attention
+        if attention == "auto":
+            attention = "sdpa"
+        model = load_causal_lm(ctx.model.path, attention=attention)
+        model.config.use_cache = False
+        if self.lora:
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            p, targets = ctx.params, lora_targets(ctx)
+            if p.gradient_checkpointing:
+                model.enable_input_require_grads()
+            config = LoraConfig(task_type=TaskType.CAUSAL_LM, r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
+                                target_modules=targets[0] if targets == ["all-linear"] else targets)
+            model = get_peft_model(model, config)
+        return model
+
+    def fit(self, ctx: RunContext) -> CausalLMModel:
+        p = ctx.params
+        tokenizer = load_chat_tokenizer(ctx.model.path)
+        model = self.build_model(ctx)
+        train, truncated = encode_split(ctx, tokenizer, ctx.splits.train)
+        validation, _ = encode_split(ctx, tokenizer, ctx.splits.validation)
+        if len(train) == 0:
+            raise ConfigError("no training example has a trained token left after truncation; raise max_length")
+        cfg = LoopConfig(epochs=p.epochs, min_steps=p.min_steps, max_epochs=p.max_epochs,
+                         learning_rate=default_lr(ctx, self.lora), batch_size=p.batch_size,
+                         gradient_accumulation=p.gradient_accumulation, weight_decay=p.weight_decay,
+                         warmup_ratio=p.warmup_ratio, precision=ctx.precision, device=ctx.device,
+                         gradient_checkpointing=p.gradient_checkpointing,
+                         early_stopping_patience=p.early_stopping_patience, checkpoint_every=p.checkpoint_every,
+                         seed=ctx.seed)
+        t0 = time.perf_counter()
+        result = train_loop(model, train, validation if len(validation) else None, cfg, ctx.work_dir / "checkpoints",
+                            tokenizer.pad_token_id, fingerprint=fingerprint(ctx, self.name), progress=ctx.progress,
+                            task=CausalLMTask(tokenizer.pad_token_id))
+        seconds = time.perf_counter() - t0
+        trainable, total = count_params(model)
+        best = result.state.best_metric
+        ctx.notes.update(resumed_from_step=result.resumed_from_step, steps=result.state.global_step,
+                         tokens_processed=result.tokens_processed, history=result.history,
+                         trainable_params=trainable, total_params=total, loop_seconds=seconds,
+                         tokens_per_second=result.tokens_processed / max(seconds, 1e-9),
+                         best_val_loss=-best if best is not None else None, truncated_examples=truncated,
+                         learning_rate=cfg.learning_rate, packed_rows=len(train) if p.packing else None)
+        model.eval()
+        return CausalLMModel(model, tokenizer, ctx.model.ref, adapter=self.lora, max_length=max_length_of(ctx),
+                             device=ctx.device, precision=ctx.precision,
+                             export_merged=bool(getattr(p, "export_merged", False)))
+
+
+@register
+class SFTFull(_SFTBase):
+    name = "sft-full"
+    summary = "Causal LM: fine-tune every weight on your conversations (loss on the assistant's tokens)."
+    Params = SFTParams
+
+
+@register
+class SFTLora(_SFTBase):
+    name = "sft-lora"
+    summary = "Causal LM: LoRA adapters on attention and MLP; a few MB to store, merge on export."
+    Params = SFTLoraParams
+    lora = True
+
+
+@register
+class SFTQLora(SFTLora):
+    name = "sft-qlora"
+    summary = "Causal LM: LoRA on a 4-bit base (bitsandbytes). Needs a CUDA GPU."
+
+    def check(self, ctx: RunContext) -> None:
+        problem = cuda_problem()
+        if problem:
+            raise ConfigError(problem.replace("--strategy lora", "--strategy sft-lora"))
+        super().check(ctx)
+
+    def build_model(self, ctx: RunContext):
+        import torch
+        from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                   bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+        torch.manual_seed(ctx.seed)
+        model = AutoModelForCausalLM.from_pretrained(str(ctx.model.path), quantization_config=quant,
+                                                     use_safetensors=True, trust_remote_code=False,
+                                                     device_map={"": 0})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ctx.params.gradient_checkpointing)
+        p, targets = ctx.params, lora_targets(ctx)
+        return get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=p.r, lora_alpha=p.alpha,
+                                                lora_dropout=p.dropout, target_modules=targets))
