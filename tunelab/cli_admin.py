@@ -17,6 +17,12 @@ def extend(sub, groups) -> None:
     tenant.add_argument("--admin-email", required=True)
     tenant.add_argument("--json", action="store_true")
     tenant.set_defaults(func=cmd_create_tenant)
+    delete = admin.add_parser("delete-tenant", help="delete a tenant and all its data (its key is destroyed first)")
+    delete.add_argument("tenant_id")
+    delete.add_argument("--yes", action="store_true", help="required: this cannot be undone")
+    delete.set_defaults(func=cmd_delete_tenant)
+    rotate = admin.add_parser("rotate-master-key", help="new master key; rewraps every tenant's data key")
+    rotate.set_defaults(func=cmd_rotate_master_key)
     audit = admin.add_parser("audit", help="the audit log").add_subparsers(dest="audit_action", required=True)
     audit.add_parser("verify", help="check every hash chain: exit 1 if any entry was edited or removed") \
         .set_defaults(func=cmd_audit_verify)
@@ -88,3 +94,48 @@ def cmd_audit_verify(args) -> int:
         print(f"TAMPERED chain {p.chain} entry {p.seq}: {p.what}")
     print(f"{checked} audit entries checked: " + ("intact" if not problems else f"{len(problems)} problem(s)"))
     return 1 if problems else 0
+
+
+def cmd_delete_tenant(args) -> int:
+    from .services.tenants import delete_tenant
+
+    if not args.yes:
+        print("error: deleting a tenant destroys all its data for good; add --yes", file=sys.stderr)
+        return 2
+    settings, db = _database()
+    try:
+        with db.session() as s:
+            delete_tenant(s, settings.home, args.tenant_id)
+    except LookupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"tenant {args.tenant_id} deleted: its data key destroyed, its files and rows removed")
+    return 0
+
+
+def cmd_rotate_master_key(args) -> int:
+    """Write the new key next to the old one, rewrap every data key, then replace the old key:
+    an interrupted rotation is finished by running the command again."""
+    import base64
+    import os
+    import secrets
+
+    from .security.crypto import LocalKeyProvider, TenantKeys, master_key_path
+    from .settings import Settings
+
+    settings = Settings()
+    if os.environ.get("TUNELAB_MASTER_KEY"):
+        print("error: the master key comes from TUNELAB_MASTER_KEY; rotate it in your secret store: run with "
+              "TUNELAB_MASTER_KEY_FILE pointing at a new key file instead", file=sys.stderr)
+        return 2
+    path = master_key_path(settings.home)
+    staged = path.with_name(path.name + ".new")
+    if not staged.exists():
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(base64.b64encode(secrets.token_bytes(32)).decode())
+    new = LocalKeyProvider(base64.b64decode(staged.read_text().strip()))
+    count = TenantKeys(settings.home).rotate(new)
+    os.replace(staged, path)
+    print(f"master key rotated ({new.key_id}); {count} tenant data key(s) rewrapped")
+    return 0

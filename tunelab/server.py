@@ -65,7 +65,7 @@ def cmd_demo(args) -> int:
                 tmp = Path(tempfile.mkdtemp()) / name
                 shutil.copy(src, tmp)
                 try:
-                    import_dataset(s, tenant.id, settings.datasets_dir, tmp, name, **columns)
+                    import_dataset(s, tenant.id, settings.home, tmp, name, **columns)
                 except Exception as exc:     # a sample that does not import is not fatal to a demo
                     print(f"sample {name} not imported: {exc}", file=sys.stderr)
                 shutil.rmtree(tmp.parent, ignore_errors=True)

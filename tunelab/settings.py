@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     insecure_mode: bool = False
     # The platform operator's API key (grants, top-ups, quotas: /api/v1/admin/billing); unset = off.
     operator_api_key: str | None = None
+    # Requests a minute per API key, and failed sign-ins / bad keys a minute per client address
+    # (0 turns a limit off).
+    rate_limit_per_key: int = 3000
+    rate_limit_failed_auth: int = 30
     log_json: bool = True
     log_level: str = "INFO"
 

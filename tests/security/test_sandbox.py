@@ -52,7 +52,7 @@ def attack(server, client_a, client_b, tenant_a, banking_subset, tmp_path_factor
     home = server.home
 
     def stored_files() -> set:
-        return {p for p in (home / "datasets" / "objects").glob("*/*/*") if p.name != "meta.json"}
+        return {p for p in (home / "tenants").glob("*/datasets/objects/*/*/*") if p.name != "meta.json"}
     before = stored_files()
     upload(client_a, banking_subset[0])
     (own,) = stored_files() - before

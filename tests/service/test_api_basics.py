@@ -29,8 +29,8 @@ def server(backend, tmp_path_factory):
 
 
 def _stored_files(server) -> list:
-    return [p for p in (server.home / "datasets").rglob("*") if p.is_file()] + \
-        [p for p in (server.home / "uploads").rglob("*") if p.is_file()]
+    return sorted(p for p in (server.home / "tenants").glob("*/datasets/**/*") if p.is_file()) + \
+        sorted(p for p in (server.home / "uploads").rglob("*") if p.is_file())
 
 
 def test_upload_over_the_limit_is_413_and_keeps_nothing(server, client_a, tmp_path):

@@ -51,7 +51,11 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
 
     app = FastAPI(title="tunelab", version="0.1.0", lifespan=lifespan,
                   description="Adapt open models to your own data: upload, train, compare, serve.")
-    app.state.settings, app.state.db, app.state.predictors = settings, db, PredictorCache()
+    app.state.settings, app.state.db, app.state.predictors = settings, db, PredictorCache(home=settings.home)
+    from ..security.ratelimit import RateLimiter
+
+    app.state.limits = {"per_key": RateLimiter(settings.rate_limit_per_key),
+                        "failed_auth": RateLimiter(settings.rate_limit_failed_auth)}
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)

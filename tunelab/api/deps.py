@@ -51,14 +51,23 @@ def _bearer(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def _limited(request: Request, name: str, key: str) -> None:
+    wait = request.app.state.limits[name].hit(key)
+    if wait is not None:
+        raise APIError(429, "rate_limited", f"Too many requests; retry in {wait:.0f} s.", retry_after=round(wait, 1))
+
+
 def get_principal(request: Request, session: SessionDep) -> Principal:
     key = _bearer(request)
+    client = request.client.host if request.client else "?"
     if not key:
         raise APIError(401, "missing_api_key", "Send your API key as `Authorization: Bearer <key>`.")
     found = authenticate(session, key)
-    if found is None:
+    if found is None:            # guessing keys: a few tries a minute per address, then 429
+        _limited(request, "failed_auth", client)
         raise APIError(401, "invalid_api_key", "The API key is not valid (unknown or revoked).")
     row, user = found
+    _limited(request, "per_key", row.prefix)
     return Principal(user.tenant_id, user.id, user.role, row.id)
 
 

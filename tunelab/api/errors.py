@@ -38,7 +38,8 @@ def _json(status: int, code: str, message: str, param=None, headers=None, **extr
 def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api(request: Request, exc: APIError):
-        return _json(exc.status, exc.code, exc.message, exc.param, **exc.extra)
+        headers = {"Retry-After": str(int(exc.extra["retry_after"]) + 1)} if "retry_after" in exc.extra else None
+        return _json(exc.status, exc.code, exc.message, exc.param, headers=headers, **exc.extra)
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound):

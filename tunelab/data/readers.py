@@ -85,7 +85,15 @@ def parse_file(path: str | Path, *, text_column: str | None = None,
     """`read_table` plus the file's full column list and how it was read."""
     path = Path(path)
     limits = limits or DataLimits.from_env()
-    data = read_bytes(path, limits)
+    return parse_data(read_bytes(path, limits), path.name, text_column=text_column, label_column=label_column,
+                      limits=limits)
+
+
+def parse_data(data: bytes, name: str, *, text_column: str | None = None, label_column: str | None = None,
+               limits: DataLimits | None = None) -> ParsedFile:
+    """`parse_file` on bytes already in memory (e.g. decrypted); `name` gives the format hint."""
+    path = Path(name)
+    limits = limits or DataLimits.from_env()
     fmt, table, encoding = _parse(data, path.suffix.lower(), limits,
                                   {n for n in (text_column, label_column) if n})
     if not table.rows:

@@ -6,6 +6,9 @@ file raises DataError before anything is written), then the entry is assembled i
 staging folder under root/staging and renamed into place, so a crash or a concurrent
 import never leaves a half-written entry. The same bytes imported twice (under any
 name) give the same entry; the first import's column choice is the one recorded.
+
+With a `codec` (the service passes its tenant's cipher: encryption at rest), both files are
+stored encrypted and only ever decrypted in memory, or into a caller's folder (`export_to`).
 """
 
 from __future__ import annotations
@@ -17,9 +20,23 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from .dataset import TextDataset
-from .readers import DataLimits, parse_file, read_table
+from .readers import DataLimits, parse_data, parse_file
+
+
+class Codec(Protocol):
+    def encrypt(self, data: bytes) -> bytes: ...
+    def decrypt(self, data: bytes) -> bytes: ...
+
+
+class _Plain:
+    def encrypt(self, data: bytes) -> bytes:
+        return data
+
+    def decrypt(self, data: bytes) -> bytes:
+        return data
 
 META = "meta.json"
 _READ_ONLY = 0o444
@@ -35,21 +52,31 @@ class StoredDataset:
     def name(self) -> str:
         return self.meta["name"]
 
+    codec: Codec = _Plain()
+
+    def read(self) -> bytes:
+        """The original file's bytes (decrypted in memory when stored encrypted)."""
+        return self.codec.decrypt(self.path.read_bytes())
+
+    def export_to(self, dest: Path) -> Path:
+        dest.write_bytes(self.read())
+        return dest
+
     def load(self) -> TextDataset:
         """Re-read the stored file with the columns chosen at import."""
-        ds = read_table(self.path, text_column=self.meta["text_column"],
+        data = self.read()
+        # Accepted once already: the limits only need to let it through again
+        # (rows as counted at import leave out blank and header lines).
+        ds = parse_data(data, self.meta["name"], text_column=self.meta["text_column"],
                         label_column=self.meta["label_column"],
-                        # Accepted once already: the limits only need to let it through again
-                        # (rows as counted at import leave out blank and header lines).
-                        limits=DataLimits(max_bytes=max(self.path.stat().st_size, 1),
-                                          max_rows=2 * self.meta["rows"] + 1000))
+                        limits=DataLimits(max_bytes=max(len(data), 1), max_rows=2 * self.meta["rows"] + 1000)).dataset
         ds.source = self.meta["name"]
         return ds
 
 
 class DatasetStore:
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, codec: Codec | None = None):
+        self.root, self.codec = Path(root), codec or _Plain()
 
     @property
     def objects(self) -> Path:
@@ -84,8 +111,8 @@ class DatasetStore:
         meta_path = folder / META
         if not meta_path.is_file():
             return None
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        return StoredDataset(meta["sha256"], folder / _stored_name(meta["name"]), meta)
+        meta = json.loads(self.codec.decrypt(meta_path.read_bytes()).decode("utf-8"))
+        return StoredDataset(meta["sha256"], folder / self._data_name(meta), meta, self.codec)
 
     def list(self) -> list[StoredDataset]:
         """Every complete entry, oldest import first."""
@@ -93,6 +120,10 @@ class DatasetStore:
             return []
         entries = [self.get(p.parent.name) for p in self.objects.glob(f"*/*/{META}")]
         return sorted((e for e in entries if e), key=lambda e: (e.meta.get("imported_at", ""), e.sha256))
+
+    def _data_name(self, meta: dict) -> str:
+        # Encrypted entries do not show the user's file name either.
+        return _stored_name(meta["name"]) if isinstance(self.codec, _Plain) else "data.enc"
 
     def _folder(self, sha256: str) -> Path:
         if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -105,10 +136,10 @@ class DatasetStore:
         staging_root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=staging_root, prefix=meta["sha256"][:12] + "-"))
         try:
-            data_path = staging / _stored_name(meta["name"])
+            data_path = staging / self._data_name(meta)
             # The bytes that were parsed and hashed, not a re-read that could have changed.
-            data_path.write_bytes(data)
-            (staging / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False), encoding="utf-8")
+            data_path.write_bytes(self.codec.encrypt(data))
+            (staging / META).write_bytes(self.codec.encrypt(json.dumps(meta, indent=2, ensure_ascii=False).encode()))
             for f in (data_path, staging / META):
                 os.chmod(f, _READ_ONLY)
             os.chmod(staging, 0o755)            # mkdtemp makes it owner-only

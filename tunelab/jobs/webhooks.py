@@ -39,7 +39,8 @@ def enqueue(session: Session, job: Job, event: str) -> int:
     return n
 
 
-def deliver_due(session: Session, limit: int = 20, timeout: float = 5.0) -> int:
+def deliver_due(session: Session, limit: int = 20, timeout: float = 5.0, secret_of=lambda hook: hook.secret) -> int:
+    """secret_of: the hook's signing secret in clear (stored encrypted by the service)."""
     import httpx
 
     due = session.scalars(select(WebhookDelivery).where(
@@ -52,7 +53,7 @@ def deliver_due(session: Session, limit: int = 20, timeout: float = 5.0) -> int:
             continue
         body = json.dumps(d.payload, separators=(",", ":")).encode()
         ts = int(time.time())
-        headers = {"Content-Type": "application/json", "Tunelab-Signature": sign(hook.secret, ts, body),
+        headers = {"Content-Type": "application/json", "Tunelab-Signature": sign(secret_of(hook), ts, body),
                    "Tunelab-Event": d.event, "Tunelab-Delivery": d.id}
         t0 = time.perf_counter()
         try:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from ..data.store import DatasetStore
+from ..services.storage import cipher, dataset_store, seal_folder
 from ..db import Database
 from ..db.models import Dataset, Job, TunedModel
 from ..settings import Settings
@@ -82,7 +83,8 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 with self.db.session() as s:
-                    webhooks.deliver_due(s)
+                    webhooks.deliver_due(s, secret_of=lambda h: cipher(self.settings.home, h.tenant_id)
+                                         .decrypt_text(h.secret))
             except Exception:
                 log.exception("webhook delivery failed")
             self.stopping.wait(0.5)
@@ -110,19 +112,25 @@ class Worker:
         self._supervise(job_id, execution, metering.JobMeter(job_id, job.tenant_id, execution,
                                                              self.settings.heartbeat_seconds))
 
-    def _write_child_spec(self, s, job: Job) -> Path:
+    def _write_child_spec(self, s, job: Job) -> tuple[Path, list[Path]]:
         spec = JobSpec.model_validate(job.spec)
-        datasets = DatasetStore(self.settings.datasets_dir)
+        folder = job_dir(self.settings, job)
+        inputs_dir = folder / "inputs"
+        inputs_dir.mkdir(parents=True, exist_ok=True)
+        store = dataset_store(self.settings.home, job.tenant_id)
 
-        def path_of(dataset_id: str) -> tuple[str, Dataset]:
+        def path_of(dataset_id: str, role: str) -> tuple[str, Dataset]:
+            """The dataset decrypted into the job's own folder (the only place the job can read);
+            removed again when the job ends."""
             row = s.get(Dataset, dataset_id)
-            stored = datasets.get(row.sha256) if row is not None and row.sha256 else None
+            stored = store.get(row.sha256) if row is not None and row.sha256 else None
             if row is None or row.tenant_id != job.tenant_id or stored is None:
                 raise LookupError(f"The dataset {dataset_id} no longer exists.")
-            return str(stored.path), row
+            dest = inputs_dir / f"{role}{Path(row.filename).suffix.lower()}"
+            return str(stored.export_to(dest)), row
 
-        train_path, train_row = path_of(spec.dataset_id)
-        test_path = path_of(spec.test_dataset_id)[0] if spec.test_dataset_id else None
+        train_path, train_row = path_of(spec.dataset_id, "train")
+        test_path = path_of(spec.test_dataset_id, "test")[0] if spec.test_dataset_id else None
         folder = job_dir(self.settings, job)
         folder.mkdir(parents=True, exist_ok=True)
         if spec.model.startswith("upload:"):       # the tenant's own uploaded base model
@@ -137,7 +145,7 @@ class Worker:
                           work_dir=str(folder / "work"), out_dir=str(folder / "artifact"))
         path = folder / "spec.json"
         path.write_text(child.model_dump_json(indent=2))
-        inputs = [Path(train_path)] + ([Path(test_path)] if test_path else [])
+        inputs = []
         model_dir = Path(spec.model)
         if model_dir.is_dir():          # bring-your-own folder: readable, nothing else around it
             inputs.append(model_dir.resolve())
@@ -157,6 +165,8 @@ class Worker:
                 if code is not None:
                     meter and meter.tick(s)             # the last usage, before settling
                     self._finish(s, job, code, state)
+                    if JobStatus(job.status).is_terminal:    # plaintext inputs go with the job
+                        shutil.rmtree(job_dir(self.settings, job) / "inputs", ignore_errors=True)
                     return
                 now = time.monotonic()
                 if now >= next_beat:
@@ -232,6 +242,7 @@ class Worker:
         spec = JobSpec.model_validate(job.spec)
         ids = {}
         for strategy, path in result.get("artifacts", {}).items():
+            path = str(seal_folder(self.settings.home, job.tenant_id, Path(path)))   # encrypted at rest
             model_id = tuned_model_id(job, spec, strategy)
             metrics = result.get("metrics") if result["kind"] == "train" else \
                 next((r for r in result.get("results", []) if r.get("strategy") == strategy), {})

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from ..data import DataLimits, DatasetStore, validate
+from ..data import DataLimits, validate
 from ..db.models import Dataset
 from ..db.scoped import TenantScope
+from .storage import dataset_store
 
 
 @lru_cache(maxsize=4)
@@ -22,7 +23,7 @@ def _counter(model_name: str):
     return spec.max_length, token_counter(spec)
 
 
-def import_dataset(session: Session, tenant_id: str, store_root: Path, upload: Path, filename: str, *,
+def import_dataset(session: Session, tenant_id: str, home: Path, upload: Path, filename: str, *,
                    purpose: str = "fine-tune", text_column: str | None = None, label_column: str | None = None,
                    limits: DataLimits | None = None, model: str = "minilm") -> Dataset:
     """DataError when the file cannot be read (nothing stored, no row)."""
@@ -30,14 +31,14 @@ def import_dataset(session: Session, tenant_id: str, store_root: Path, upload: P
     if named != upload:
         upload.rename(named)       # the reader uses the suffix as a format hint
     try:
-        stored = DatasetStore(store_root).import_file(named, text_column=text_column, label_column=label_column,
-                                                      limits=limits)
+        stored = dataset_store(home, tenant_id).import_file(named, text_column=text_column,
+                                                            label_column=label_column, limits=limits)
     finally:
         named.unlink(missing_ok=True)
     ds = stored.load()
     max_length, counter = _counter(model)
     report = validate(ds, max_length=max_length, count_tokens=counter)
-    row = Dataset(filename=Path(filename).name, purpose=purpose, bytes=stored.path.stat().st_size,
+    row = Dataset(filename=Path(filename).name, purpose=purpose, bytes=len(stored.read()),
                   sha256=stored.sha256, status="processed" if report.ok else "error",
                   text_column=ds.text_column, label_column=ds.label_column, rows=len(ds),
                   report={k: v for k, v in report.to_dict().items() if k != "stats"}
@@ -47,8 +48,12 @@ def import_dataset(session: Session, tenant_id: str, store_root: Path, upload: P
     return TenantScope(session, tenant_id).add(row)
 
 
-def preview(store_root: Path, row: Dataset, limit: int = 20) -> list[dict]:
-    stored = DatasetStore(store_root).get(row.sha256) if row.sha256 else None
+def stored_dataset(home: Path, row: Dataset):
+    return dataset_store(home, row.tenant_id).get(row.sha256) if row.sha256 else None
+
+
+def preview(home: Path, row: Dataset, limit: int = 20) -> list[dict]:
+    stored = stored_dataset(home, row)
     if stored is None:
         return []
     ds = stored.load()

@@ -3,16 +3,18 @@ reload weights for every request."""
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 from ..artifacts import load_artifact
+from .storage import SEALED, open_sealed
 
 
 class PredictorCache:
-    def __init__(self, size: int = 4):
-        self.size, self._items, self._lock = size, OrderedDict(), threading.Lock()
+    def __init__(self, size: int = 4, home: Path | None = None):
+        self.size, self._items, self._lock, self.home = size, OrderedDict(), threading.Lock(), home
 
     def get(self, artifact: str | Path):
         key = str(artifact)
@@ -20,12 +22,26 @@ class PredictorCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        predictor = load_artifact(Path(artifact))    # outside the lock: loading takes seconds
+        predictor = self._load(Path(artifact))       # outside the lock: loading takes seconds
         with self._lock:
             self._items[key] = predictor
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return predictor
+
+    def _load(self, artifact: Path):
+        if not artifact.name.endswith(SEALED):
+            return load_artifact(artifact)
+        # Sealed (encrypted) model folder: decrypted into a private temp dir only while loading;
+        # the weights then live in memory (mmapped files stay readable after the unlink).
+        tenant_id = artifact.relative_to(Path(self.home) / "jobs").parts[0]
+        with tempfile.TemporaryDirectory(prefix="tunelab-model-") as tmp:
+            return load_artifact(open_sealed(self.home, tenant_id, artifact, Path(tmp) / "m"))
+
+    def forget_prefix(self, prefix: str) -> None:
+        with self._lock:
+            for key in [k for k in self._items if k.startswith(prefix)]:
+                del self._items[key]
 
     def forget(self, artifact: str | Path) -> None:
         with self._lock:

@@ -52,3 +52,27 @@ def authenticate(session: Session, key: str) -> tuple[ApiKey, User] | None:
         return None
     row.last_used_at = utcnow()
     return row, user
+
+
+def delete_tenant(session: Session, home, tenant_id: str, actor: str = "cli") -> None:
+    """Crypto-shred first (its data key), then its files, then its rows (foreign keys cascade).
+    The audit trail keeps ids and actions only, on the platform chain."""
+    import shutil
+    from pathlib import Path
+
+    from ..security.audit import record
+    from .storage import tenant_keys
+
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise LookupError(f"No tenant {tenant_id!r}.")
+    home = Path(home)
+    tenant_keys(home).destroy(tenant_id)
+    for folder in (home / "tenants" / tenant_id, home / "jobs" / tenant_id):
+        shutil.rmtree(folder, ignore_errors=True)
+    from ..db.models import TENANT_OWNED
+
+    for model in reversed(TENANT_OWNED):     # explicit, not only ON DELETE CASCADE: any backend
+        session.query(model).filter(model.tenant_id == tenant_id).delete(synchronize_session=False)
+    session.delete(tenant)
+    record(session, None, actor, "tenant.delete", tenant_id)

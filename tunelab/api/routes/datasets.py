@@ -25,7 +25,7 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
         check_upload(session, principal.tenant_id, path.stat().st_size)     # quotas: 429 naming the quota
         limits = DataLimits.from_env()
         limits = DataLimits(max_bytes=settings.max_upload_bytes, max_rows=limits.max_rows)
-        row = import_dataset(session, principal.tenant_id, settings.datasets_dir, path,
+        row = import_dataset(session, principal.tenant_id, settings.home, path,
                              file.filename or "upload", purpose=purpose, text_column=text_column or None,
                              label_column=label_column or None, limits=limits)
         audit(session, principal, "dataset.upload", row.id, filename=row.filename, bytes=row.bytes)
@@ -59,7 +59,7 @@ def get_dataset(dataset_id: str, scope: ScopeDep):
 @router.get("/{dataset_id}/preview")
 def preview_dataset(dataset_id: str, scope: ScopeDep, settings: SettingsDep, limit: int = 20):
     row = scope.get(Dataset, dataset_id, "dataset")
-    return {"data": preview(settings.datasets_dir, row, max(1, min(limit, 500)))}
+    return {"data": preview(settings.home, row, max(1, min(limit, 500)))}
 
 
 @router.delete("/{dataset_id}")

@@ -49,12 +49,14 @@ def import_model(admin: AdminDep, settings: SettingsDep, session: SessionDep, fi
 
 
 @router.get("/{model_id:path}/artifact")
-def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep):
-    from ...artifacts.store import read_manifest
+def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: SettingsDep):
+    import json
+
+    from ...services.storage import read_sealed_file
 
     m = scope.get(TunedModel, model_id, "model")
     audit(scope.session, principal, "model.artifact_read", m.id)
-    return read_manifest(Path(m.artifact_path))
+    return json.loads(read_sealed_file(settings.home, m.tenant_id, Path(m.artifact_path), "manifest.json"))
 
 
 @router.post("/{model_id:path}/predict")

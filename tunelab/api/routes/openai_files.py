@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, File, Form, UploadFile
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
-from ...data.store import DatasetStore
+from ...services.datasets import stored_dataset
 from ...db.models import Dataset
 from ..deps import MemberDep, PrincipalDep, ScopeDep, SessionDep, SettingsDep, audit
 from ..errors import APIError
@@ -54,10 +54,11 @@ def retrieve_file(file_id: str, scope: ScopeDep):
 def file_content(file_id: str, scope: ScopeDep, settings: SettingsDep, principal: PrincipalDep):
     row = scope.get(Dataset, file_id, "file")
     audit(scope.session, principal, "dataset.download", row.id)
-    stored = DatasetStore(settings.datasets_dir).get(row.sha256) if row.sha256 else None
+    stored = stored_dataset(settings.home, row)
     if stored is None:
         raise APIError(404, "not_found", f"The content of {file_id} is gone.")
-    return FileResponse(stored.path, filename=row.filename, media_type="application/octet-stream")
+    return Response(stored.read(), media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{row.filename}"'})
 
 
 @router.delete("/{file_id}")

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from ...db.models import Job, JobEvent, TunedModel
 from ...jobs.spec import JobSpec
 from ...services.jobs import cancel
-from ...strategies import REGISTRY, get_strategy, parse_params
+from ...strategies import available, get_strategy, parse_params
 from ..deps import MemberDep, ScopeDep, SessionDep, audit
 from ..errors import APIError
 from ..schemas import ts
@@ -69,11 +69,11 @@ def _strategy(method: MethodBody | None) -> tuple[str, dict]:
     elif method.type in ("dpo", "reinforcement"):
         raise APIError(400, "unsupported_method", f"method {method.type!r} needs a generative model; "
                        "tunelab supports it once causal-LM fine-tuning is enabled.", "method.type")
-    elif method.type in REGISTRY:
+    elif method.type in available():
         name = method.type
     else:
         raise APIError(400, "invalid_method", f"Unknown method {method.type!r}: use supervised or one of "
-                       f"{', '.join(sorted(REGISTRY))}.", "method.type")
+                       f"{', '.join(sorted(available()))}.", "method.type")
     extra = (method.model_extra or {}) if method else {}
     block = extra.get(method.type if method else "supervised") or {}
     return name, dict(block.get("hyperparameters") or {}) if isinstance(block, dict) else {}

@@ -8,7 +8,8 @@ from fastapi import APIRouter
 
 from ...db.models import Webhook, WebhookDelivery
 from ...jobs.webhooks import EVENTS
-from ..deps import AdminDep, ScopeDep, audit
+from ...services import storage
+from ..deps import AdminDep, ScopeDep, SettingsDep, audit
 from ..errors import APIError
 from ..schemas import WebhookCreate, delivery_out, webhook_out
 
@@ -16,13 +17,16 @@ router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
 
 
 @router.post("", status_code=201)
-def create_webhook(body: WebhookCreate, scope: ScopeDep, admin: AdminDep):
+def create_webhook(body: WebhookCreate, scope: ScopeDep, admin: AdminDep, settings: SettingsDep):
     unknown = sorted(set(body.events) - set(EVENTS))
     if unknown:
         raise APIError(422, "invalid_event", f"Unknown events {unknown}; choose from {list(EVENTS)}.", "events")
-    hook = scope.add(Webhook(url=body.url, events=body.events, secret="whsec_" + secrets.token_urlsafe(24)))
+    secret = "whsec_" + secrets.token_urlsafe(24)
+    # Stored encrypted with the tenant's key; shown in clear this once.
+    hook = scope.add(Webhook(url=body.url, events=body.events,
+                             secret=storage.cipher(settings.home, scope.tenant_id).encrypt_text(secret)))
     audit(scope.session, admin, "webhook.create", hook.id, url=body.url)
-    return webhook_out(hook, secret=True) | {"note": "Verify deliveries with this secret; it is not shown again."}
+    return webhook_out(hook) | {"secret": secret, "note": "Verify deliveries with this secret; it is not shown again."}
 
 
 @router.get("")
