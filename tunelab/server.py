@@ -35,7 +35,10 @@ def cmd_serve(args) -> int:
     settings = Settings()
     configure(settings.log_level, settings.log_json)
     app = create_app(settings, run_worker=not args.no_worker)
-    print(f"tunelab serving on http://{args.host}:{args.port}  (API docs: /docs; data: {settings.home})",
+    from .web import mount
+
+    mount(app)      # the web UI: a layer above the API, added here so the API never imports it
+    print(f"tunelab serving on http://{args.host}:{args.port}  (web UI: /, API docs: /docs; data: {settings.home})",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
@@ -69,7 +72,7 @@ def cmd_demo(args) -> int:
                 except Exception as exc:     # a sample that does not import is not fatal to a demo
                     print(f"sample {name} not imported: {exc}", file=sys.stderr)
                 shutil.rmtree(tmp.parent, ignore_errors=True)
-    print(f"\n  demo tenant ready. API key: {key}\n  open http://{args.host}:{args.port}/docs\n", flush=True)
+    print(f"\n  demo tenant ready. API key: {key}\n  open http://{args.host}:{args.port}/ and sign in with it\n", flush=True)
     return cmd_serve(args)
 
 

@@ -1,0 +1,147 @@
+"""Compare: runs side by side (quality, train time, latency, cost) with a chart and the
+recommended winner, explained.
+
+Three sources, one page: a comparison job (the API's `POST comparisons`); a comparison started
+here, which is one training job per strategy on the same dataset, rows and seed (so the same
+split), tagged with a group id in the jobs' own `metadata`; or finished runs ticked on the jobs
+list. The winner is chosen by the engine's own rule (`tunelab.comparison.recommend`).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from ..api.deps import SessionDep
+from ..comparison import MATERIAL, SERVED_PREDICTIONS, cost_seconds, recommend
+from ..db.models import Dataset, Job
+from ..db.scoped import TenantScope
+from ..jobs.status import JobStatus
+from .deps import PageError, UserDep, render
+from .routes_jobs import get_job, live_context
+
+router = APIRouter(include_in_schema=False)
+GROUP_KEY, BASE_KEY = "compare_group", "compare_base"
+HOW = (f"Cost is compute time: training plus serving {SERVED_PREDICTIONS:,} predictions at the measured "
+       f"latency. The winner is the cheapest strategy whose macro-F1 is within {MATERIAL:.2f} of the best "
+       "(smaller differences are within the noise of a usual test split); a bigger gap means quality "
+       "really differs, and the best one wins.")
+
+
+def table(rows: list[dict], models: dict) -> dict:
+    done = [r for r in rows if "error" not in r]
+    best_f1 = max((r["macro_f1"] for r in done), default=1) or 1
+    top_cost = max((r["cost_seconds"] for r in done), default=1) or 1
+    cheapest = min((r["cost_seconds"] for r in done), default=1) or 1e-9
+    out = []
+    for r in rows:
+        r = dict(r)
+        if "error" not in r:
+            r.setdefault("relative_cost", r["cost_seconds"] / cheapest)
+            r["f1_pct"] = round(100 * r["macro_f1"] / best_f1, 1)
+            r["cost_pct"] = round(100 * r["cost_seconds"] / top_cost, 1)
+        r["model"] = models.get(r["strategy"])
+        out.append(r)
+    ok = [r for r in out if "error" not in r]
+    return {"rows": out,
+            "f1_bars": [{"label": r["strategy"], "pct": r["f1_pct"], "value": f"{r['macro_f1']:.3f}"} for r in ok],
+            "cost_bars": [{"label": r["strategy"], "pct": r["cost_pct"], "value": f"{r['cost_seconds']:.0f} s"}
+                          for r in ok]}
+
+
+def group_of(job: Job) -> str | None:
+    return ((job.spec or {}).get("metadata") or {}).get(GROUP_KEY)
+
+
+def groups(jobs) -> dict[str, list[Job]]:
+    """The comparisons started here, from the jobs' metadata (newest group first)."""
+    out: dict[str, list[Job]] = {}
+    by_id = {j.id: j for j in jobs}
+    for job in sorted(jobs, key=lambda j: j.created_at):
+        gid = group_of(job)
+        if gid:
+            members = out.setdefault(gid, [])
+            base = by_id.get(((job.spec or {}).get("metadata") or {}).get(BASE_KEY))
+            if base is not None and base not in members:
+                members.insert(0, base)
+            members.append(job)
+    return dict(sorted(out.items(), key=lambda kv: kv[1][-1].created_at, reverse=True))
+
+
+def rows_of(jobs: list[Job]) -> tuple[list[dict], dict, list[Job]]:
+    """(table rows of the finished runs, their models, the unfinished runs)."""
+    rows, models, pending = [], {}, []
+    strategies = [j.spec.get("strategy") for j in jobs]
+    for job in jobs:
+        m = (job.result or {}).get("metrics")
+        label = job.spec.get("strategy") if strategies.count(job.spec.get("strategy")) == 1 else \
+            f"{job.spec.get('strategy')} · {job.id[-6:]}"
+        if job.status == "succeeded" and m:
+            rows.append({"strategy": label, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"],
+                         "train_seconds": m["train_seconds"], "latency_ms": m["latency_ms_per_example"],
+                         "trainable_params": m.get("trainable_params", 0), "cost_seconds": cost_seconds(m)})
+            models[label] = job.fine_tuned_model
+        elif JobStatus(job.status).is_terminal:
+            rows.append({"strategy": label, "error": f"{job.status}: {job.error_message or 'no result'}"})
+        else:
+            pending.append(job)
+    return rows, models, pending
+
+
+def runs_page(request, session, user, jobs: list[Job], title: str, gid: str | None = None):
+    """Train runs side by side; unfinished ones are listed, the running one shown live."""
+    rows, models, pending = rows_of(jobs)
+    same = len({(j.spec.get("dataset_id"), j.spec.get("test_dataset_id"), j.spec.get("limit"), j.spec.get("seed"),
+                 j.spec.get("model")) for j in jobs}) == 1
+    winner, reason = recommend(rows) if not pending else (None, None)
+    ds = TenantScope(session, user.tenant_id).find(Dataset, jobs[0].spec.get("dataset_id"))
+    ctx = {"title": title, "members": jobs, "ds": ds, "table": table(rows, models), "recommended": winner,
+           "reason": reason, "how": HOW, "same_split": same, "pending": pending, "cmp_job": None, "gid": gid}
+    running = next((j for j in pending if j.status != "queued"), pending[0] if pending else None)
+    if running is not None:
+        ctx.update(live_context(session, user, running))
+    return render(request, "comparison.html", ctx)
+
+
+@router.get("/comparisons")
+def comparisons(request: Request, user: UserDep, session: SessionDep):
+    scope = TenantScope(session, user.tenant_id)
+    jobs = scope.list(Job, order_by=Job.created_at.desc(), limit=1000)
+    names = {d.id: d.filename for d in scope.list(Dataset)}
+    summaries = []
+    for gid, members in groups(jobs).items():
+        rows, _, pending = rows_of(members)
+        summaries.append({"id": gid, "members": members, "pending": bool(pending),
+                          "winner": None if pending else recommend(rows)[0]})
+    return render(request, "comparisons.html", {
+        "comparisons": [j for j in jobs if j.kind == "compare"], "groups": summaries, "names": names,
+        "runs": [j for j in jobs if j.kind == "train" and j.status == "succeeded"], "how": HOW})
+
+
+@router.get("/comparisons/runs")
+def compare_runs(request: Request, user: UserDep, session: SessionDep):
+    ids = list(dict.fromkeys(request.query_params.getlist("job")))
+    if len(ids) < 2:
+        raise PageError(422, "Pick two runs or more", "Tick at least two runs to compare them.")
+    return runs_page(request, session, user, [get_job(session, user, i) for i in ids], "Runs side by side")
+
+
+@router.get("/comparisons/group/{gid}")
+def compare_group(gid: str, request: Request, user: UserDep, session: SessionDep):
+    jobs = TenantScope(session, user.tenant_id).list(Job, Job.kind == "train", order_by=Job.created_at.desc(),
+                                                     limit=1000)
+    members = groups(jobs).get(gid)
+    if not members:
+        raise PageError(404, "Not found", f"There is no comparison {gid!r} in your organisation.")
+    title = " vs ".join(j.spec.get("strategy") for j in members)
+    return runs_page(request, session, user, members, title, gid)
+
+
+@router.get("/comparisons/{job_id}")
+def comparison(job_id: str, request: Request, user: UserDep, session: SessionDep):
+    job = get_job(session, user, job_id, kind="compare")
+    result = job.result or {}
+    ds = TenantScope(session, user.tenant_id).find(Dataset, job.spec.get("dataset_id"))
+    return render(request, "comparison.html", {
+        **live_context(session, user, job), "cmp_job": job, "ds": ds, "title": " vs ".join(job.spec["strategies"]),
+        "table": table(result.get("results", []), result.get("models", {})), "recommended": result.get("recommended"),
+        "reason": result.get("reason"), "how": HOW, "same_split": True, "pending": [], "members": []})

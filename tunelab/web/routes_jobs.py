@@ -1,0 +1,137 @@
+"""Jobs: the list, and one job's page (live chart over SSE, progress, ETA, events, cancel; then
+final metrics, confusion matrix and model card)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+import uuid
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+
+from ..api.deps import SessionDep, SettingsDep
+from ..api.routes.jobs import cancel_job as api_cancel
+from ..api.routes.jobs import stream_job
+from ..db.models import Dataset, Job, JobEvent, TunedModel
+from ..db.scoped import TenantScope
+from ..jobs.status import JobStatus
+from .deps import PageError, UserDep, checked_form, need, render
+
+router = APIRouter(include_in_schema=False)
+log = logging.getLogger("tunelab.web")
+CHART_POINTS = 2000
+LOG_EVENTS = 300
+MAX_CARD_BYTES = 40_000
+
+
+def get_job(session, user, job_id: str, kind: str = "train") -> Job:
+    job = TenantScope(session, user.tenant_id).get(Job, job_id, "job" if kind == "train" else "comparison")
+    if job.kind != kind:
+        raise PageError(404, "Not found", f"There is no {'job' if kind == 'train' else 'comparison'} "
+                                          f"{job_id!r} in your organisation.")
+    return job
+
+
+def point(e: JobEvent, t0) -> dict:
+    d = e.data or {}
+    total = d.get("total_steps") or 0
+    return {"id": e.id, "t": round((e.created_at - t0).total_seconds(), 2), "phase": d.get("phase"),
+            "step": d.get("step"), "total": total, "loss": d.get("loss"), "metric": d.get("eval_metric"),
+            "pct": round(100 * d.get("step", 0) / total, 1) if total else None}
+
+
+def live_context(session, user, job: Job) -> dict:
+    """What the live panel needs (job and comparison pages): progress now, chart history, events."""
+    scope = TenantScope(session, user.tenant_id)
+    events = scope.list(JobEvent, JobEvent.job_id == job.id, order_by=JobEvent.id)
+    progress = [point(e, job.created_at) for e in events if e.type == "progress"][-CHART_POINTS:]
+    log = [e for e in events if e.type != "progress"][-LOG_EVENTS:]
+    p = job.progress or {}
+    total = p.get("total_steps") or 0
+    return {"job": job, "terminal": JobStatus(job.status).is_terminal, "chart": progress, "log": log,
+            "last_id": events[-1].id if events else 0,
+            "now": {"phase": p.get("phase"), "step": p.get("step"), "total": total, "eta": p.get("eta_s"),
+                    "message": p.get("message"), "pct": round(100 * p.get("step", 0) / total) if total else 0}}
+
+
+def confusion(metrics: dict) -> dict | None:
+    cm = metrics.get("confusion_matrix") or {}
+    labels, matrix = cm.get("labels") or [], cm.get("matrix") or []
+    if not labels or len(labels) > 30:
+        return None
+    peak = max((v for row in matrix for v in row), default=1) or 1
+    return {"labels": labels, "rows": [[{"v": v, "a": round(0.08 + 0.85 * v / peak, 2)} for v in row]
+                                       for row in matrix]}
+
+
+_CARDS: dict[tuple[str, float], str] = {}
+
+
+def _sealed_card(home: Path, tenant_id: str, sealed: Path) -> str | None:
+    """README.md read out of an encrypted model folder, in memory (nothing decrypted to disk)."""
+    key = (str(sealed), sealed.stat().st_mtime)
+    if key not in _CARDS:
+        from ..services.storage import cipher          # at-rest encryption (the isolation layer)
+
+        with tarfile.open(fileobj=io.BytesIO(cipher(home, tenant_id).decrypt(sealed.read_bytes()))) as tf:
+            member = next((m for m in tf.getmembers() if m.isfile() and m.name in ("README.md", "./README.md")), None)
+            _CARDS[key] = tf.extractfile(member).read().decode("utf-8", "replace") if member else ""
+        while len(_CARDS) > 64:
+            _CARDS.pop(next(iter(_CARDS)))
+    return _CARDS[key] or None
+
+
+def model_card(session, user, job: Job, home: Path) -> str | None:
+    tuned = TenantScope(session, user.tenant_id).list(TunedModel, TunedModel.job_id == job.id)
+    for path in [Path(m.artifact_path) for m in tuned] + [Path(p) for p in (job.result or {}).get("artifacts", {}).values()]:
+        try:
+            if (path / "README.md").is_file():
+                return (path / "README.md").read_text(encoding="utf-8", errors="replace")[:MAX_CARD_BYTES]
+            if path.is_file() and path.name.endswith(".tar.enc"):
+                card = _sealed_card(home, job.tenant_id, path)
+                return card[:MAX_CARD_BYTES] if card else None
+        except (OSError, ValueError, tarfile.TarError, ImportError):
+            log.warning("model card unreadable", extra={"job": job.id, "path": str(path)})
+    return None
+
+
+@router.get("/jobs")
+def jobs(request: Request, user: UserDep, session: SessionDep, status: str | None = None):
+    scope = TenantScope(session, user.tenant_id)
+    where = [Job.status == status] if status in {s.value for s in JobStatus} else []
+    rows = scope.list(Job, *where, order_by=Job.created_at.desc(), limit=200)
+    names = {d.id: d.filename for d in scope.list(Dataset)}
+    return render(request, "jobs.html", {"jobs": rows, "names": names, "status": status,
+                                         "statuses": [s.value for s in JobStatus]})
+
+
+@router.get("/jobs/{job_id}")
+def job_page(job_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
+    job = get_job(session, user, job_id)
+    ds = TenantScope(session, user.tenant_id).find(Dataset, job.spec.get("dataset_id"))
+    metrics = (job.result or {}).get("metrics") or {}
+    per_class = sorted((metrics.get("per_class") or {}).items())
+    return render(request, "job.html", {**live_context(session, user, job), "ds": ds, "metrics": metrics,
+                                        "per_class": per_class, "cm": confusion(metrics),
+                                        "card": model_card(session, user, job, settings.home),
+                                        "idempotency_key": uuid.uuid4().hex})
+
+
+@router.get("/jobs/{job_id}/stream")
+async def stream(job_id: str, request: Request, user: UserDep, session: SessionDep, after: int = 0):
+    """The API's SSE stream, for a browser session (EventSource cannot send an API key)."""
+    TenantScope(session, user.tenant_id).get(Job, job_id, "job")
+    return await stream_job(job_id, request, user.principal, after)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, request: Request, user: UserDep, session: SessionDep):
+    need(user, "member")
+    await checked_form(request, user)
+    scope = TenantScope(session, user.tenant_id)
+    job = scope.get(Job, job_id, "job")
+    api_cancel(job_id, scope, session, user.principal)     # the API's own cancel, audited the same way
+    return RedirectResponse(f"/{'comparisons' if job.kind == 'compare' else 'jobs'}/{job.id}", status_code=303)

@@ -1,0 +1,149 @@
+"""The new-training wizard: dataset → detected task → base model → strategy (with the advisor) →
+hyperparameters (an "advanced" fold) → estimate → start; or compare several strategies."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from ..api.deps import SessionDep, SettingsDep
+from ..api.errors import APIError
+from ..api.routes.jobs import create
+from ..db.models import Dataset, Job
+from ..db.scoped import TenantScope
+from ..jobs.spec import JobSpec
+from ..models.catalog import list_models
+from ..services.jobs import JobRejected, check_spec
+from ..strategies import ConfigError
+from . import wizard
+from .advisor import BUDGETS, FINETUNE, TRANSFER, DataFacts, advise, history_rates
+from .deps import PageError, UserDep, checked_form, need, render
+from .routes_compare import BASE_KEY, GROUP_KEY
+from .routes_models import uploaded
+
+router = APIRouter(include_in_schema=False)
+
+
+def _cuda_problem() -> str | None:
+    from ..strategies.qlora import cuda_problem
+
+    return cuda_problem()
+
+
+def _wizard(request, user, session, settings, q: dict, error: str | None = None, status: int = 200):
+    scope = TenantScope(session, user.tenant_id)
+    ready = [d for d in scope.list(Dataset, order_by=Dataset.created_at.desc()) if d.status == "processed"]
+    ds = None
+    if q.get("dataset"):
+        ds = scope.find(Dataset, q["dataset"])
+        if ds is None:
+            raise PageError(404, "Not found", f"There is no dataset {q['dataset']!r} in your organisation.")
+    elif len(ready) == 1:
+        ds = ready[0]
+    catalog, own = list_models(), uploaded(session, user, settings)
+    model_name = q.get("model") or (catalog[0].name if catalog else "minilm")
+    sizes = {m.name: m.parameters for m in catalog} | {m["id"]: int(m.get("bytes") or 0) // 4 for m in own}
+    if model_name not in sizes:       # a catalog name or one of the tenant's uploaded models, never a path
+        error = error or f"Unknown base model {model_name!r}: choose one below."
+        model_name = catalog[0].name if catalog else model_name
+    ctx = {"datasets": ready, "ds": ds, "catalog": catalog, "uploaded": own, "model_name": model_name,
+           "budget": q.get("budget") if q.get("budget") in BUDGETS else "balanced", "budgets": BUDGETS,
+           "limit": q.get("limit") or "", "error": error, "transfer": TRANSFER, "finetune": FINETUNE,
+           "idempotency_key": uuid.uuid4().hex, "compare": q.get("compare") or []}
+    if ds is not None and ds.status == "processed":
+        try:
+            limit = wizard.positive_int(q.get("limit"), "Rows to use")
+        except ConfigError as exc:
+            limit, ctx["error"] = None, str(exc)
+        cuda = _cuda_problem()
+        strategies = wizard.strategies(cuda)
+        facts = DataFacts.from_stats(ds.stats, limit)
+        past = scope.list(Job, Job.status == "succeeded", order_by=Job.created_at.desc(), limit=200)
+        advice = advise(facts, sizes.get(model_name, 0), [s["name"] for s in strategies],
+                        budget=ctx["budget"], cuda=cuda is None, history=history_rates(past))
+        names = [s["name"] for s in strategies if not s["disabled"]]
+        chosen = q.get("strategy") if q.get("strategy") in names else advice.recommended
+        fields = wizard.fields(chosen)
+        prefix = f"p.{chosen}."
+        values = {k: v for k, v in (q.get("values") or {}).items() if k.startswith(prefix)}
+        changed = any(values.get(prefix + f.name, f.default_text) != f.default_text
+                      for f in fields if f.kind != "bool")
+        ctx.update(facts=facts, strategies=strategies, advice=advice, strategy=chosen, fields=fields,
+                   values=values, advanced_open=changed or bool(error and "hyperparameters" in error),
+                   compare=ctx["compare"] or sorted({"zero-shot", "linear-probe", advice.recommended} & set(names),
+                                                    key=wizard.ORDER.index),
+                   labels=list((ds.stats.get("label_counts") or {}).keys()))
+    return render(request, "train.html", ctx, status=status)
+
+
+@router.get("/train")
+def train_form(request: Request, user: UserDep, session: SessionDep, settings: SettingsDep,
+               dataset: str | None = None, model: str | None = None, strategy: str | None = None,
+               budget: str | None = None, limit: str | None = None):
+    need(user, "member")
+    q = {"dataset": dataset, "model": model, "strategy": strategy, "budget": budget, "limit": limit,
+         "values": {k: v for k, v in request.query_params.items() if k.startswith("p.")},
+         "compare": request.query_params.getlist("compare")}
+    return _wizard(request, user, session, settings, q)
+
+
+@router.post("/train")
+async def start(request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
+    need(user, "member")
+    form = await checked_form(request, user)
+    q = {k: form.get(k) for k in ("dataset", "model", "strategy", "budget", "limit")}
+    q["values"] = {k: v for k, v in form.items() if k.startswith("p.") and isinstance(v, str)}
+    q["compare"] = form.getlist("compare")
+    action = form.get("action", "train")
+    if not q["dataset"]:
+        return _wizard(request, user, session, settings, q, "Choose a dataset first.", 422)
+    model = str(q["model"] or "minilm")
+    try:
+        limit = wizard.positive_int(q["limit"], "Rows to use")
+        if action == "compare":
+            return await _compare(request, user, session, settings, q, form, model, limit)
+        name = str(q["strategy"] or "")
+        spec = JobSpec(kind="train", dataset_id=q["dataset"], model=model, strategy=name, limit=limit,
+                       params=wizard.params_from_form(name, form) if name else {})
+        key = f"web-{form.get('idempotency_key')}" if form.get("idempotency_key") else None
+        # The API's own create: the same checks (dataset, model, sandbox), the same audit entry.
+        job, _ = await run_in_threadpool(create, session, user.principal, spec, key)
+    except APIError as exc:
+        return _wizard(request, user, session, settings, q, exc.message, exc.status if exc.status != 404 else 422)
+    except (ConfigError, ValueError) as exc:
+        message = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+        return _wizard(request, user, session, settings, q, message, 422)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
+
+
+async def _compare(request, user, session, settings, q, form, model: str, limit: int | None):
+    """One training job per strategy on the same dataset, rows and seed (the same split), tagged
+    with a group id; with `base_job`, a finished run joins the group instead of running again."""
+    names = list(dict.fromkeys(q["compare"]))
+    base = None
+    if form.get("base_job"):
+        base = TenantScope(session, user.tenant_id).get(Job, str(form["base_job"]), "job")
+        if base.kind != "train" or base.spec.get("dataset_id") != q["dataset"]:
+            raise ConfigError("That run cannot be compared here.")
+        model, limit = base.spec.get("model", model), base.spec.get("limit")
+    todo = [n for n in names if not base or n != base.spec.get("strategy")]
+    if len(todo) + (1 if base else 0) < 2:
+        raise ConfigError("Tick at least two strategies to compare.")
+    gid = f"cmp-{uuid.uuid4().hex[:12]}"
+    meta = {GROUP_KEY: gid} | ({BASE_KEY: base.id} if base else {})
+    specs = [JobSpec(kind="train", dataset_id=q["dataset"], model=model, strategy=name, limit=limit,
+                     seed=int(base.spec.get("seed", 0)) if base else 0, metadata=meta,
+                     params=wizard.params_from_form(name, form)) for name in todo]
+    try:            # all or nothing: every run is checked before the first one is queued
+        for spec in specs:
+            check_spec(TenantScope(session, user.tenant_id), spec)
+    except JobRejected as exc:
+        raise ConfigError(str(exc)) from None
+    for name, spec in zip(todo, specs):
+        key = f"web-{form.get('idempotency_key')}-{name}" if form.get("idempotency_key") else None
+        job, _ = await run_in_threadpool(create, session, user.principal, spec, key)
+        gid = ((job.spec or {}).get("metadata") or {}).get(GROUP_KEY, gid)   # a repeated post: the first group
+    return RedirectResponse(f"/comparisons/group/{gid}", status_code=303)

@@ -1,0 +1,192 @@
+/* tunelab UI: small progressive enhancements. Every form also works without JavaScript. */
+(function () {
+  "use strict";
+
+  // htmx: swap validation errors (422) and conflicts (409) into the target like any answer.
+  if (window.htmx) {
+    htmx.config.responseHandling = [
+      { code: "204", swap: false },
+      { code: "[23]..", swap: true },
+      { code: "4(22|09)", swap: true },
+      { code: "[45]..", swap: false, error: true },
+    ];
+  }
+
+  function $(sel, root) { return (root || document).querySelector(sel); }
+  function $all(sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); }
+
+  function duration(s) {
+    if (s == null || isNaN(s)) return "—";
+    if (s < 1) return "under 1 s";
+    if (s < 90) return Math.round(s) + " s";
+    if (s < 5400) return Math.round(s / 60) + " min";
+    return (s / 3600).toFixed(1) + " h";
+  }
+
+  // ---- confirmations on destructive forms -------------------------------------------------
+  document.addEventListener("submit", function (ev) {
+    var form = ev.target;
+    if (form.dataset && form.dataset.confirm && !window.confirm(form.dataset.confirm)) ev.preventDefault();
+  }, true);
+
+  // ---- sign-in tabs ------------------------------------------------------------------------
+  function initTabs(list) {
+    var tabs = $all("[role=tab]", list);
+    function select(tab) {
+      tabs.forEach(function (t) {
+        var on = t === tab;
+        t.setAttribute("aria-selected", on ? "true" : "false");
+        t.tabIndex = on ? 0 : -1;
+        document.getElementById(t.getAttribute("aria-controls")).hidden = !on;
+      });
+    }
+    tabs.forEach(function (t, i) {
+      t.addEventListener("click", function () { select(t); });
+      t.addEventListener("keydown", function (e) {
+        if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+          var next = tabs[(i + (e.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+          select(next); next.focus();
+        }
+      });
+    });
+    select(tabs.find(function (t) { return t.getAttribute("aria-selected") === "true"; }) || tabs[0]);
+  }
+
+  // ---- upload: drag and drop, progress bar ---------------------------------------------------
+  function initUpload(form) {
+    var zone = $("[data-dropzone]", form), input = $("input[type=file]", form), chosen = $("[data-chosen]", form);
+    var box = $("[data-progress]", form), bar = $("progress", box), text = $("[data-progress-text]", box);
+    var result = document.getElementById("upload-result");
+    function show() { chosen.textContent = input.files.length ? "Selected: " + input.files[0].name : ""; }
+    input.addEventListener("change", show);
+    ["dragenter", "dragover"].forEach(function (n) {
+      zone.addEventListener(n, function (e) { e.preventDefault(); zone.classList.add("over"); });
+    });
+    ["dragleave", "drop"].forEach(function (n) {
+      zone.addEventListener(n, function () { zone.classList.remove("over"); });
+    });
+    zone.addEventListener("drop", function (e) {
+      e.preventDefault();
+      if (e.dataTransfer && e.dataTransfer.files.length) { input.files = e.dataTransfer.files; show(); }
+    });
+    form.addEventListener("submit", function (e) {
+      if (!window.FormData || !input.files.length) return;     // the browser's own validation / post
+      e.preventDefault();
+      var xhr = new XMLHttpRequest(), button = $("button[type=submit]", form);
+      box.hidden = false; bar.value = 0; text.textContent = "0%"; button.disabled = true;
+      xhr.upload.addEventListener("progress", function (p) {
+        if (!p.lengthComputable) return;
+        var pct = Math.round(100 * p.loaded / p.total);
+        bar.value = pct;
+        text.textContent = pct < 100 ? pct + "%" : "100%, checking every row…";
+      });
+      xhr.addEventListener("load", function () {
+        button.disabled = false;
+        if (xhr.status === 200 && xhr.responseURL && xhr.responseURL.indexOf("/datasets/upload") < 0) {
+          window.location.assign(xhr.responseURL);       // the new dataset's page
+          return;
+        }
+        box.hidden = true;
+        var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+        var answer = doc.getElementById("upload-result");
+        if (answer) result.innerHTML = answer.innerHTML;
+        else if (xhr.status === 413) result.innerHTML = '<p class="alert error" role="alert">The file is larger than this server accepts.</p>';
+        else result.innerHTML = '<p class="alert error" role="alert">The upload failed (HTTP ' + xhr.status + '). Try again.</p>';
+        result.focus();
+      });
+      xhr.addEventListener("error", function () {
+        button.disabled = false; box.hidden = true;
+        result.innerHTML = '<p class="alert error" role="alert">The connection failed during the upload. Try again.</p>';
+      });
+      xhr.open("POST", form.action);
+      xhr.send(new FormData(form));
+    });
+  }
+
+  // ---- a job's live panel: SSE events into the chart, the progress bar and the event log -----
+  function initLive(panel) {
+    var t0 = Date.parse(panel.dataset.t0), box = document.getElementById("chart");
+    var data = JSON.parse(document.getElementById("chart-data").textContent || "[]");
+    var xs = [], pct = [], loss = [], f1 = [], plot = null, live = 0;
+    function add(p) {
+      xs.push(p.t); pct.push(p.pct == null ? null : p.pct);
+      loss.push(p.loss == null ? null : p.loss); f1.push(p.metric == null ? null : 100 * p.metric);
+    }
+    data.forEach(add);
+    function draw() {
+      box.dataset.points = xs.length;
+      if (!window.uPlot || !xs.length) return;
+      var width = Math.max(280, box.clientWidth || 600);
+      if (plot) { plot.setData([xs, pct, loss, f1]); return; }
+      plot = new uPlot({
+        width: width, height: 260,
+        scales: { x: { time: false }, pct: { range: [0, 100] }, loss: { auto: true } },
+        series: [
+          { label: "seconds", value: function (u, v) { return v == null ? "" : v.toFixed(0) + " s"; } },
+          { label: "progress %", scale: "pct", stroke: "#94a3b8", width: 2, spanGaps: true },
+          { label: "training loss", scale: "loss", stroke: "#dc2626", width: 2, spanGaps: true },
+          { label: "validation macro-F1 %", scale: "pct", stroke: "#4338ca", width: 2, spanGaps: true, points: { show: true, size: 6 } },
+        ],
+        axes: [{ label: "seconds since created" }, { scale: "pct", label: "%" },
+               { scale: "loss", side: 1, label: "loss", grid: { show: false } }],
+      }, [xs, pct, loss, f1], box);
+      window.addEventListener("resize", function () { plot.setSize({ width: Math.max(280, box.clientWidth), height: 260 }); });
+    }
+    draw();
+    if (panel.dataset.terminal === "true" || !window.EventSource) return;
+
+    var log = document.getElementById("events"), status = document.getElementById("job-status");
+    function logEvent(e) {
+      var li = document.createElement("li");
+      li.className = "ev-" + e.type + " lvl-" + e.level;
+      var time = document.createElement("time"), type = document.createElement("span"), msg = document.createElement("span");
+      time.textContent = new Date(e.created_at).toTimeString().slice(0, 8);
+      type.className = "ev-type"; type.textContent = e.type;
+      msg.className = "ev-msg"; msg.textContent = e.message;
+      li.append(time, " ", type, " ", msg);
+      log.appendChild(li);
+    }
+    var es = new EventSource(panel.dataset.stream + "?after=" + encodeURIComponent(panel.dataset.last));
+    es.addEventListener("progress", function (m) {
+      var e = JSON.parse(m.data), d = e.data || {};
+      var p = d.total_steps ? 100 * d.step / d.total_steps : null;
+      add({ t: (Date.parse(e.created_at) - t0) / 1000, pct: p, loss: d.loss, metric: d.eval_metric });
+      live += 1; box.dataset.livePoints = live;
+      draw();
+      if (p != null) $("#job-progress").value = Math.round(p);
+      $("[data-phase]", panel).textContent = (d.phase || "").replace("-", " ");
+      $("[data-steps]", panel).textContent = d.total_steps ? d.step + " / " + d.total_steps : "";
+      var eta = $("[data-eta]", panel);
+      if (eta) eta.textContent = d.eta_s != null ? duration(d.eta_s) : "estimating…";
+    });
+    ["status", "log", "checkpoint", "metrics"].forEach(function (type) {
+      es.addEventListener(type, function (m) {
+        var e = JSON.parse(m.data);
+        logEvent(e);
+        if (type === "status" && e.data && e.data.to && status) {
+          status.innerHTML = '<span class="badge badge-' + e.data.to + '">' + e.data.to + "</span>";
+        }
+      });
+    });
+    es.addEventListener("end", function () {
+      es.close();
+      window.setTimeout(function () { window.location.reload(); }, 400);   // final metrics, card, table
+    });
+  }
+
+  function copyButtons() {
+    $all("[data-copy]").forEach(function (b) {
+      b.addEventListener("click", function () {
+        var text = $(b.dataset.copy).textContent;
+        if (navigator.clipboard) navigator.clipboard.writeText(text).then(function () { b.textContent = "Copied"; });
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    $all("[data-tabs]").forEach(initTabs);
+    $all("form[data-upload]").forEach(initUpload);
+    $all("[data-live]").forEach(initLive);
+    copyButtons();
+  });
+})();
