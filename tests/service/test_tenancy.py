@@ -46,6 +46,7 @@ ROUTES = [
     ("DELETE", "/api/v1/api-keys/{key}", None),
     ("DELETE", "/api/v1/webhooks/{webhook}", None),
     ("GET", "/api/v1/webhooks/{webhook}/deliveries", None),
+    ("GET", "/api/v1/billing/jobs/{job}", None),
     ("GET", "/v1/files/{dataset}", None),
     ("GET", "/v1/files/{dataset}/content", None),
     ("DELETE", "/v1/files/{dataset}", None),
@@ -102,7 +103,8 @@ def test_tenant_b_still_has_everything(client_b, b_ids):
 
 @pytest.mark.parametrize("path", ["/api/v1/datasets", "/api/v1/jobs", "/api/v1/models", "/api/v1/users",
                                   "/api/v1/api-keys", "/api/v1/webhooks", "/api/v1/comparisons", "/v1/files",
-                                  "/v1/fine_tuning/jobs", "/v1/models"])
+                                  "/v1/fine_tuning/jobs", "/v1/models", "/api/v1/billing/jobs",
+                                  "/api/v1/billing/entries", "/api/v1/billing/export.csv"])
 def test_lists_show_only_own_rows(client_a, b_ids, path):
     text = client_a.get(path).text
     for ident in b_ids.values():

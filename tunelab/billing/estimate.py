@@ -48,6 +48,7 @@ class JobShape:
     labels: int
     params: dict = field(default_factory=dict)   # the strategy's resolved hyperparameters
     family: str = "fine-tune"       # fine-tune | transfer
+    file_rows: int = 0              # rows in the whole file (all are read and validated)
 
 
 @dataclass
@@ -97,8 +98,10 @@ def loop_steps(train_rows: int, p: dict) -> tuple[int, int]:
     return per_epoch * run, run
 
 
-def raw_seconds(shape: JobShape, device: str) -> tuple[float, list[dict]]:
-    """Device-seconds (CPU core-seconds, or GPU-seconds) before calibration, with the terms."""
+def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tuple[float, list[dict]]:
+    """Device-seconds (CPU core-seconds, or GPU-seconds) before calibration, with the terms. A
+    fine-tune allowed many epochs (small data, `min_steps`) usually stops early: expected at
+    `typical_epochs`; early_stopping=False gives the most it can run."""
     k = work_constants()
     dev = k["devices"].get(device.split(":")[0], k["devices"]["cpu"])
     s = dev["strategies"].get(shape.strategy) or dev["strategies"]["default-" + shape.family]
@@ -106,14 +109,18 @@ def raw_seconds(shape: JobShape, device: str) -> tuple[float, list[dict]]:
     tok = max(shape.mean_tokens, 2.0)
     train, val, test = splits(shape)
     latency_texts = min(test, 256)
-    terms = [{"term": "setup", "seconds": s["setup_s"] + dev["per_row_s"] * (shape.rows + (shape.test_rows or 0))}]
+    read = shape.file_rows or shape.rows
+    terms = [{"term": "setup", "seconds": s["setup_s"] + dev["per_row_s"] * (read + (shape.test_rows or 0))}]
     if shape.family == "fine-tune":
         steps, epochs = loop_steps(train, shape.params)
-        batch = int(shape.params.get("batch_size", 32)) * int(shape.params.get("gradient_accumulation", 1))
-        trained = min(steps * batch, epochs * train) * tok
+        nominal = int(shape.params.get("epochs", 3))
+        if early_stopping and epochs > nominal:
+            epochs = min(epochs, max(nominal, int(s.get("typical_epochs", epochs))))
+            steps = steps * epochs // loop_steps(train, shape.params)[1]
+        trained = epochs * train * tok
         terms.append({"term": "train", "steps": steps, "epochs": epochs, "tokens": int(trained),
-                      "seconds": s["k_train"] * s.get("expected_fraction", 1.0) * pb * trained})
-        evaluated = (val * epochs * s.get("expected_fraction", 1.0) + test + latency_texts) * tok
+                      "seconds": s["k_train"] * pb * trained})
+        evaluated = (val * epochs + test + latency_texts) * tok
         terms.append({"term": "evaluate", "tokens": int(evaluated), "seconds": dev["k_eval"] * pb * evaluated})
     else:
         texts = {"zero-shot": shape.labels + test + latency_texts,
@@ -147,19 +154,21 @@ def estimate(session: Session | None, shapes: list[JobShape], device: str | None
     found_device, found_units = detect()
     device, units = device or found_device, units or found_units
     sheet = prices.current()
-    raw = point = wall = 0.0
+    raw = point = wall = most = 0.0
     spread, basis = 0.0, []
     for shape in shapes:
         seconds, terms = raw_seconds(shape, device)
         factor, wall_factor, sp = calibration(session, calibration_key(shape.strategy, shape.model, device))
         raw += seconds
         point += seconds * factor
+        most += raw_seconds(shape, device, early_stopping=False)[0] * factor
         wall += seconds * factor * wall_factor / (units if device == "cpu" else 1)
         spread = max(spread, sp)
         basis.append({"strategy": shape.strategy, "raw_seconds": round(seconds, 2), "factor": round(factor, 3),
                       "terms": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in t.items()}
                                 for t in terms]})
-    low_f, high_f = max(1 - 1.5 * spread, 0.25), 1 + 2 * spread
+    # The top of the range also covers a run that never stops early.
+    low_f, high_f = max(1 - 1.5 * spread, 0.25), max(1 + 2 * spread, most / point if point else 1.0)
     ms = int(point * 1000)
     per_hour = sheet.compute_per_hour(device)
     factor = point / raw if raw else 1.0

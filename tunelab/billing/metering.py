@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from . import ledger, prices
 
-STOP_ALLOWANCE_S = 5.0     # compute a job may still use between "out of credit" and its checkpoint
+STOP_ALLOWANCE_S = 3.0     # compute a job may still use between "out of credit" and its checkpoint
 
 
 @dataclass

@@ -47,7 +47,7 @@ def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
         out.append(JobShape(strategy=name, model=spec.model, model_params=model.parameters or 22_700_000,
                             rows=rows, test_rows=test.rows if test is not None else None,
                             mean_tokens=_mean_tokens(train), labels=labels, params=params,
-                            family=getattr(strategy, "family", "fine-tune")))
+                            family=getattr(strategy, "family", "fine-tune"), file_rows=train.rows))
     return out
 
 

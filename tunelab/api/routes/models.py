@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
+from ...billing.usage import count_served
 from ...db.models import TunedModel
 from ...models.catalog import list_models
 from ...services.predictions import predict
@@ -66,7 +67,9 @@ async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, reque
 
     def run():
         return predict(cache.get(m.artifact_path), body.texts)
-    return {"model": m.id, "data": await asyncio.to_thread(run)}
+    data = await asyncio.to_thread(run)
+    count_served(scope.session, scope.tenant_id, len(body.texts))    # billed per 1K requests by the worker
+    return {"model": m.id, "data": data}
 
 
 @router.get("/{model_id:path}")

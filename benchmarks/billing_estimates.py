@@ -1,0 +1,169 @@
+"""Estimate vs actual cost of jobs on the shared datasets, through a real server.
+
+    .venv/bin/python benchmarks/billing_estimates.py                  # 3 datasets x 4 strategies
+    .venv/bin/python benchmarks/billing_estimates.py --quick          # smaller subsets, 2 strategies
+    .venv/bin/python benchmarks/billing_estimates.py --cold           # never learn: shipped constants only
+
+Starts `tunelab serve` on a fresh TUNELAB_HOME, uploads the shared text-classification files, and
+runs one job after another. For each: the estimate the API gives before it starts (cost, its
+range, wall time), then what the ledger charged once it settled. The platform's calibration
+table learns from each finished job, as in production, so later rows show the warm error (the
+first row of each strategy is cold: the shipped constants of tunelab/billing/work.json). The load
+average is printed per row: on a shared machine, contention inflates CPU time. Results go to
+--out as JSON, and a Markdown table to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TUNELAB_SHARED", ROOT.parent / "shared")) / "datasets" / "text-classification"
+TUNELAB = [sys.executable, "-m", "tunelab.server"]
+OPERATOR = "tl-bench-operator"
+DATASETS = [("banking77_train.csv", "banking77_test.csv"), ("financial_phrasebank.csv", None), ("sms_spam.tsv", None)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str, dict]:
+    port = free_port()
+    env = {**os.environ, "TUNELAB_HOME": str(home), "TUNELAB_OPERATOR_API_KEY": OPERATOR, "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TUNELAB_HEARTBEAT_SECONDS": "1"}
+    from tunelab.jobs.executors import sandbox_problem
+
+    if sandbox_problem():
+        env["TUNELAB_INSECURE_MODE"] = "1"
+    log = open(home / "server.log", "ab")
+    proc = subprocess.Popen([*TUNELAB, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return proc, url, env
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise SystemExit(f"server did not start; see {home / 'server.log'}")
+
+
+def wait(client: httpx.Client, job_id: str, timeout: float = 3600) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = client.get(f"/api/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled", "paused"):
+            return job
+        time.sleep(1)
+    raise TimeoutError(job_id)
+
+
+def run(args) -> list[dict]:
+    home = Path(tempfile.mkdtemp(prefix="tl-bench-billing-"))
+    proc, url, env = start_server(home)
+    rows = []
+    try:
+        out = subprocess.run([*TUNELAB, "admin", "create-tenant", "bench", "--admin-email", "b@b.test", "--json"],
+                             env=env, capture_output=True, text=True, check=True)
+        key = json.loads(out.stdout)["api_key"]
+        c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
+        op = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=60)
+        uploaded = {}
+        for train, test in DATASETS:
+            with open(SHARED / train, "rb") as f:
+                tr = c.post("/api/v1/datasets", files={"file": (train, f)}).json()["id"]
+            te = None
+            if test and not args.quick:
+                with open(SHARED / test, "rb") as f:
+                    te = c.post("/api/v1/datasets", files={"file": (test, f)}).json()["id"]
+            uploaded[train] = (tr, te)
+        for strategy in args.strategies:
+            for name, (tr, te) in uploaded.items():
+                limit = args.limit if strategy in ("full", "lora") else args.transfer_limit
+                body = {"dataset_id": tr, "strategy": strategy, "limit": limit, "test_dataset_id": te}
+                body = {k: v for k, v in body.items() if v is not None}
+                est = c.post("/api/v1/jobs/estimate", json=body).json()
+                load0 = os.getloadavg()[0]
+                t0 = time.time()
+                job = c.post("/api/v1/jobs", json=body).json()
+                done = wait(c, job["id"])
+                wall = time.time() - t0
+                detail = c.get(f"/api/v1/billing/jobs/{job['id']}").json()
+                actual = detail["charged"]
+                row = {"dataset": name, "strategy": strategy, "limit": limit, "status": done["status"],
+                       "estimate": est["cost"], "low": est["cost_low"], "high": est["cost_high"], "actual": actual,
+                       "error": round((actual - est["cost"]) / est["cost"], 3) if est["cost"] else None,
+                       "in_range": est["cost_low"] <= actual <= est["cost_high"],
+                       "compute_s": detail["compute_seconds"], "estimated_compute_s": est["compute_seconds"],
+                       "wall_s": round(wall, 1), "estimated_wall_s": est["wall_seconds"],
+                       "load": round((load0 + os.getloadavg()[0]) / 2, 2),
+                       "factor_used": est["basis"][0]["factor"], "macro_f1": (done.get("result") or {})
+                       .get("metrics", {}).get("macro_f1")}
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
+                if args.cold:      # forget what was learned: every row on the shipped constants
+                    subprocess.run([*TUNELAB, "admin", "billing", "calibration", "--set",
+                                    f"{strategy}|minilm|{est['device']}=1.0"], env=env, capture_output=True)
+        books = op.get("/api/v1/admin/billing/reconcile").json()
+        calib = op.get("/api/v1/admin/billing/calibration").json()["data"]
+        print(json.dumps({"reconcile_ok": books["ok"], "calibration": calib}, indent=1), file=sys.stderr)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| dataset | strategy | rows | estimate (range) | actual | error | compute est/actual s | wall est/actual s | load |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dataset']} | {r['strategy']} | {r['limit'] or 'all'} | {r['estimate'] / 1e6:.6f} "
+                     f"({r['low'] / 1e6:.6f}-{r['high'] / 1e6:.6f}) | {r['actual'] / 1e6:.6f} | "
+                     f"{r['error']:+.0%} | {r['estimated_compute_s']:.0f} / {r['compute_s']:.0f} | "
+                     f"{r['estimated_wall_s']:.0f} / {r['wall_s']:.0f} | {r['load']:.1f} |")
+    errs = [abs(r["error"]) for r in rows if r["error"] is not None]
+    warm = [abs(r["error"]) for r in rows if r["error"] is not None and r["factor_used"] != 1.0]
+    if errs:
+        lines.append(f"\nall rows: mean |error| {sum(errs) / len(errs):.0%}, max {max(errs):.0%}, "
+                     f"{sum(e <= 0.25 for e in errs)}/{len(errs)} within ±25%, "
+                     f"{sum(r['in_range'] for r in rows)}/{len(rows)} inside the quoted range")
+    if warm:
+        lines.append(f"calibrated rows (after the platform learned from earlier jobs): mean |error| "
+                     f"{sum(warm) / len(warm):.0%}, max {max(warm):.0%}, {sum(e <= 0.25 for e in warm)}/{len(warm)} "
+                     "within ±25%")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--strategies", default="zero-shot,linear-probe,lora,full")
+    p.add_argument("--limit", type=int, default=1000, help="training rows for fine-tunes (default 1000)")
+    p.add_argument("--transfer-limit", type=int, default=None, help="rows for transfer strategies (default all)")
+    p.add_argument("--quick", action="store_true", help="600-row fine-tunes, 2000-row transfers, no test files")
+    p.add_argument("--cold", action="store_true", help="reset the calibration after every job")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "billing_estimates.json")
+    args = p.parse_args()
+    args.strategies = args.strategies.split(",")
+    if args.quick:
+        args.limit, args.transfer_limit = 600, args.transfer_limit or 2000
+    rows = run(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}, indent=1))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
