@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from ..db import Database, migrate
+from ..db.engine import POOL_LIMIT
 from ..services.predictions import PredictorCache
 from ..settings import Settings
 from . import errors
@@ -18,6 +20,45 @@ from .uploads import BodyLimit
 
 log = logging.getLogger("tunelab.api")
 ROUTERS = [tenants, users, keys, datasets, models, jobs, comparisons, webhooks, audit, billing]
+
+
+class BoundedRequests:
+    """At most `limit` requests inside the app at once; the rest wait here, holding neither a
+    worker thread nor a database connection. Without it, more requests in flight than the pool
+    has connections deadlock the thread pool (each holds a connection while waiting for a thread
+    that waits for a connection) until the pool times out. Streams (SSE) are not counted."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit, self.sem = app, limit, None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"].endswith("/stream"):
+            return await self.app(scope, receive, send)
+        self.sem = self.sem or asyncio.Semaphore(self.limit)
+        async with self.sem:
+            await self.app(scope, receive, send)
+
+
+class AccessLog:
+    """One JSON line a request (plain ASGI: cheaper than BaseHTTPMiddleware)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), {}
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            log.info("request", extra={"method": scope["method"], "path": scope["path"], "status": status.get("code"),
+                                       "ms": round((time.perf_counter() - t0) * 1000, 1)})
 
 
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI:
@@ -66,14 +107,8 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app.add_middleware(BodyLimit, limit_of=lambda: settings.max_upload_bytes,
                        paths=("/api/v1/datasets", "/v1/files", "/api/v1/models/import"))
 
-    @app.middleware("http")
-    async def access_log(request: Request, call_next):
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        log.info("request", extra={"method": request.method, "path": request.url.path,
-                                   "status": response.status_code,
-                                   "ms": round((time.perf_counter() - t0) * 1000, 1)})
-        return response
+    app.add_middleware(AccessLog)
+    app.add_middleware(BoundedRequests, limit=POOL_LIMIT - 8)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz():

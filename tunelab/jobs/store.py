@@ -77,7 +77,8 @@ def claim(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
     free = (Job.status == JobStatus.QUEUED.value, Job.lease_owner.is_(None))
     q = select(Job.id, Job.lease_version).where(*free).order_by(Job.created_at).limit(5)
     if session.bind.dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
+        # One row: locking several would make concurrent workers skip jobs they could take.
+        q = q.limit(1).with_for_update(skip_locked=True)
     for job_id, version in session.execute(q).all():
         done = session.execute(
             update(Job).where(Job.id == job_id, Job.lease_version == version, *free)
