@@ -62,6 +62,11 @@ def test_the_tenant_still_uses_its_data(client_a, tenant_with_model):
     model = tenant_with_model["job"]["fine_tuned_model"]
     r = client_a.post(f"/api/v1/models/{model}/predict", json={"texts": ["my card has not arrived yet"]})
     assert r.status_code == 200 and r.json()["data"][0]["label"]
+    import tarfile
+
+    tar = tarfile.open(fileobj=io.BytesIO(client_a.get(f"/api/v1/models/{model}/download").content))
+    names = tar.getnames()
+    assert "./manifest.json" in names and "./README.md" in names, names
 
 
 def test_a_blob_moved_to_another_tenant_does_not_decrypt(server, tenant_a, tenant_b, tenant_with_model):

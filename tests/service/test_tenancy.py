@@ -37,6 +37,7 @@ ROUTES = [
     ("GET", "/api/v1/comparisons/{job}", None),
     ("GET", "/api/v1/models/{model}", None),
     ("GET", "/api/v1/models/{model}/artifact", None),
+    ("GET", "/api/v1/models/{model}/download", None),
     ("POST", "/api/v1/models/{model}/predict", {"texts": ["hello"]}),
     ("DELETE", "/api/v1/models/{model}", None),
     ("GET", "/api/v1/users/{user}", None),

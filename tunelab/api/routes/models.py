@@ -60,6 +60,21 @@ def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: 
     return json.loads(read_sealed_file(settings.home, m.tenant_id, Path(m.artifact_path), "manifest.json"))
 
 
+@router.get("/{model_id:path}/download")
+def download(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: SettingsDep):
+    """The tuned model's folder (weights as safetensors or the adapter, tokenizer, label map,
+    config, metrics, model card, manifest) as a tar, decrypted."""
+    from fastapi.responses import Response
+
+    from ...services.storage import cipher
+
+    m = scope.get(TunedModel, model_id, "model")
+    audit(scope.session, principal, "model.download", m.id)
+    data = cipher(settings.home, m.tenant_id).decrypt(Path(m.artifact_path).read_bytes())
+    name = m.id.replace(":", "_") + ".tar"
+    return Response(data, media_type="application/x-tar", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 @router.post("/{model_id:path}/predict")
 async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, request: Request):
     m = scope.get(TunedModel, model_id, "model")
