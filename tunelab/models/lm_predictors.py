@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import copy
 from collections import namedtuple
 
 from .causal import IGNORE, encode_conversation, encode_prompt, load_causal_lm, load_chat_tokenizer
@@ -135,8 +136,14 @@ class PromptClassifier:
         """Log-likelihood of each label: the prompt runs once, its KV cache serves every label."""
         prompt = encode_prompt(self.tokenizer, self.messages(text))
         self.model.eval()
+        prefix, prefix_cache = self._shared_prefix()
         with autocast(self.device, self.precision):
-            out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
+            if prefix and len(prompt) > len(prefix) and prompt[:len(prefix)] == prefix:
+                # The instruction and the examples are the same for every text: computed once.
+                out = self.model(input_ids=torch.tensor([prompt[len(prefix):]], device=self.device),
+                                 past_key_values=copy.deepcopy(prefix_cache), use_cache=True)
+            else:
+                out = self.model(input_ids=torch.tensor([prompt], device=self.device), use_cache=True)
         first = torch.log_softmax(out.logits[0, -1].float(), -1)
         width = max(len(ids) for ids in self._label_ids)
         scores = np.zeros(len(self._label_ids), dtype=np.float64)
@@ -158,12 +165,29 @@ class PromptClassifier:
             scores[j] = total / (len(ids) if self.normalize == "mean" else 1)
         return scores
 
-    def calibrate(self) -> None:
+    def _shared_prefix(self):
+        """The token prefix every prompt shares (longest common prefix of two probes) and its KV cache."""
+        if getattr(self, "_prefix", None) is None:
+            a = encode_prompt(self.tokenizer, self.messages("alpha"))
+            b = encode_prompt(self.tokenizer, self.messages("omega zulu"))
+            n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            self._prefix, self._prefix_cache = a[:n], None
+            if n:
+                with torch.inference_mode(), autocast(self.device, self.precision):
+                    out = self.model(input_ids=torch.tensor([a[:n]], device=self.device), use_cache=True)
+                self._prefix_cache = out.past_key_values
+        return self._prefix, self._prefix_cache
+
+    def calibrate(self, texts: list[str] | None = None) -> None:
+        """content-free: the mean label scores of empty inputs; batch: of real unlabelled texts
+        (Zhou et al. 2023), which also removes the bias the domain's texts themselves bring."""
         if self.calibration == "content-free":
             self.bias = np.mean([self.label_scores(t) for t in ("N/A", "", "[MASK]")], axis=0)
+        elif self.calibration == "batch" and texts:
+            self.bias = np.mean([self.label_scores(t) for t in texts], axis=0)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
-        if self.calibration != "none" and self.bias is None:
+        if self.calibration == "content-free" and self.bias is None:
             self.calibrate()
         rows = []
         for text in texts:
