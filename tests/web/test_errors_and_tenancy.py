@@ -8,6 +8,7 @@ import re
 import httpx
 
 from service.helpers import upload
+from service.server_proc import ServerProcess
 
 
 def test_broken_file_shows_its_line(tab, web_server, tmp_path):
@@ -40,7 +41,7 @@ def test_broken_file_shows_its_line(tab, web_server, tmp_path):
     assert "empty_text" in report and "lines 3, 6" in report, report
     assert page.get_by_role("link", name="Train a model on it").count() == 0
     assert page.get_by_text("training on it is refused").is_visible()
-    tab.shot("dataset-with-errors")
+    tab.shot("03b-dataset-with-errors")
 
 
 def test_other_tenants_ids_are_not_found(tab, web_server, shared_copy, tmp_path):
@@ -62,7 +63,7 @@ def test_other_tenants_ids_are_not_found(tab, web_server, shared_copy, tmp_path)
         assert page.get_by_role("heading", name="Not found").is_visible(), path
         assert "Traceback" not in page.content()
     tab.goto(f"/jobs/{job['id']}")
-    tab.shot("15-not-found")
+    tab.shot("17-not-found")
     # Posting to another tenant's job (with this session's valid token) is "not found" too.
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
     tab.goto("/jobs")
@@ -93,3 +94,22 @@ def test_forms_need_their_csrf_token_and_a_session(web_server, browser):
         assert r.status_code == 403
         c.cookies.set("tl_session", c.cookies.get("tl_session")[:-4] + "beef")     # a tampered cookie
         assert c.get("/datasets").status_code == 303
+
+
+def test_guessing_sign_ins_is_rate_limited(tmp_path):
+    """The API's failed-auth limit applies to the sign-in form; over it, even the right key waits."""
+    srv = ServerProcess(tmp_path / "srv", rate_limit_failed_auth=3).start()
+    try:
+        key = srv.create_tenant("limited", "ops@limited.test")["api_key"]
+        with httpx.Client(base_url=srv.url, follow_redirects=False) as c:
+            def attempt(api_key: str, password: str | None = None) -> int:
+                token = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").text).group(1)
+                data = {"csrf_token": token, "method": "key", "api_key": api_key}
+                if password is not None:
+                    data.update(method="password", email="ops@limited.test", password=password)
+                return c.post("/login", data=data).status_code
+            assert [attempt("tl-0123456789.wrong") for _ in range(3)] == [401, 401, 401]
+            assert attempt("", password="guess") == 429
+            assert attempt(key) == 429                     # blocked, whatever is tried
+    finally:
+        srv.stop()

@@ -13,11 +13,11 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-TRANSFER = ("Transfer learning keeps the model as it is and reuses what it already knows. "
+TRANSFER = ("It keeps the model as it is and reuses what it already knows. "
             "Zero-shot compares each text with the label names and trains nothing; few-shot tunes on a "
             "handful of examples per label; a linear probe trains one small layer on top of the frozen "
             "model. Fast and cheap, and strong on short texts and clear labels.")
-FINETUNE = ("Fine-tuning changes the model's own weights on your examples. Full fine-tuning updates every "
+FINETUNE = ("It changes the model's own weights on your examples. Full fine-tuning updates every "
             "layer: the best quality on long or unusual texts, and the most compute. LoRA trains small "
             "add-on adapters instead: close to the same quality with far less memory and tiny model files. "
             "QLoRA does LoRA on a 4-bit copy of the model, for large models on a GPU.")

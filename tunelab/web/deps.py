@@ -72,6 +72,8 @@ def current_user(request: Request, session) -> WebUser | None:
         key = session.get(ApiKey, data["k"])
         if key is None or key.revoked_at is not None or key.user_id != user.id:
             return None
+    elif not data.get("p") or data["p"] != sess.password_mark(user.password_hash):
+        return None
     tenant = session.get(Tenant, user.tenant_id)
     return WebUser(user.tenant_id, user.id, user.role, data.get("k"), user.email, tenant.name, data["csrf"])
 
@@ -125,8 +127,8 @@ def login_url(next_url: str) -> str:
 
 def render(request: Request, template: str, context: dict | None = None, status: int = 200,
            headers: dict | None = None) -> HTMLResponse:
-    ctx = {"request": request, "user": getattr(request.state, "web_user", None),
-           "path": request.url.path, **(context or {})}
+    ctx = {"request": request, "user": getattr(request.state, "web_user", None), "path": request.url.path,
+           "insecure": bool(getattr(request.app.state.settings, "insecure_mode", False)), **(context or {})}
     return templates.TemplateResponse(request, template, ctx, status_code=status, headers=headers)
 
 

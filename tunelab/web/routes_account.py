@@ -21,7 +21,9 @@ from ..db.scoped import TenantScope
 from ..security import audit as audit_log
 from ..security.keys import hash_password
 from ..services.tenants import ROLES
-from .deps import PageError, UserDep, checked_form, need, render
+from . import credits
+from . import session as sess
+from .deps import PageError, UserDep, checked_form, need, render, secret
 
 router = APIRouter(include_in_schema=False)
 AUDIT_PAGE = 100
@@ -48,7 +50,15 @@ def usage(request: Request, user: UserDep, session: SessionDep):
         "month": month, "runs": len(this_month), "succeeded": sum(j.status == "succeeded" for j in this_month),
         "seconds": sum(job_seconds(j) for j in this_month), "all_seconds": sum(job_seconds(j) for j in jobs),
         "by_strategy": sorted(by_strategy.items(), key=lambda kv: -kv[1]["seconds"]),
-        "recent": [(j, job_seconds(j)) for j in jobs[:20]]})
+        "recent": [(j, job_seconds(j)) for j in jobs[:20]], "credits": credits.account(session, user.tenant_id)})
+
+
+@router.get("/usage/ledger.csv")
+def ledger_csv(user: UserDep, session: SessionDep):
+    """The API's export (GET /api/v1/billing/export.csv), for a browser session."""
+    from ..api.routes.billing import export_csv
+
+    return export_csv(user.principal, session)
 
 
 def _settings(request, user, session, *, new_key: str | None = None, error: str | None = None,
@@ -108,9 +118,15 @@ async def set_password(request: Request, user: UserDep, session: SessionDep):
         return _settings(request, user, session, error="Use at least 8 characters.", status=422)
     if password != again:
         return _settings(request, user, session, error="The two passwords differ.", status=422)
-    session.get(User, user.user_id).password_hash = hash_password(password)
+    me = session.get(User, user.user_id)
+    me.password_hash = hash_password(password)
     audit(session, user.principal, "user.password_set", user.user_id)
-    return _settings(request, user, session, notice="Password set: you can now sign in with your email.")
+    response = _settings(request, user, session, notice="Password set: you can now sign in with your email.")
+    if user.key_id is None:      # signed in with the old password: this session moves to the new one
+        payload = sess.new_session(user.user_id, user.tenant_id, None, me.password_hash) | {"csrf": user.csrf}
+        response.set_cookie(sess.COOKIE, sess.sign(secret(request), payload),
+                            **sess.cookie_args(request.url.scheme == "https"))
+    return response
 
 
 @router.post("/settings/members")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
@@ -16,6 +17,7 @@ from . import session as sess
 from .deps import UserDep, checked_form, current_user, render, safe_next, secret
 
 router = APIRouter(include_in_schema=False)
+_BLOCKED: dict[str, float] = {}         # client address -> until when sign-in is refused (monotonic)
 
 
 @router.get("/")
@@ -57,6 +59,11 @@ async def login(request: Request, session: SessionDep):
     method = "password" if form.get("method") == "password" else "key"
     if not sess.tokens_match(request.cookies.get(sess.LOGIN_CSRF_COOKIE), form.get("csrf_token")):
         return _login_page(request, next_url, "The sign-in form expired; please try again.", method, status=403)
+    client = request.client.host if request.client else "?"
+    wait = _BLOCKED.get(client, 0) - time.monotonic()
+    if wait > 0:              # over the limit: not even a right password gets in until it passes
+        return _login_page(request, next_url, f"Too many failed sign-ins from here; try again in {wait:.0f} s.",
+                           method, str(form.get("email", "")), status=429)
     key_id = None
     if method == "key":
         found = authenticate(session, str(form.get("api_key", "")).strip())
@@ -65,10 +72,18 @@ async def login(request: Request, session: SessionDep):
     else:
         user, error = _by_password(session, str(form.get("email", "")), str(form.get("password", "")),
                                    str(form.get("organisation", "")))
-    if user is None:
-        return _login_page(request, next_url, error, method, str(form.get("email", "")), status=401)
+    if user is None:          # guessing keys or passwords: the API's limit per client address, then 429
+        limiter = (getattr(request.app.state, "limits", None) or {}).get("failed_auth")
+        wait = limiter.hit(client) if limiter else None
+        if wait is not None:
+            if len(_BLOCKED) > 10_000:
+                _BLOCKED.clear()
+            _BLOCKED[client] = time.monotonic() + wait
+            error = f"Too many failed sign-ins from here; try again in {wait:.0f} s."
+        return _login_page(request, next_url, error, method, str(form.get("email", "")),
+                           status=429 if wait is not None else 401)
     audit(session, Principal(user.tenant_id, user.id, user.role, key_id), "web.sign_in", user.id, method=method)
-    cookie = sess.sign(secret(request), sess.new_session(user.id, user.tenant_id, key_id))
+    cookie = sess.sign(secret(request), sess.new_session(user.id, user.tenant_id, key_id, user.password_hash))
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(sess.COOKIE, cookie, **sess.cookie_args(request.url.scheme == "https"))
     response.delete_cookie(sess.LOGIN_CSRF_COOKIE, path="/")

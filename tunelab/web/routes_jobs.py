@@ -18,6 +18,7 @@ from ..api.routes.jobs import stream_job
 from ..db.models import Dataset, Job, JobEvent, TunedModel
 from ..db.scoped import TenantScope
 from ..jobs.status import JobStatus
+from . import credits
 from .deps import PageError, UserDep, checked_form, need, render
 
 router = APIRouter(include_in_schema=False)
@@ -117,6 +118,7 @@ def job_page(job_id: str, request: Request, user: UserDep, session: SessionDep, 
     return render(request, "job.html", {**live_context(session, user, job), "ds": ds, "metrics": metrics,
                                         "per_class": per_class, "cm": confusion(metrics),
                                         "card": model_card(session, user, job, settings.home),
+                                        "cost": credits.job_cost(session, user.tenant_id, job.id),
                                         "idempotency_key": uuid.uuid4().hex})
 
 

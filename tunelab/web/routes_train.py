@@ -18,7 +18,7 @@ from ..jobs.spec import JobSpec
 from ..models.catalog import list_models
 from ..services.jobs import JobRejected, check_spec
 from ..strategies import ConfigError
-from . import wizard
+from . import credits, wizard
 from .advisor import BUDGETS, FINETUNE, TRANSFER, DataFacts, advise, history_rates
 from .deps import PageError, UserDep, checked_form, need, render
 from .routes_compare import BASE_KEY, GROUP_KEY
@@ -43,7 +43,8 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
             raise PageError(404, "Not found", f"There is no dataset {q['dataset']!r} in your organisation.")
     elif len(ready) == 1:
         ds = ready[0]
-    catalog, own = list_models(), uploaded(session, user, settings)
+    catalog = [m for m in list_models() if m.task == "text-classification"]   # the datasets here are labelled texts
+    own = uploaded(session, user, settings)
     model_name = q.get("model") or (catalog[0].name if catalog else "minilm")
     sizes = {m.name: m.parameters for m in catalog} | {m["id"]: int(m.get("bytes") or 0) // 4 for m in own}
     if model_name not in sizes:       # a catalog name or one of the tenant's uploaded models, never a path
@@ -71,6 +72,13 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
         values = {k: v for k, v in (q.get("values") or {}).items() if k.startswith(prefix)}
         changed = any(values.get(prefix + f.name, f.default_text) != f.default_text
                       for f in fields if f.kind != "bool")
+        try:
+            params = wizard.params_from_form(chosen, values)
+        except ConfigError:
+            params = {}
+        spec = JobSpec(dataset_id=ds.id, model=model_name, strategy=chosen, limit=limit, params=params)
+        ctx.update(costs=credits.per_strategy(session, user.tenant_id, ds.id, model_name, limit, names),
+                   estimate=credits.panel(session, scope, user.principal, spec))
         ctx.update(facts=facts, strategies=strategies, advice=advice, strategy=chosen, fields=fields,
                    values=values, advanced_open=changed or bool(error and "hyperparameters" in error),
                    compare=ctx["compare"] or sorted({"zero-shot", "linear-probe", advice.recommended} & set(names),

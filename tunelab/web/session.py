@@ -4,7 +4,8 @@ CSRF tokens for every form.
 The cookie holds who signed in (user, tenant, the API key used if any), when, and a random CSRF
 token; never an API key or a password. It is HttpOnly, SameSite=Lax, Secure over HTTPS, and
 expires after SESSION_SECONDS. Each request re-reads the user (role changes apply at once) and,
-for a key sign-in, the key (revoking it ends the session at once).
+for a key sign-in, the key (revoking it ends the session at once); for a password sign-in, the
+password (changing it ends the session).
 """
 
 from __future__ import annotations
@@ -72,8 +73,15 @@ def unsign(secret: bytes, value: str | None, max_age: float = SESSION_SECONDS) -
     return payload
 
 
-def new_session(user_id: str, tenant_id: str, key_id: str | None) -> dict:
-    return {"u": user_id, "t": tenant_id, "k": key_id, "iat": int(time.time()), "csrf": secrets.token_urlsafe(24)}
+def password_mark(password_hash: str | None) -> str | None:
+    """A short fingerprint of the stored password hash: changing the password ends the sessions
+    that signed in with the old one."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16] if password_hash else None
+
+
+def new_session(user_id: str, tenant_id: str, key_id: str | None, password_hash: str | None = None) -> dict:
+    return {"u": user_id, "t": tenant_id, "k": key_id, "p": None if key_id else password_mark(password_hash),
+            "iat": int(time.time()), "csrf": secrets.token_urlsafe(24)}
 
 
 def cookie_args(secure: bool, max_age: int = SESSION_SECONDS) -> dict:

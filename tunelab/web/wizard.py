@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from ..strategies import ConfigError, available, get_strategy, parse_params
 from .advisor import WHEN
 
-ORDER = ["zero-shot", "few-shot", "linear-probe", "lora", "full", "qlora"]
+NO_GPU = "Needs an NVIDIA GPU (CUDA) and this server has none. LoRA trains the same adapters without one."
+ORDER = ["zero-shot", "few-shot", "linear-probe", "lora", "full", "qlora"]     # text classification
 
 
 @dataclass
@@ -54,13 +55,20 @@ def fields(strategy_name: str) -> list[Field]:
 
 
 def strategies(cuda_problem: str | None) -> list[dict]:
-    names = [n for n in ORDER if n in available()] + sorted(set(available()) - set(ORDER))
+    names = [n for n in ORDER if n in available()]     # classification; causal-LM (sft-*) ones take chat data
     out = []
     for name in names:
         s = get_strategy(name)
         out.append({"name": name, "family": s.family, "summary": s.summary, "when": WHEN.get(name, ""),
-                    "disabled": cuda_problem if name == "qlora" else None})
+                    "disabled": _gpu_note(cuda_problem) if name == "qlora" else None})
     return out
+
+
+def _gpu_note(problem: str | None) -> str | None:
+    """The engine's message speaks CLI (`--strategy lora`); the wizard says it in its own words."""
+    if problem and "none is available" in problem:
+        return NO_GPU
+    return problem
 
 
 def _value(f: Field, raw: str | None):
