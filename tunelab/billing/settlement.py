@@ -54,10 +54,15 @@ def pause(session: Session, tenant_id: str, job_id: str) -> JobBilling | None:
     return jb
 
 
+RESUME_SECONDS = 60
+
+
 def resume_amount(jb: JobBilling) -> int:
     """What a paused job must hold again to go on: the rest of its estimate, at least a quarter of
-    it (it already outran the estimate once)."""
-    return max(jb.estimate_high - jb.charged, jb.estimate_high // 4, 1)
+    it (it already outran the estimate once), and at least a minute at the rate it was spending
+    (so that the credit left over when it paused does not restart it only to pause it again)."""
+    rate = jb.charged * 1000 // jb.wall_ms if jb.wall_ms > 0 else 0      # micro-dollars per second
+    return max(jb.estimate_high - jb.charged, jb.estimate_high // 4, rate * RESUME_SECONDS, 1)
 
 
 def try_resume(session: Session, acct: BillingAccount, jb: JobBilling) -> bool:

@@ -29,13 +29,27 @@ def _mean_tokens(ds: Dataset) -> float:
     return mean or 16.0
 
 
+def _model_parameters(tenant_id: str, model: str) -> int:
+    """The base model's size: from the catalog, or from an uploaded model's folder."""
+    try:
+        if model.startswith("upload:"):
+            from ..settings import get_settings
+            from .uploaded_models import find_model
+
+            folder = find_model(get_settings().home, tenant_id, model)
+            return resolve_model(str(folder)).parameters or 110_000_000
+        return resolve_model(model).parameters or 110_000_000
+    except (LookupError, ValueError, OSError, TypeError):
+        return 110_000_000        # BERT-base sized: the usual uploaded encoder
+
+
 def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
     """One JobShape per strategy the job runs (the spec was checked by services.jobs.check_spec)."""
     train = session.get(Dataset, spec.dataset_id)
     test = session.get(Dataset, spec.test_dataset_id) if spec.test_dataset_id else None
     if train is None or train.tenant_id != tenant_id:
         raise LookupError(f"No dataset with id {spec.dataset_id!r}.")
-    model = resolve_model(spec.model)
+    params_count = _model_parameters(tenant_id, spec.model)
     rows = min(spec.limit or train.rows, train.rows)
     labels = int((train.stats or {}).get("num_labels") or 2)
     names = spec.strategies if spec.kind == "compare" else [spec.strategy]
@@ -44,7 +58,7 @@ def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
         strategy = get_strategy(name)
         overrides = spec.params if spec.kind == "train" else spec.strategy_params.get(name)
         params = parse_params(strategy, overrides).model_dump()
-        out.append(JobShape(strategy=name, model=spec.model, model_params=model.parameters or 22_700_000,
+        out.append(JobShape(strategy=name, model=spec.model, model_params=params_count,
                             rows=rows, test_rows=test.rows if test is not None else None,
                             mean_tokens=_mean_tokens(train), labels=labels, params=params,
                             family=getattr(strategy, "family", "fine-tune"), file_rows=train.rows))
