@@ -201,9 +201,11 @@ def render_table(rows: list[dict]) -> str:
 
 
 def cmd_predict(args) -> int:
-    from .artifacts import load_artifact
+    from .artifacts import ArtifactError, load_artifact
 
     predictor = load_artifact(args.model_dir)
+    if predictor.kind == "causal-lm":
+        raise ArtifactError(f"{args.model_dir} is a generative model: use `tunelab generate {args.model_dir} PROMPT`")
     texts = list(args.texts)
     if args.file:
         texts += _texts_from_file(args.file)
