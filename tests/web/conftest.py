@@ -68,7 +68,7 @@ class Page:
         size = self.page.evaluate("""() => {
             const nav = performance.getEntriesByType('navigation')[0];
             const res = performance.getEntriesByType('resource').filter(r => !r.name.includes('/stream'));
-            return (nav ? nav.encodedBodySize : 0) + res.reduce((n, r) => n + (r.encodedBodySize || 0), 0);
+            return (nav ? nav.decodedBodySize : 0) + res.reduce((n, r) => n + (r.decodedBodySize || 0), 0);
         }""")
         WEIGHTS[name] = size
         return size

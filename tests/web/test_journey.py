@@ -70,9 +70,13 @@ def test_upload_train_compare_predict(tab, web_server, shared_copy):
     job_url = page.url
 
     # The job: progress over SSE into the chart, then (reload at the end) the results.
-    page.wait_for_function("() => +document.getElementById('chart').dataset.livePoints > 0", timeout=300_000)
+    page.wait_for_function("() => +document.getElementById('chart').dataset.livePoints > 0 || "
+                           "/failed|cancelled/.test(document.getElementById('job-status').textContent)",
+                           timeout=300_000)
+    assert int(page.locator("#chart").get_attribute("data-live-points")) > 0, page.locator("#events").inner_text()
     tab.shot("06-job-running")
-    page.wait_for_selector("[data-final-metrics]", timeout=600_000)
+    page.wait_for_selector("[data-final-metrics], .alert.error", timeout=600_000)
+    assert page.locator(".alert.error").count() == 0, page.locator(".alert.error").inner_text()
     assert page.locator("#job-status").inner_text().strip() == "succeeded"
     assert int(page.locator("#chart").get_attribute("data-points")) >= 2
     assert page.locator("canvas").count() >= 1                 # uPlot drew the chart
