@@ -151,3 +151,18 @@ def test_sse_progress_and_signed_webhook_with_retry(server, client_a, banking_su
     deliveries = client_a.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["data"]
     assert deliveries[0]["status"] == "delivered" and deliveries[0]["attempts"] == 2
     assert deliveries[0]["response_status"] == 200
+
+
+def test_comparison_job_gives_a_table_and_a_recommendation(client_a, banking_subset):
+    train, test = (upload(client_a, p) for p in banking_subset)
+    r = client_a.post("/api/v1/comparisons", json={"dataset_id": train["id"], "test_dataset_id": test["id"],
+                                                   "strategies": ["zero-shot", "linear-probe"]})
+    assert r.status_code == 201, r.text
+    job = wait_job(client_a, r.json()["id"], timeout=600)
+    assert job["status"] == "succeeded", job
+    comparison = client_a.get(f"/api/v1/comparisons/{job['id']}").json()
+    assert {row["strategy"] for row in comparison["results"]} == {"zero-shot", "linear-probe"}
+    assert comparison["recommended"] in ("zero-shot", "linear-probe") and comparison["reason"]
+    assert set(comparison["models"]) == {"zero-shot", "linear-probe"}
+    best = comparison["models"][comparison["recommended"]]
+    assert client_a.post(f"/api/v1/models/{best}/predict", json={"texts": ["my card is lost"]}).status_code == 200

@@ -77,7 +77,7 @@ def run(spec_path: Path) -> int:
             result = compare(model, data, job.strategies, params=job.strategy_params, out_root=out,
                              auto_fit=job.auto_fit, progress=progress)
             emit("result", kind="compare", **result.to_dict(),
-                 artifacts={r["strategy"]: str(out / r["strategy"]) for r in result.rows if "error" not in r})
+                 artifacts={r["strategy"]: str(out / r["strategy"]) for r in result.results if "error" not in r})
         else:
             result = run_strategy(model, data, job.strategy, job.params, out=out, work_dir=Path(spec.work_dir),
                                   auto_fit=job.auto_fit, progress=progress)
