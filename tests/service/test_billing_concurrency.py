@@ -73,6 +73,11 @@ def test_twenty_concurrent_submissions_against_credit_for_five(server, op, tenan
         jobs = c.get("/api/v1/jobs").json()["data"]
     assert len(jobs) == 5 and all(j["status"] == "queued" for j in jobs)
     assert bal["reserved"] == 5 * reserve and bal["available"] == reserve // 2 >= 0
+    with server.client(tenant_a["api_key"]) as c:         # a cancelled job gives its reservation back
+        assert c.post(f"/api/v1/jobs/{jobs[0]['id']}/cancel").json()["status"] == "cancelled"
+        after = c.get("/api/v1/billing/balance").json()
+        assert (after["reserved"], after["available"]) == (4 * reserve, reserve // 2 + reserve)
+        assert c.get(f"/api/v1/billing/jobs/{jobs[0]['id']}").json()["actual"]["outcome"] == "cancelled"
     books = op.get("/api/v1/admin/billing/reconcile").json()
     assert books["ok"], books
 

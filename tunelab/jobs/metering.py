@@ -89,11 +89,14 @@ class JobMeter:
         self.t_last = now
         used = self.cpu_ms if self.device == "cpu" else self.posted_ms + wall_ms * self.units
         delta, self.posted_ms = used - self.posted_ms, used
+        cursor = Cursor(self.cursor.pos, self.cursor.ms_at_pos)
         try:
-            return record(session, self.tenant_id, self.job_id, self.cursor, self.pos, delta, wall_ms,
-                          device=self.device, units=self.units, heartbeat_s=self.heartbeat_s)
+            with session.begin_nested():       # a failure undoes this reading only
+                return record(session, self.tenant_id, self.job_id, self.cursor, self.pos, delta, wall_ms,
+                              device=self.device, units=self.units, heartbeat_s=self.heartbeat_s)
         except Exception:          # metering must never take a job down; the next tick catches up
             self.posted_ms -= delta
+            self.cursor = cursor
             log.exception("metering failed", extra={"job": self.job_id})
             return MeterResult()
 
