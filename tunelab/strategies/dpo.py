@@ -92,6 +92,15 @@ def _progress_callback(ctx: RunContext):
     return Progress()
 
 
+def _release_accelerate_state() -> None:
+    """The Trainer leaves accelerate's process-wide state in its precision; later runs in this
+    process (the shared loop) then start clean."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 @register
 class DPO:
     name = "dpo"
@@ -158,6 +167,7 @@ class DPO:
         seconds = time.perf_counter() - t0
         model = trainer.model
         model.eval()
+        _release_accelerate_state()
         trainable, total = count_params(model)
         tokens = int(max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0))
         ctx.notes.update(steps=out.global_step, train_loss=out.training_loss, trainable_params=trainable,

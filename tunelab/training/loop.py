@@ -201,7 +201,9 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
         model.train()
         if stop:
             break
-    unwrapped = accelerator.unwrap_model(model)
+    # Drop the autocast wrapper accelerate puts on forward when a caller (a Trainer) left a mixed-
+    # precision state behind: the trained model must predict as it will after being reloaded.
+    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if validation is not None:
         ckpt.load_best(unwrapped)
     return LoopResult(state=state, resumed_from_step=resumed_from, tokens_processed=tokens,
