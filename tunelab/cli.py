@@ -91,9 +91,13 @@ def _say(message: str) -> None:
 
 
 def cmd_inspect(args) -> int:
+    from .cli_generative import cmd_inspect_generative
     from .data import read_table, validate
+    from .data.generative import sniff_file
     from .models import resolve_model, token_counter
 
+    if sniff_file(args.file):          # conversations, plain-text records, preference pairs
+        return cmd_inspect_generative(args)
     spec = resolve_model(args.model)
     train = read_table(args.file, text_column=args.text_column, label_column=args.label_column)
     test = read_table(args.test, text_column=train.text_column, label_column=train.label_column) if args.test else None

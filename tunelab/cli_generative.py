@@ -175,3 +175,29 @@ def cmd_compare_generative(args, names: list[str], progress) -> int:
               f"{r.get('token_f1', float('nan')):>8.3f}{r['train_seconds']:>9.1f}{r.get('tokens_per_second') or 0:>10.0f}"
               f"{r['peak_rss_mb']:>9.0f}{r['trainable_params']:>12,}")
     return 0
+
+
+def cmd_inspect_generative(args) -> int:
+    from .data.generative import read_generative
+    from .data.generative_checks import validate_generative
+    from .models import resolve_model
+    from .models.causal import conversation_token_counter, load_chat_tokenizer
+
+    ds = read_generative(args.file)
+    spec = resolve_model(args.model)
+    counter = conversation_token_counter(load_chat_tokenizer(spec.path)) if spec.kind == "causal-lm" else None
+    report = validate_generative(ds, max_length=spec.max_length if counter else None, count_tokens=counter)
+    if args.json:
+        print(json.dumps({"format": ds.format, "kind": ds.kind, "encoding": ds.encoding, **report.to_dict()},
+                         indent=2))
+        return 0 if report.ok else EXIT_DATA
+    stats = report.stats["train"]
+    print(f"{args.file}: {ds.format} ({ds.kind}), {ds.encoding}, {len(ds)} examples"
+          + (f", {stats['turns']['mean']:.1f} turns on average" if "turns" in stats else ""))
+    if "length" in stats:
+        print(f"length (tokens with {spec.name}'s chat template): mean {stats['length']['mean']:.0f}, "
+              f"p95 {stats['length']['p95']}, max {stats['length']['max']}")
+    for issue in report.errors + report.warnings:
+        print(str(issue))
+    print("The data can be used for training." if report.ok else "The data cannot be used as it is.")
+    return 0 if report.ok else EXIT_DATA

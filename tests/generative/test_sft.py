@@ -80,3 +80,25 @@ def test_classification_model_is_refused_for_sft(identity, tmp_path):
     _, data = identity
     with pytest.raises(ConfigError, match="not a causal language model"):
         run_generative(resolve_model("minilm"), data, "sft-lora", out=tmp_path / "x")
+
+
+def test_sft_stopped_mid_run_resumes_from_its_checkpoint(identity, tmp_path):
+    from tunelab.training import control
+    from tunelab.training.control import TrainingStopped
+
+    model, data = identity
+    params = ["min_steps=30", "max_epochs=3", "checkpoint_every=5", "eval_answers=1"]
+
+    def stop_at_12(event):
+        if event.phase == "train" and event.step == 12:
+            control.request_stop("test")
+    control.clear()
+    try:
+        with pytest.raises(TrainingStopped):
+            run_generative(model, data, "sft-lora", params, out=tmp_path / "r", progress=stop_at_12)
+    finally:
+        control.clear()
+    assert (tmp_path / "r" / "checkpoints" / "LATEST").is_file()
+    result = run_generative(model, data, "sft-lora", params, out=tmp_path / "r")
+    assert result.notes["resumed_from_step"] == 12
+    assert (tmp_path / "r" / "manifest.json").is_file() and not (tmp_path / "r" / "checkpoints").exists()

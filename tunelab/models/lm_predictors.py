@@ -111,6 +111,7 @@ class PromptClassifier:
         self.calibration, self.normalize, self.max_text_tokens = calibration, normalize, max_text_tokens
         self.device, self.precision = device, precision
         self.bias: np.ndarray | None = None
+        self.on_progress = None        # (done, total) -> None, while texts are scored
         self._label_ids = [self._answer_ids(self.verbalizers[n]) for n in label_names]
 
     def _answer_ids(self, answer: str) -> list[int]:
@@ -190,7 +191,9 @@ class PromptClassifier:
         if self.calibration == "content-free" and self.bias is None:
             self.calibrate()
         rows = []
-        for text in texts:
+        for i, text in enumerate(texts):
+            if self.on_progress is not None and (i % 16 == 0 or i == len(texts) - 1):
+                self.on_progress(i + 1, len(texts))
             s = self.label_scores(text) - (self.bias if self.bias is not None else 0.0)
             e = np.exp(s - s.max())
             rows.append(e / e.sum())

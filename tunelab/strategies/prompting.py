@@ -21,6 +21,7 @@ from ..models import ModelNotFound, resolve_model
 from ..models.causal import load_causal_lm, load_chat_tokenizer
 from ..models.lm_predictors import PromptClassifier
 from ..training.preflight import Estimate, current_rss_mb, inference_memory, model_dims
+from ..training.progress import ProgressEvent
 from .base import ConfigError, Params, RunContext, register
 from .zero_shot import humanize
 
@@ -103,6 +104,8 @@ class _PromptBase:
         rng = np.random.default_rng(ctx.seed)
         train = ctx.splits.train.texts
         sample = [train[i] for i in rng.permutation(len(train))[:ctx.params.calibration_texts]]
+        clf.on_progress = lambda done, total: ctx.progress(ProgressEvent("predict", done, total,
+                                                                        message=f"prompting {spec.name}"))
         clf.calibrate(sample)
         ctx.notes.update(trainable_params=0, total_params=spec.parameters, lm=spec.name,
                          shots=len(clf.shots), setup_seconds=time.perf_counter() - t0)
