@@ -18,6 +18,8 @@ from tunelab.security.crypto import TenantKeys
 
 from service.helpers import upload, wait_job
 
+SQLITE_ONLY = True   # database-independent: see tests/service/conftest.py
+
 MARKER = "zanzibar-quokka-7781"     # a string that appears in nothing but this tenant's texts
 
 

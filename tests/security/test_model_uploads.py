@@ -17,6 +17,8 @@ from tunelab.models import resolve_model
 from tunelab.models.catalog import UnsafeModel
 
 
+SQLITE_ONLY = True   # database-independent: see tests/service/conftest.py
+
 class _Canary:
     def __init__(self, path):
         self.path = path

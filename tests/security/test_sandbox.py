@@ -17,6 +17,8 @@ from tunelab.settings import Settings
 
 from service.helpers import upload
 
+SQLITE_ONLY = True   # database-independent: see tests/service/conftest.py
+
 PROBE = r'''
 import json, os, socket, sys
 port, paths, job_dir = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]

@@ -28,6 +28,11 @@ def database_url(backend: str, name: str) -> str | None:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request) -> str:
+    # Modules whose subject does not touch the database's behaviour (the OpenAI client's shapes,
+    # the SDK, the sandbox, file handling) say SQLITE_ONLY = True: the suite stays within its
+    # time budget, and every database-facing module still runs on both backends.
+    if request.param != "sqlite" and getattr(request.module, "SQLITE_ONLY", False):
+        pytest.skip("database-independent module: run on SQLite only")
     return request.param
 
 

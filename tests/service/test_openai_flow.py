@@ -12,6 +12,8 @@ import pytest
 from .helpers import events
 
 
+SQLITE_ONLY = True   # database-independent: see tests/service/conftest.py
+
 @pytest.fixture(scope="module")
 def oai(server, tenant_a):
     return openai.OpenAI(base_url=server.url + "/v1", api_key=tenant_a["api_key"], max_retries=0)

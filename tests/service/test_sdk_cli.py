@@ -13,6 +13,8 @@ from tunelab.sdk import APIError, Client, JobEvent
 
 
 
+SQLITE_ONLY = True   # database-independent: see tests/service/conftest.py
+
 @pytest.fixture(scope="module")
 def sdk(server, tenant_a):
     with Client(server.url, tenant_a["api_key"], timeout=60) as c:
