@@ -205,3 +205,22 @@ def test_reconcile_catches_tampering_and_double_billing(db, tenant):
     with db.session() as s:
         problems = reconcile(s)["tenants"][0]["problems"]
         assert any("steps (2, 5] billed again" in p for p in problems), problems
+
+
+def test_calibration_learns_throughput_not_early_stopping(db):
+    """A run that stopped early trained fewer tokens than estimated: the calibration compares the
+    metered compute with the raw model for the tokens really trained, so it learns throughput."""
+    from tunelab.billing.estimate import calibration, observe, raw_seconds, work_done_raw
+
+    shape = JobShape("full", "minilm", 22_700_000, 800, None, 16.0, 10, {"epochs": 3, "min_steps": 200})
+    with db.session() as s:
+        est = estimate(s, [shape], device="cpu", units=2).to_dict()
+        train = next(t for t in est["basis"][0]["terms"] if t["term"] == "train")
+        raw = raw_seconds(shape, "cpu")[0] * 1000
+        done = work_done_raw(est, train["tokens"] // 2)           # it stopped half-way
+        assert abs(done - (raw - train["seconds"] * 500)) < 5
+        # this machine is twice as slow as the shipped constants say
+        observe(s, "full|minilm|cpu", done, int(2 * done), 0, 2, "cpu", estimated_ms=est["compute_ms"])
+        factor, _, spread = calibration(s, "full|minilm|cpu")
+        assert factor == pytest.approx(1.5)                      # half-way from 1.0 to the 2.0 measured
+        assert spread > 0.1

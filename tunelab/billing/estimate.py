@@ -181,10 +181,24 @@ def estimate(session: Session | None, shapes: list[JobShape], device: str | None
                     spread=round(spread, 4), basis=basis)
 
 
-def observe(session: Session, key: str, raw_ms: int, actual_ms: int, wall_ms: int, units: int, device: str) -> Calibration:
-    """Fold a finished job into the calibration table: the ratio of metered to raw compute (and
-    of wall time to compute per unit), smoothed; the spread tracks the relative error of the
-    estimate the job was given."""
+def work_done_raw(estimate: dict, tokens_trained: int | None) -> int:
+    """The raw estimate redone for the work the job really did: a fine-tune that stopped early
+    trained fewer tokens than estimated. The calibration learns throughput from this, so that
+    early stopping (which varies from dataset to dataset) does not skew it."""
+    raw, basis = int(estimate.get("raw_ms") or 0), estimate.get("basis") or []
+    if not tokens_trained or len(basis) != 1:
+        return raw
+    train = next((t for t in basis[0].get("terms", []) if t.get("term") == "train"), None)
+    if not train or not train.get("tokens"):
+        return raw
+    return max(int(raw + train["seconds"] * 1000 * (tokens_trained / train["tokens"] - 1)), 1)
+
+
+def observe(session: Session, key: str, raw_ms: int, actual_ms: int, wall_ms: int, units: int, device: str,
+            estimated_ms: int | None = None) -> Calibration:
+    """Fold a finished job into the calibration table: the ratio of metered compute to the raw
+    model's compute for the work done (and of wall time to compute per unit), smoothed; the
+    spread tracks the relative error of the estimate the job was given (`estimated_ms`)."""
     row = session.get(Calibration, key)
     if row is None:
         row = Calibration(key=key, factor=1.0, wall_factor=1.0, spread=DEFAULT_SPREAD, samples=0)
@@ -192,7 +206,7 @@ def observe(session: Session, key: str, raw_ms: int, actual_ms: int, wall_ms: in
     if raw_ms <= 0 or actual_ms <= 0:
         return row
     ratio = actual_ms / raw_ms
-    error = abs(ratio / row.factor - 1)
+    error = abs(actual_ms / estimated_ms - 1) if estimated_ms else abs(ratio / row.factor - 1)
     per_unit = actual_ms / (units if device == "cpu" else 1)
     alpha = max(0.3, 1 / (row.samples + 2))
     row.factor = (1 - alpha) * row.factor + alpha * ratio

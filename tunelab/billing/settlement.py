@@ -76,7 +76,7 @@ def try_resume(session: Session, acct: BillingAccount, jb: JobBilling) -> bool:
 
 
 def settle(session: Session, tenant_id: str, job_id: str, *, outcome: str, attempts: int, kind: str = "train",
-           strategy: str | None = None, model: str | None = None) -> JobBilling | None:
+           strategy: str | None = None, model: str | None = None, tokens_trained: int | None = None) -> JobBilling | None:
     """Release the rest of the reservation and record the actual next to the estimate."""
     if session.get(JobBilling, job_id) is None:
         return None
@@ -101,8 +101,8 @@ def settle(session: Session, tenant_id: str, job_id: str, *, outcome: str, attem
     clean = jb.billed_ms == jb.metered_ms and attempts == 1
     if outcome == "succeeded" and kind == "train" and clean and strategy and model and est.get("raw_ms"):
         key = estimating.calibration_key(strategy, model, jb.device)
-        estimating.observe(session, key, int(est["raw_ms"]), jb.billed_ms, jb.wall_ms, int(est.get("units") or 1),
-                           jb.device)
+        estimating.observe(session, key, estimating.work_done_raw(est, tokens_trained), jb.billed_ms, jb.wall_ms,
+                           int(est.get("units") or 1), jb.device, estimated_ms=est.get("compute_ms"))
     return jb
 
 

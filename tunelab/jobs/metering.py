@@ -106,8 +106,10 @@ def on_transition(session: Session, job: Job, new: JobStatus) -> None:
     what it still holds."""
     if new.is_terminal:
         spec = job.spec or {}
+        metrics = (job.result or {}).get("metrics") or {}
         settlement.settle(session, job.tenant_id, job.id, outcome=new.value, attempts=job.attempts,
-                          kind=job.kind, strategy=spec.get("strategy"), model=spec.get("model"))
+                          kind=job.kind, strategy=spec.get("strategy"), model=spec.get("model"),
+                          tokens_trained=metrics.get("tokens_processed"))
     elif new == JobStatus.PAUSED:
         settlement.pause(session, job.tenant_id, job.id)
 
