@@ -19,7 +19,7 @@ from .server_proc import ServerProcess
 OPERATOR = "tl-operator-flow"
 # $36/core-hour: one core-second is exactly one cent, so a small run costs real money.
 PRICE = 36_000_000
-SPEC = {"strategy": "full", "seed": 0, "params": {"epochs": 4, "min_steps": 0, "checkpoint_every": 3}}
+SPEC = {"strategy": "full", "seed": 0, "params": {"epochs": 3, "min_steps": 0, "checkpoint_every": 3}}
 # Three full runs on 2 shared cores: minutes each when the machine is busy.
 pytestmark = pytest.mark.timeout(3600)
 
@@ -82,7 +82,7 @@ def test_credit_runs_out_pauses_and_a_top_up_resumes_from_the_checkpoint(server,
     assert r.returncode == 0, r.stderr
     with server.client(payer["api_key"]) as pay, server.client(rich["api_key"]) as ref, operator(server) as op:
         ds_pay, ds_ref = upload(pay, banking_subset[0])["id"], upload(ref, banking_subset[0])["id"]
-        # leave the payer 25 core-seconds of credit: setup and a part of the 36 steps
+        # leave the payer 25 core-seconds of credit: setup and a part of the 27 steps
         r = op.post("/api/v1/admin/billing/adjustments", json={"tenant_id": payer["tenant_id"],
                                                                "amount_usd": "-99.75", "memo": "test"})
         assert r.json()["balance"]["available"] == 250_000, r.text

@@ -6,7 +6,6 @@ names the quota, its limit and what the request would have made of it."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
