@@ -128,7 +128,7 @@ def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tu
                                                                          + latency_texts)
         terms.append({"term": "encode", "tokens": int(texts * tok), "seconds": dev["k_encode"] * pb * texts * tok})
         if shape.strategy == "linear-probe":
-            terms.append({"term": "logistic regression", "seconds": s.get("k_fit", 0.0) * train * shape.labels})
+            terms.append({"term": "logistic regression", "seconds": s.get("k_fit", 0.0) * train})
         if shape.strategy == "few-shot":
             pairs = int(shape.params.get("max_pairs", 2000))
             terms.append({"term": "setfit pairs", "pairs": pairs,
