@@ -8,7 +8,7 @@ wall time, peak RSS (MB, sampled every 0.05 s by psutil in a background thread) 
   (a) Trainer as today's no-code tools run it: padding="max_length" (128), batch 8, fp32, lr 5e-5.
       It is slow (~14 samples/s), so unless --full-a it runs a fixed number of steps and the full
       run's wall time is projected from them (its macro-F1 is then not comparable: "—").
-  (b) Trainer hand-tuned: dynamic padding, length-grouped batches, batch 32, bf16 autocast, lr 2e-4,
+  (b) Trainer hand-tuned: dynamic padding, length-grouped batches, batch 32, bf16 autocast where the CPU has native bf16 (fp32 elsewhere), lr 2e-4,
       10% warmup, weight decay 0.01 -- what an expert would do with transformers alone.
   full / linear-probe / lora: tunelab's strategies with their defaults (via the library API).
       linear-probe runs twice: cold (TUNELAB_HOME is a fresh temp dir) and warm (features cached).
@@ -52,6 +52,7 @@ import transformers  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from tunelab.models import resolve_model  # noqa: E402
+from tunelab.models.device import cpu_has_bf16  # noqa: E402
 from tunelab.runner import DataSpec, prepare_data, run_strategy  # noqa: E402
 from tunelab.strategies import get_strategy  # noqa: E402
 from tunelab.training.costs import ResourceMeter  # noqa: E402  (psutil sampler thread, 0.05 s)
@@ -89,6 +90,7 @@ def machine() -> dict:
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "native_bf16": cpu_has_bf16(),
             "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
@@ -137,8 +139,10 @@ def trainer_row(kind: str, model_path: Path, max_length: int, data, epochs: int,
                                      learning_rate=5e-5, **common)
             collator = default_data_collator
         else:
+            # bf16 only where the CPU has native bf16 dot products (the rule tunelab applies too):
+            # emulated bf16 on an AVX2-only CPU is several times slower than fp32.
             args = TrainingArguments(per_device_train_batch_size=32, per_device_eval_batch_size=64,
-                                     learning_rate=2e-4, warmup_steps=0.1, weight_decay=0.01, bf16=True,
+                                     learning_rate=2e-4, warmup_steps=0.1, weight_decay=0.01, bf16=cpu_has_bf16(),
                                      train_sampling_strategy="group_by_length", **common)
             collator = DataCollatorWithPadding(tok)
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator)
@@ -209,6 +213,7 @@ def report(rows: dict, info: dict, args) -> str:
     out = [f"## Banking77, all-MiniLM-L6-v2 — {rows[next(iter(rows))]['train_rows']} train rows, "
            f"{info['test_rows']} test rows, {args.epochs} epoch(s){' (--quick)' if args.quick else ''}", "",
            f"Machine: {info['cpu']}, {info['cores']} cores (torch threads {info['torch_threads']}), "
+           f"native bf16: {'yes' if info['native_bf16'] else 'no (AVX2 only: every row runs fp32)'}, "
            f"torch {info['torch']}, transformers {info['transformers']}, Python {info['python']}. "
            f"Load average at start: {' / '.join(map(str, info['load_avg_at_start']))}; "
            f"at end: {' / '.join(map(str, info['load_avg_at_end']))}.", "",

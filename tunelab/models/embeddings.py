@@ -50,7 +50,8 @@ class FeatureCache:
 
 def encode(encoder, texts: list[str], *, cache: FeatureCache | None = None, model_key: str = "",
            precision: str = "no", batch_size: int = 64, progress=None) -> np.ndarray:
-    """Normalised sentence embeddings as float32 [n, dim]."""
+    """Normalised sentence embeddings as float32 [n, dim]. progress(done, total), if given, is
+    called after each batch."""
     key = cache.key(model_key, texts) if cache is not None else ""
     if cache is not None:
         hit = cache.get(key)
@@ -59,10 +60,43 @@ def encode(encoder, texts: list[str], *, cache: FeatureCache | None = None, mode
     features = np.zeros((0, encoder.get_embedding_dimension()), dtype=np.float32)
     if texts:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            features = encoder.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
-                                      normalize_embeddings=True,
-                                      show_progress_bar=bool(progress) and len(texts) > 500)
+            if _text_transformer(encoder):
+                features = _encode_token_sorted(encoder, list(texts), batch_size, progress)
+            else:
+                features = encoder.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+                                          normalize_embeddings=True)
         features = features.astype(np.float32)
     if cache is not None:
         cache.put(key, features)
     return features
+
+
+def _text_transformer(encoder) -> bool:
+    """A text model whose first module is sentence-transformers' Transformer with a tokenizer."""
+    from sentence_transformers.base.modules.transformer import Transformer
+
+    first = encoder[0] if len(encoder) else None
+    return isinstance(first, Transformer) and callable(getattr(encoder, "tokenizer", None))
+
+
+@torch.inference_mode()
+def _encode_token_sorted(encoder, texts: list[str], batch_size: int, progress) -> np.ndarray:
+    """sentence-transformers' pipeline (its pooling and normalisation modules) on batches of
+    similar TOKEN length. encode() sorts by characters, which pads short-text batches more: on
+    Banking77 this runs ~1.3x faster (measured on 2 cores; the encoder is compute-bound, so
+    padding is the waste there is to remove)."""
+    tok = encoder.tokenizer
+    enc = tok(texts, truncation=True, max_length=encoder.max_seq_length)
+    columns = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+    lengths = np.fromiter((len(x) for x in enc["input_ids"]), dtype=np.int64, count=len(texts))
+    order = np.argsort(-lengths, kind="stable")
+    out = np.zeros((len(texts), encoder.get_embedding_dimension()), dtype=np.float32)
+    device = encoder.device
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        batch = tok.pad({k: [enc[k][i] for i in index] for k in columns}, return_tensors="pt")
+        emb = encoder({k: v.to(device) for k, v in batch.items()})["sentence_embedding"]
+        out[index] = torch.nn.functional.normalize(emb.float(), p=2, dim=1).cpu().numpy()
+        if progress:
+            progress(min(start + batch_size, len(order)), len(order))
+    return out

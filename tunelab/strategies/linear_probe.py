@@ -41,12 +41,16 @@ class LinearProbe:
         cache = FeatureCache(ctx.cache_dir / "features")
         key = model_key(ctx.model.path)
         names = ctx.splits.label_names
-        feats = {}
-        for i, (split, ds) in enumerate((("train", ctx.splits.train), ("validation", ctx.splits.validation))):
-            ctx.progress(ProgressEvent("encode", i, 2, message=f"encoding {split} ({len(ds)} texts)"))
+        feats, total, done = {}, len(ctx.splits.train) + len(ctx.splits.validation), 0
+        for split, ds in (("train", ctx.splits.train), ("validation", ctx.splits.validation)):
+            def tick(n, _of, base=done, split=split):
+                ctx.progress(ProgressEvent("encode", base + n, total, message=f"encoding {split}"))
+
+            ctx.progress(ProgressEvent("encode", done, total, message=f"encoding {split} ({len(ds)} texts)"))
             feats[split] = encode(encoder, ds.texts, cache=cache, model_key=key,
-                                  precision=ctx.precision, batch_size=p.batch_size)
-        ctx.progress(ProgressEvent("encode", 2, 2))
+                                  precision=ctx.precision, batch_size=p.batch_size, progress=tick)
+            done += len(ds)
+        ctx.progress(ProgressEvent("encode", total, total))
         ctx.notes["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
         y_val = label_ids(ctx.splits.validation.labels, names)
         weight, bias, c = fit_logistic_head(feats["train"], label_ids(ctx.splits.train.labels, names),
