@@ -4,24 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
 DEFAULT_CS = (1.0, 10.0, 100.0)
-
-
-def sklearn_head_to_linear(clf: LogisticRegression, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(W [n_classes, dim], b [n_classes]) such that softmax(W x + b) = clf.predict_proba(x)."""
-    coef, intercept = clf.coef_, clf.intercept_
-    if coef.shape[0] == 1 and n_classes == 2:
-        # Binary LR is sigmoid(w x + b) = softmax([0, w x + b])[1].
-        coef = np.vstack([np.zeros_like(coef), coef])
-        intercept = np.concatenate([[0.0], intercept])
-    weight = np.zeros((n_classes, coef.shape[1]), dtype=np.float32)
-    bias = np.full(n_classes, -1e4, dtype=np.float32)   # classes absent from training never win
-    weight[clf.classes_] = coef
-    bias[clf.classes_] = intercept
-    return weight, bias
 
 
 def fit_logistic_head(x: np.ndarray, y: np.ndarray, n_classes: int, x_val: np.ndarray | None = None,
