@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .models import token_counter
+from .models.batch_shapes import split_batch
 from .strategies import ConfigError, RunContext, get_strategy, parse_params
-from .training.preflight import (Estimate, current_rss_mb, inference_memory, memory_budget_mb, model_dims,
-                                 time_steps, training_memory)
+from .training.batching import epoch_batches
+from .training.preflight import (Estimate, activation_mb, current_rss_mb, inference_memory, memory_budget_mb,
+                                 model_dims, time_steps, training_memory)
 
 HEADROOM = 0.9   # never plan past 90% of the budget: allocator fragmentation and the OS need room
 
@@ -59,11 +61,26 @@ def _lengths(ctx: RunContext, texts: list[str]) -> np.ndarray:
 
 def finetune_memory(ctx: RunContext, params, trainable: int, total: int, lengths: np.ndarray,
                     baseline_mb: float | None = None) -> dict:
-    seq = int(min(lengths.max(), params.max_length or ctx.model.max_length))
+    lengths = np.minimum(lengths, params.max_length or ctx.model.max_length)
     eager = params.attention == "eager" or (params.attention == "auto" and ctx.device == "cpu")
-    return training_memory(model_dims(_config(ctx)), total, trainable, params.batch_size, seq,
+    dims = model_dims(_config(ctx))
+    if ctx.device == "cpu":
+        rows, seq = largest_run(lengths, params.batch_size, ctx.seed,
+                                lambda n, L: activation_mb(dims, n, L, eager, params.gradient_checkpointing))
+    else:
+        rows, seq = params.batch_size, int(lengths.max())
+    return training_memory(dims, total, trainable, rows, seq,
                            eager_attention=eager, checkpointing=params.gradient_checkpointing,
                            baseline_mb=baseline_mb)
+
+
+def largest_run(lengths: np.ndarray, batch_size: int, seed: int, footprint) -> tuple[int, int]:
+    """(rows, length) of the forward with the most activations: the loop runs each batch as runs
+    of similar length (models.batch_shapes), so that is not always batch x longest text."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    runs = (r for b in epoch_batches(lengths, batch_size, seed, 0) for r in split_batch(b, lengths))
+    return max(((len(r), int(lengths[r].max())) for r in runs), key=lambda shape: footprint(*shape),
+               default=(1, 1))
 
 
 def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
@@ -76,27 +93,46 @@ def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
     total = sum(p.numel() for p in model.parameters())
     lengths = _lengths(ctx, ctx.splits.train.texts)
     breakdown = finetune_memory(ctx, ctx.params, trainable, total, lengths, baseline)
-    # Time: a few real steps on a batch of typical length, with the run's precision.
+    # Time: a few real steps on a batch of the median size, as the loop runs it (in runs of
+    # similar length on CPU), with the run's precision.
     from .models.device import autocast
     p = ctx.params
-    typical = max(int(np.mean(lengths)), 2)
-    ids = [[101] + [1000] * (typical - 2) + [102]] * min(p.batch_size, len(lengths))
-    batch = collate(ids, np.arange(len(ids)), 0)
+    batches = epoch_batches(lengths, p.batch_size, ctx.seed, 0)
+    typical = sorted(batches, key=lambda b: int(lengths[b].sum()))[len(batches) // 2]
+    runs = split_batch(typical, lengths) if ctx.device == "cpu" else [typical]
+    inputs = [collate([[101] + [1000] * max(int(lengths[i]) - 2, 0) + [102] for i in run],
+                      np.arange(len(run)), 0) for run in runs]
+    # The probe must not itself need the memory a refused run would: past the budget it runs
+    # checkpointed (the first way that fits), and not at all when even that would not fit.
+    fits = sum(breakdown.values()) <= memory_budget_mb() * HEADROOM
+    if not fits:
+        checkpointed = finetune_memory(ctx, p.model_copy(update={"gradient_checkpointing": True}), trainable,
+                                       total, lengths, baseline)
+        if sum(checkpointed.values()) > memory_budget_mb() * HEADROOM:
+            del model
+            gc.collect()
+            return Estimate(sum(breakdown.values()), 0.0, breakdown, "not timed: it does not fit",
+                            trainable, total)
+        model.gradient_checkpointing_enable()
     optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=0.0)
     model.train()
 
     def step():
-        with autocast(ctx.device, ctx.precision):
-            loss = model(**batch).logits.float().sum()
-        loss.backward()
+        for batch in inputs:
+            with autocast(ctx.device, ctx.precision):
+                loss = model(**batch).logits.float().sum()
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     step_s = time_steps(step)
-    del model, optimizer, batch
+    del model, optimizer, inputs
     gc.collect()
     per_epoch = math.ceil(len(lengths) / p.batch_size / p.gradient_accumulation)
-    steps = per_epoch * min(max(p.epochs, math.ceil(p.min_steps / per_epoch)), max(20, p.epochs))
+    epochs = min(max(p.epochs, math.ceil(p.min_steps / per_epoch)), max(20, p.epochs))
+    steps = per_epoch * epochs
     eval_s = step_s / 3 * math.ceil((len(ctx.splits.validation) + len(ctx.splits.test)) / p.batch_size)
+    # step_s is one batch; an optimizer step with gradient accumulation runs several
+    step_s *= p.gradient_accumulation
     return Estimate(sum(breakdown.values()), steps * step_s + eval_s, breakdown,
                     f"{steps} steps x {step_s:.2f}s; trainable {trainable:,} of {total:,} parameters",
                     trainable, total)
@@ -156,8 +192,10 @@ def estimate(ctx: RunContext, strategy) -> Estimate:
     return estimate_finetune(ctx, strategy) if hasattr(strategy, "build") else estimate_transfer(ctx, strategy)
 
 
-def fit_options(ctx: RunContext, strategy, budget_mb: float, trainable: int, total: int) -> list[FitOption]:
-    """Changes that lower peak memory, cheapest in quality and time first."""
+def fit_options(ctx: RunContext, strategy, budget_mb: float, trainable: int, total: int,
+                baseline_mb: float | None = None) -> list[FitOption]:
+    """Changes that lower peak memory, cheapest in quality and time first. baseline_mb: what the
+    process held before the estimate's probe step (after it, the allocator still holds its memory)."""
     if not hasattr(strategy, "build"):
         return []
     lengths = _lengths(ctx, ctx.splits.train.texts)
@@ -167,7 +205,10 @@ def fit_options(ctx: RunContext, strategy, budget_mb: float, trainable: int, tot
     def add(description: str, name: str, changes: dict, train_params: int):
         params = p.model_copy(update=changes) if name == strategy.name else \
             parse_params(get_strategy(name), {k: v for k, v in {**_shared(p), **changes}.items()})
-        mem = finetune_memory(ctx, params, train_params, total, lengths)
+        mem = finetune_memory(ctx, params, train_params, total, lengths, baseline_mb)
+        if options and sum(mem.values()) >= 0.95 * min(o.peak_mb for o in options):
+            return       # no lower than a cheaper option already listed (e.g. a smaller batch whose
+                         # runs are no smaller: the loop already splits big batches on CPU)
         options.append(FitOption(description, name, {**_shared(p), **changes} if name != strategy.name
                                   else changes, sum(mem.values())))
 
@@ -205,7 +246,8 @@ def preflight(ctx: RunContext, strategy, auto_fit: bool = False) -> tuple[Plan, 
     plan = Plan(strategy.name, ctx.params.model_dump(), est, budget)
     if est.peak_mb <= budget * HEADROOM:
         return plan, ctx, strategy
-    options = fit_options(ctx, strategy, budget, est.trainable_params, est.total_params)
+    options = fit_options(ctx, strategy, budget, est.trainable_params, est.total_params,
+                          est.breakdown_mb.get("process"))
     plan.options = options
     message = (f"{strategy.name} would need ~{est.peak_mb:,.0f} MB at its peak but {budget:,.0f} MB is "
                f"available ({HEADROOM:.0%} usable). Ways that fit:\n" +

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from .inference import inference_batches
+
 
 class FeatureCache:
     def __init__(self, root: Path):
@@ -89,14 +91,13 @@ def _encode_token_sorted(encoder, texts: list[str], batch_size: int, progress) -
     enc = tok(texts, truncation=True, max_length=encoder.max_seq_length)
     columns = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     lengths = np.fromiter((len(x) for x in enc["input_ids"]), dtype=np.int64, count=len(texts))
-    order = np.argsort(-lengths, kind="stable")
     out = np.zeros((len(texts), encoder.get_embedding_dimension()), dtype=np.float32)
-    device = encoder.device
-    for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+    device, done = encoder.device, 0
+    for index in inference_batches(lengths, batch_size, device.type):
         batch = tok.pad({k: [enc[k][i] for i in index] for k in columns}, return_tensors="pt")
         emb = encoder({k: v.to(device) for k, v in batch.items()})["sentence_embedding"]
         out[index] = torch.nn.functional.normalize(emb.float(), p=2, dim=1).cpu().numpy()
+        done += len(index)
         if progress:
-            progress(min(start + batch_size, len(order)), len(order))
+            progress(done, len(texts))
     return out

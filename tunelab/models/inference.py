@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .batch_shapes import inference_runs
 from .device import autocast
 
 
@@ -28,7 +29,10 @@ def collate(ids: list[list[int]], index: np.ndarray, pad_id: int) -> dict[str, t
     return {"input_ids": input_ids, "attention_mask": mask}
 
 
-def inference_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+def inference_batches(lengths: np.ndarray, batch_size: int, device: str = "cpu") -> list[np.ndarray]:
+    """Longest first; on CPU a batch with a long tail or long texts is split into cheaper runs."""
+    if device == "cpu":
+        return inference_runs(lengths, batch_size)
     order = np.argsort(-lengths, kind="stable")
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -38,7 +42,7 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, device: str, precis
                    batch_size: int = 128) -> np.ndarray:
     out = None
     model.eval()
-    for index in inference_batches(lengths_of(ids), batch_size):
+    for index in inference_batches(lengths_of(ids), batch_size, str(device).split(":")[0]):
         batch = {k: v.to(device) for k, v in collate(ids, index, pad_id).items()}
         with autocast(device, precision):
             logits = model(**batch).logits.float().cpu().numpy()

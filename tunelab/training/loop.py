@@ -11,12 +11,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
+from ..models.batch_shapes import split_batch
 from ..models.device import autocast
 from ..models.inference import collate, lengths_of, predict_logits
 from .batching import epoch_batches
@@ -51,7 +53,7 @@ class EncodedSplit:
     input_ids: list[list[int]]
     labels: np.ndarray
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
         return lengths_of(self.input_ids)
 
@@ -108,6 +110,12 @@ class ClassificationTask:
 
     def size(self, split) -> int:
         return len(split.labels)
+
+    def micro_batches(self, split: EncodedSplit, index: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        """The batch as runs of similar length (models.batch_shapes), each with its share of the
+        rows: the weighted sum of the runs' mean losses is the batch's mean loss."""
+        runs = split_batch(index, split.lengths)
+        return [(run, len(run) / len(index)) for run in runs]
 
     def loss(self, model, split: EncodedSplit, index: np.ndarray, device, cfg: LoopConfig) -> tuple[torch.Tensor, int]:
         batch = {k: v.to(device) for k, v in collate(split.input_ids, index, self.pad_id).items()}
@@ -168,10 +176,16 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
         start = state.step_in_epoch * cfg.gradient_accumulation if epoch == state.epoch else 0
         for b in range(start, len(batches)):
             index = batches[b]
-            loss, batch_tokens = task.loss(model, train, index, accelerator.device, cfg)
-            accelerator.backward(loss / cfg.gradient_accumulation)
-            tokens += batch_tokens
-            running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+            batch_loss = 0.0
+            # On CPU a batch with a long tail runs as several forwards of similar length: same
+            # gradient, less padding, smaller attention matrices (models/batch_shapes.py).
+            for part, share in (task.micro_batches(train, index)
+                                if cfg.device == "cpu" and hasattr(task, "micro_batches") else [(index, 1.0)]):
+                loss, batch_tokens = task.loss(model, train, part, accelerator.device, cfg)
+                accelerator.backward(loss * (share / cfg.gradient_accumulation))
+                tokens += batch_tokens
+                batch_loss += loss.item() * share
+            running = batch_loss if running is None else 0.9 * running + 0.1 * batch_loss
             if (b + 1) % cfg.gradient_accumulation and b + 1 != len(batches):
                 continue
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
