@@ -103,6 +103,7 @@ def run(args) -> list[dict]:
                 wall = time.time() - t0
                 detail = c.get(f"/api/v1/billing/jobs/{job['id']}").json()
                 actual = detail["charged"]
+                metrics = (done.get("result") or {}).get("metrics", {})
                 row = {"dataset": name, "strategy": strategy, "limit": limit, "status": done["status"],
                        "estimate": est["cost"], "low": est["cost_low"], "high": est["cost_high"], "actual": actual,
                        "error": round((actual - est["cost"]) / est["cost"], 3) if est["cost"] else None,
@@ -110,8 +111,9 @@ def run(args) -> list[dict]:
                        "compute_s": detail["compute_seconds"], "estimated_compute_s": est["compute_seconds"],
                        "wall_s": round(wall, 1), "estimated_wall_s": est["wall_seconds"],
                        "load": round((load0 + os.getloadavg()[0]) / 2, 2),
-                       "factor_used": est["basis"][0]["factor"], "macro_f1": (done.get("result") or {})
-                       .get("metrics", {}).get("macro_f1")}
+                       "factor_used": est["basis"][0]["factor"], "hardware": est["basis"][0].get("hardware"),
+                       "macro_f1": metrics.get("macro_f1"), "tokens_processed": metrics.get("tokens_processed"),
+                       "basis": est["basis"]}
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
                 if args.cold:      # forget what was learned: every row on the shipped constants

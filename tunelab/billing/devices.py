@@ -33,3 +33,30 @@ def cpu_cores() -> int:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:
         return max(os.cpu_count() or 1, 1)
+
+
+@lru_cache(maxsize=1)
+def cpu_probe_ms() -> float:
+    """Milliseconds this CPU takes for one [512 x 384] @ [384 x 1536] matrix product (a MiniLM
+    feed-forward layer on a batch of 32 x 16 tokens) in the precision training runs use here, best
+    of 40: the machine's speed, not its current load. ~0.3 s, once per process.
+    TUNELAB_BILLING_CPU_PROBE_MS fixes it (tests, or a server pricing jobs for other workers)."""
+    forced = os.environ.get("TUNELAB_BILLING_CPU_PROBE_MS")
+    if forced:
+        return float(forced)
+    import time
+
+    import torch
+
+    from ..models.device import autocast, best_precision
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(512, 384, generator=gen), torch.randn(384, 1536, generator=gen)
+    best = float("inf")
+    with torch.inference_mode(), autocast("cpu", best_precision("cpu")):
+        for i in range(44):
+            t0 = time.perf_counter()
+            a @ b
+            if i >= 4:                                 # warm-up: thread pool, caches
+                best = min(best, time.perf_counter() - t0)
+    return best * 1000

@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from ..db.ledger import Calibration
 from ..db.models import utcnow
 from . import prices
-from .devices import detect
+from .devices import cpu_probe_ms, detect
+from .lengths import lengths_from_histogram, padding_factor
 
 WORK = Path(__file__).with_name("work.json")
 MIN_SPREAD, DEFAULT_SPREAD = 0.10, 0.20
@@ -49,6 +50,8 @@ class JobShape:
     params: dict = field(default_factory=dict)   # the strategy's resolved hyperparameters
     family: str = "fine-tune"       # fine-tune | transfer
     file_rows: int = 0              # rows in the whole file (all are read and validated)
+    length_histogram: dict | None = None   # the dataset's token-length histogram (stats)
+    max_length: int = 256           # the model's maximum: longer texts are truncated
 
 
 @dataclass
@@ -103,15 +106,21 @@ def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tu
     fine-tune allowed many epochs (small data, `min_steps`) usually stops early: expected at
     `typical_epochs`; early_stopping=False gives the most it can run."""
     k = work_constants()
-    dev = k["devices"].get(device.split(":")[0], k["devices"]["cpu"])
+    kind = device.split(":")[0]
+    dev = k["devices"].get(kind, k["devices"]["cpu"])
     s = dev["strategies"].get(shape.strategy) or dev["strategies"]["default-" + shape.family]
+    speed = cpu_speed(dev) if kind == "cpu" else 1.0
     pb = shape.model_params / 1e9
     tok = max(shape.mean_tokens, 2.0)
     train, val, test = splits(shape)
     latency_texts = min(test, 256)
     read = shape.file_rows or shape.rows
     terms = [{"term": "setup", "seconds": s["setup_s"] + dev["per_row_s"] * (read + (shape.test_rows or 0))}]
+    lengths = lengths_from_histogram(shape.length_histogram, train,
+                                     int(shape.params.get("max_length") or shape.max_length))
+    infer_f = padding_factor(lengths, 128 if shape.family == "fine-tune" else 64, device, training=False)
     if shape.family == "fine-tune":
+        train_f = padding_factor(lengths, int(shape.params.get("batch_size", 32)), device, training=True)
         steps, epochs = loop_steps(train, shape.params)
         nominal = int(shape.params.get("epochs", 3))
         if early_stopping and epochs > nominal:
@@ -119,21 +128,44 @@ def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tu
             steps = steps * epochs // loop_steps(train, shape.params)[1]
         trained = epochs * train * tok
         terms.append({"term": "train", "steps": steps, "epochs": epochs, "tokens": int(trained),
-                      "seconds": s["k_train"] * pb * trained})
+                      "padding": round(train_f, 3), "seconds": s["k_train"] * pb * trained * train_f})
         evaluated = (val * epochs + test + latency_texts) * tok
-        terms.append({"term": "evaluate", "tokens": int(evaluated), "seconds": dev["k_eval"] * pb * evaluated})
+        terms.append({"term": "evaluate", "tokens": int(evaluated), "padding": round(infer_f, 3),
+                      "seconds": dev["k_eval"] * pb * evaluated * infer_f})
     else:
         texts = {"zero-shot": shape.labels + test + latency_texts,
                  "linear-probe": train + val + test + latency_texts}.get(shape.strategy, shape.labels * 8 + test
                                                                          + latency_texts)
-        terms.append({"term": "encode", "tokens": int(texts * tok), "seconds": dev["k_encode"] * pb * texts * tok})
+        terms.append({"term": "encode", "tokens": int(texts * tok), "padding": round(infer_f, 3),
+                      "seconds": dev["k_encode"] * pb * texts * tok * infer_f})
         if shape.strategy == "linear-probe":
             terms.append({"term": "logistic regression", "seconds": s.get("k_fit", 0.0) * train})
         if shape.strategy == "few-shot":
             pairs = int(shape.params.get("max_pairs", 2000))
             terms.append({"term": "setfit pairs", "pairs": pairs,
                           "seconds": s.get("k_pair", 0.0) * pb * pairs * 2 * tok})
+    if speed != 1.0:
+        for t in terms:
+            t["seconds"] *= speed
     return sum(t["seconds"] for t in terms), terms
+
+
+def hardware_speed(device: str) -> float:
+    """The probe's factor for a priced device (1.0 for GPUs: they are priced per type)."""
+    if device.split(":")[0] != "cpu":
+        return 1.0
+    return cpu_speed(work_constants()["devices"]["cpu"])
+
+
+def cpu_speed(dev: dict) -> float:
+    """How many times longer than the reference machine (work.json's) this CPU takes for the same
+    work, from a matrix-product probe in the precision runs use: the shipped constants then hold on
+    other hardware from the first job (a CPU without native bf16 trains at about half the speed),
+    before the calibration has seen any. Clamped: a probe is a hint, the calibration corrects it."""
+    reference = dev.get("probe_ms")
+    if not reference:
+        return 1.0
+    return min(max(cpu_probe_ms() / reference, 0.2), 5.0)
 
 
 def calibration_key(strategy: str, model: str, device: str) -> str:
@@ -165,6 +197,7 @@ def estimate(session: Session | None, shapes: list[JobShape], device: str | None
         wall += seconds * factor * wall_factor / (units if device == "cpu" else 1)
         spread = max(spread, sp)
         basis.append({"strategy": shape.strategy, "raw_seconds": round(seconds, 2), "factor": round(factor, 3),
+                      "hardware": round(hardware_speed(device), 3),
                       "terms": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in t.items()}
                                 for t in terms]})
     # The top of the range also covers a run that never stops early.

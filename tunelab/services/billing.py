@@ -29,6 +29,16 @@ def _mean_tokens(ds: Dataset) -> float:
     return mean or 16.0
 
 
+def _histogram(ds: Dataset) -> dict | None:
+    """The token-length histogram, converted from words when the stats counted words."""
+    hist = (ds.stats or {}).get("histogram")
+    if not hist or not hist.get("bins"):
+        return None
+    if (ds.stats or {}).get("length_unit") == "words":
+        hist = {"bins": [b * 1.35 for b in hist["bins"]], "counts": hist["counts"]}
+    return hist
+
+
 def _model_parameters(tenant_id: str, model: str) -> int:
     """The base model's size: from the catalog, or from an uploaded model's folder."""
     try:
@@ -61,8 +71,16 @@ def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
         out.append(JobShape(strategy=name, model=spec.model, model_params=params_count,
                             rows=rows, test_rows=test.rows if test is not None else None,
                             mean_tokens=_mean_tokens(train), labels=labels, params=params,
-                            family=getattr(strategy, "family", "fine-tune"), file_rows=train.rows))
+                            family=getattr(strategy, "family", "fine-tune"), file_rows=train.rows,
+                            length_histogram=_histogram(train), max_length=_max_length(spec.model)))
     return out
+
+
+def _max_length(model: str) -> int:
+    try:
+        return int(resolve_model(model).max_length or 512) if not model.startswith("upload:") else 512
+    except (LookupError, ValueError, OSError, TypeError):
+        return 512
 
 
 def estimate_spec(session: Session, tenant_id: str, spec: JobSpec) -> Estimate:
