@@ -170,7 +170,7 @@ def estimate_transfer(ctx: RunContext, strategy) -> Estimate:
                 if not cache.contains(cache.key(key, ds.texts))]
         n = sum(len(ds) for ds in todo)
     else:
-        n = len(ctx.splits.label_names)
+        n = len(ctx.splits.label_names) + min(getattr(ctx.params, "calibration_texts", 0), len(ctx.splits.train))
     n_test = len(ctx.splits.test)
     seconds = (n + n_test) * per_text
     if strategy.name == "few-shot":

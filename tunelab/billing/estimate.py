@@ -52,6 +52,7 @@ class JobShape:
     file_rows: int = 0              # rows in the whole file (all are read and validated)
     length_histogram: dict | None = None   # the dataset's token-length histogram (stats)
     max_length: int = 256           # the model's maximum: longer texts are truncated
+    cached: frozenset = frozenset()  # splits whose encoder features an earlier run cached: "test", "train"
 
 
 @dataclass
@@ -133,9 +134,13 @@ def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tu
         terms.append({"term": "evaluate", "tokens": int(evaluated), "padding": round(infer_f, 3),
                       "seconds": dev["k_eval"] * pb * evaluated * infer_f})
     else:
-        texts = {"zero-shot": shape.labels + test + latency_texts,
-                 "linear-probe": train + val + test + latency_texts}.get(shape.strategy, shape.labels * 8 + test
-                                                                         + latency_texts)
+        # Predictions cache the test split's features, a linear-probe its training features too:
+        # a later run on the same split encodes only what is not cached (and the latency sample).
+        test_enc = 0 if "test" in shape.cached else test
+        calibration = min(int(shape.params.get("calibration_texts", 0)), train)
+        texts = {"zero-shot": shape.labels + calibration + test_enc + latency_texts,
+                 "linear-probe": (0 if "train" in shape.cached else train + val) + test_enc + latency_texts
+                 }.get(shape.strategy, shape.labels * 8 + test + latency_texts)
         terms.append({"term": "encode", "tokens": int(texts * tok), "padding": round(infer_f, 3),
                       "seconds": dev["k_encode"] * pb * texts * tok * infer_f})
         if shape.strategy == "linear-probe":

@@ -5,6 +5,7 @@ quotas on uploads."""
 
 from __future__ import annotations
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..billing import ledger, quotas, settlement
@@ -15,6 +16,7 @@ from ..db.ledger import JobBilling
 from ..db.models import Dataset, Job
 from ..jobs.metering import resume_paused
 from ..jobs.spec import JobSpec
+from ..jobs.status import JobStatus
 from ..models import resolve_model
 from ..strategies import get_strategy, parse_params
 
@@ -63,6 +65,7 @@ def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
     rows = min(spec.limit or train.rows, train.rows)
     labels = int((train.stats or {}).get("num_labels") or 2)
     names = spec.strategies if spec.kind == "compare" else [spec.strategy]
+    cached = cached_features(session, tenant_id, spec)
     out = []
     for name in names:
         strategy = get_strategy(name)
@@ -72,8 +75,30 @@ def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
                             rows=rows, test_rows=test.rows if test is not None else None,
                             mean_tokens=_mean_tokens(train), labels=labels, params=params,
                             family=getattr(strategy, "family", "fine-tune"), file_rows=train.rows,
-                            length_histogram=_histogram(train), max_length=_max_length(spec.model)))
+                            length_histogram=_histogram(train), max_length=_max_length(spec.model),
+                            cached=frozenset(cached)))
+        cached |= FEATURES_LEFT.get(name, set())     # a compare job's later strategies find them
     return out
+
+
+# What a finished run leaves in the tenant's feature cache for its split (models.embeddings).
+FEATURES_LEFT = {"zero-shot": {"test"}, "linear-probe": {"test", "train"}}
+
+
+def cached_features(session: Session, tenant_id: str, spec: JobSpec) -> set[str]:
+    """Splits whose features earlier succeeded jobs on the same split (dataset, test file, limit,
+    seed, model) cached: those are not encoded again, so not estimated again."""
+    same = ("dataset_id", "test_dataset_id", "limit", "seed", "model")
+    want = spec.model_dump(mode="json")
+    found: set[str] = set()
+    jobs = session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.status == JobStatus.SUCCEEDED)
+                           .order_by(Job.created_at.desc()).limit(200))
+    for job in jobs:
+        done = job.spec or {}
+        if all(done.get(k) == want.get(k) for k in same):
+            for name in (done.get("strategies") or [done.get("strategy")]):
+                found |= FEATURES_LEFT.get(name, set())
+    return found
 
 
 def _max_length(model: str) -> int:
