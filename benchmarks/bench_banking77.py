@@ -8,8 +8,9 @@ wall time, peak RSS (MB, sampled every 0.05 s by psutil in a background thread) 
   (a) Trainer as today's no-code tools run it: padding="max_length" (128), batch 8, fp32, lr 5e-5.
       It is slow (~14 samples/s), so unless --full-a it runs a fixed number of steps and the full
       run's wall time is projected from them (its macro-F1 is then not comparable: "—").
-  (b) Trainer hand-tuned: dynamic padding, length-grouped batches, batch 32, bf16 autocast where the CPU has native bf16 (fp32 elsewhere), lr 2e-4,
-      10% warmup, weight decay 0.01 -- what an expert would do with transformers alone.
+  (b) Trainer hand-tuned: dynamic padding, length-grouped batches, batch 32, bf16 autocast where
+      the CPU has native bf16 (fp32 elsewhere), lr 2e-4, 10% warmup, weight decay 0.01 -- what
+      an expert would do with transformers alone.
   full / linear-probe / lora: tunelab's strategies with their defaults (via the library API).
       linear-probe runs twice: cold (TUNELAB_HOME is a fresh temp dir) and warm (features cached).
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import httpx
 
+from tunelab.billing.devices import cpu_probe_ms
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TUNELAB_SHARED", ROOT.parent / "shared")) / "datasets" / "text-classification"
 TUNELAB = [sys.executable, "-m", "tunelab.server"]
@@ -97,6 +99,7 @@ def run(args) -> list[dict]:
                 body = {k: v for k, v in body.items() if v is not None}
                 est = c.post("/api/v1/jobs/estimate", json=body).json()
                 load0 = os.getloadavg()[0]
+                probe = cpu_probe_ms.__wrapped__()     # this CPU's speed just now (uncached)
                 t0 = time.time()
                 job = c.post("/api/v1/jobs", json=body).json()
                 done = wait(c, job["id"])
@@ -110,7 +113,7 @@ def run(args) -> list[dict]:
                        "in_range": est["cost_low"] <= actual <= est["cost_high"],
                        "compute_s": detail["compute_seconds"], "estimated_compute_s": est["compute_seconds"],
                        "wall_s": round(wall, 1), "estimated_wall_s": est["wall_seconds"],
-                       "load": round((load0 + os.getloadavg()[0]) / 2, 2),
+                       "load": round((load0 + os.getloadavg()[0]) / 2, 2), "probe_ms": round(probe, 3),
                        "factor_used": est["basis"][0]["factor"], "hardware": est["basis"][0].get("hardware"),
                        "macro_f1": metrics.get("macro_f1"), "tokens_processed": metrics.get("tokens_processed"),
                        "basis": est["basis"]}

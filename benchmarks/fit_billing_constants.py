@@ -1,8 +1,8 @@
 """Refit the estimator's shipped constants (tunelab/billing/work.json) from a cold benchmark run.
 
     .venv/bin/python benchmarks/billing_estimates.py --cold --limit 800 --transfer-limit 3000 --out cold.json
-    .venv/bin/python benchmarks/fit_billing_constants.py cold.json            # prints the new CPU section
-    .venv/bin/python benchmarks/fit_billing_constants.py cold.json --write    # and writes it
+    .venv/bin/python benchmarks/fit_billing_constants.py cold.json [more.json] # prints the new CPU section
+    .venv/bin/python benchmarks/fit_billing_constants.py cold.json --write     # and writes it
 
 Each row of a --cold run carries the estimate's terms (seconds per term, on the constants used)
 and what the job was charged. The fit is closed-form and per strategy, so three datasets are
@@ -101,16 +101,26 @@ def fit(rows: list[dict], work: dict, probe_ms: float) -> tuple[dict, list[str]]
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("results", type=Path, help="a billing_estimates.py --cold JSON")
+    p.add_argument("results", type=Path, nargs="+",
+                   help="billing_estimates.py --cold JSONs, on the same constants (pooled: runs hours apart "
+                        "average out this VM's drifting speed)")
     p.add_argument("--write", action="store_true", help="write the new CPU section into work.json")
     args = p.parse_args()
     from tunelab.billing.devices import cpu_probe_ms
 
-    data = json.loads(args.results.read_text())
-    if data.get("args", {}).get("cold") != "True":
-        raise SystemExit("fit from a --cold run: calibrated rows were priced on learned factors")
+    rows = []
+    for path in args.results:
+        data = json.loads(path.read_text())
+        if data.get("args", {}).get("cold") != "True":
+            raise SystemExit(f"{path}: fit from --cold runs: calibrated rows were priced on learned factors")
+        rows += data["rows"]
     work = json.loads(WORK.read_text())
-    cpu, log = fit(data["rows"], work, cpu_probe_ms())
+    # The probe taken before each job of the run, not now: this VM's speed drifts by tens of
+    # percent over hours, and the constants must be paired with the speed they were measured at.
+    probes = [r["probe_ms"] for r in rows if r.get("probe_ms")]
+    probe_ms = statistics.median(probes) if probes else cpu_probe_ms()
+    cpu, log = fit(rows, work, probe_ms)
+    log.append(f"probe: {probe_ms:.3f} ms ({'median of the run' if probes else 'now (TUNELAB_BILLING_CPU_PROBE_MS fixes it)'})")
     print("\n".join(log))
     print(json.dumps(cpu, indent=2))
     if args.write:

@@ -30,6 +30,7 @@ from .lengths import lengths_from_histogram, padding_factor
 
 WORK = Path(__file__).with_name("work.json")
 MIN_SPREAD, DEFAULT_SPREAD = 0.10, 0.20
+PROBE_DEADBAND = 1.35
 
 
 @lru_cache(maxsize=1)
@@ -166,11 +167,17 @@ def cpu_speed(dev: dict) -> float:
     """How many times longer than the reference machine (work.json's) this CPU takes for the same
     work, from a matrix-product probe in the precision runs use: the shipped constants then hold on
     other hardware from the first job (a CPU without native bf16 trains at about half the speed),
-    before the calibration has seen any. Clamped: a probe is a hint, the calibration corrects it."""
+    before the calibration has seen any. Clamped: a probe is a hint, the calibration corrects it.
+    Within PROBE_DEADBAND of the reference it is 1.0: on one machine the probe itself varies by
+    up to ~20% from one process to the next (4.1-5.7 ms here, idle), so only a difference of
+    hardware class is worth acting on; the calibration learns the rest from metered jobs."""
     reference = dev.get("probe_ms")
     if not reference:
         return 1.0
-    return min(max(cpu_probe_ms() / reference, 0.2), 5.0)
+    ratio = cpu_probe_ms() / reference
+    if 1 / PROBE_DEADBAND <= ratio <= PROBE_DEADBAND:
+        return 1.0
+    return min(max(ratio, 0.2), 5.0)
 
 
 def calibration_key(strategy: str, model: str, device: str) -> str:
@@ -205,8 +212,10 @@ def estimate(session: Session | None, shapes: list[JobShape], device: str | None
                       "hardware": round(hardware_speed(device), 3),
                       "terms": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in t.items()}
                                 for t in terms]})
-    # The top of the range also covers a run that never stops early.
-    low_f, high_f = max(1 - 1.5 * spread, 0.25), max(1 + 2 * spread, most / point if point else 1.0)
+    # The top of the range also covers a run that never stops early, at the usual speed error on
+    # top (a fine-tune that ran all its epochs on a slow afternoon overran a bare most/point).
+    low_f = max(1 - 1.5 * spread, 0.25)
+    high_f = max(1 + 2 * spread, (most / point) * (1 + spread) if point else 1.0)
     ms = int(point * 1000)
     per_hour = sheet.compute_per_hour(device)
     factor = point / raw if raw else 1.0
