@@ -45,3 +45,25 @@ def test_unsafe_folders_are_refused(tmp_path, mutate, error, message):
 def test_unknown_model_names_the_catalog():
     with pytest.raises(ModelNotFound, match="minilm"):
         resolve_model("gpt-17")
+
+
+def test_classifier_load_is_quiet_about_the_new_head_and_warns_about_missing_base_weights(tmp_path, caplog, capfd):
+    from safetensors.torch import load_file, save_file
+
+    from tunelab.models.loading import load_classifier
+
+    src = resolve_model("minilm").path
+    with caplog.at_level("WARNING", logger="tunelab.models.loading"):
+        load_classifier(src, ["a", "b"])
+    assert not caplog.records
+    assert "MISSING" not in capfd.readouterr().err        # transformers' load report is not shown
+
+    dest = tmp_path / "partial"
+    shutil.copytree(src, dest)
+    weights = load_file(str(dest / "model.safetensors"))
+    kept = {k: v for k, v in weights.items() if ".layer.5." not in k}
+    assert len(kept) < len(weights)
+    save_file(kept, str(dest / "model.safetensors"), metadata={"format": "pt"})
+    with caplog.at_level("WARNING", logger="tunelab.models.loading"):
+        load_classifier(dest, ["a", "b"])
+    assert any("start random" in r.getMessage() and "layer.5" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 SAFE_KWARGS = {"use_safetensors": True, "trust_remote_code": False}
+log = logging.getLogger(__name__)
 
 
 def load_tokenizer(path: Path):
@@ -36,15 +38,34 @@ def token_counter(spec: ModelSpec):
     return count
 
 
+# Weights a classifier adds on top of an encoder: their absence from a base-model folder is expected.
+HEAD_PARTS = ("classifier", "score", "pre_classifier", "pooler")
+
+
 def load_classifier(path: Path, label_names: list[str]):
-    """A sequence classifier on top of the base model, with a fresh head for these labels."""
+    """A sequence classifier on top of the base model, with a fresh head for these labels.
+    transformers' load report (a table on stderr, in the middle of the progress bars) always
+    lists the new head as MISSING; we silence it and warn only about what is not expected: base
+    weights the folder lacks, which would start random and quietly cost quality."""
+    import transformers
     from transformers import AutoModelForSequenceClassification
 
     check_model_folder(path)
-    return AutoModelForSequenceClassification.from_pretrained(
-        str(path), num_labels=len(label_names),
-        id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
-        **SAFE_KWARGS)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            str(path), num_labels=len(label_names), output_loading_info=True,
+            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)},
+            **SAFE_KWARGS)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    missing = [k for k in info.get("missing_keys", []) if not any(p in k.split(".") for p in HEAD_PARTS)]
+    if missing:
+        log.warning("%d weights of %s are not in the folder and start random (e.g. %s): the model "
+                    "will need more data to reach the base model's quality", len(missing), path,
+                    ", ".join(sorted(missing)[:3]))
+    return model
 
 
 def load_sentence_encoder(path: Path, max_length: int | None = None):
