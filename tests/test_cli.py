@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -46,7 +47,9 @@ def test_train_then_predict(banking_subset, tmp_path):
     for key in ("accuracy", "macro_f1", "train_seconds", "trainable_params"):
         assert key in metrics
     assert metrics["macro_f1"] > 0.8
-    assert (out / "README.md").read_text().startswith("# linear-probe")
+    card = (out / "README.md").read_text()
+    assert card.startswith("# linear-probe")
+    assert re.search(r"\| C \| [0-9.]+ \(chosen on validation\) \|", card)   # what ran, not "None"
     r = run_cli("predict", out, "My card has not arrived yet, where is it?", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["label"] == "card_arrival"

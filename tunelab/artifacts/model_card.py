@@ -9,6 +9,13 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _param(name: str, value, notes: dict) -> str:
+    """A hyperparameter left to tunelab (None) shows what the run chose, e.g. C on validation."""
+    if value is None and name in notes:
+        return f"{_fmt(notes[name])} (chosen on validation)"
+    return _fmt(value)
+
+
 def render_model_card(config: dict, metrics: dict, data_report: dict) -> str:
     stats = data_report.get("stats", {}).get("train", {})
     lines = [
@@ -32,7 +39,7 @@ def render_model_card(config: dict, metrics: dict, data_report: dict) -> str:
     for w in warnings:
         lines.append(f"- warning: {w.get('message')}")
     lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in config.get("params", {}).items()]
+    lines += [f"| {k} | {_param(k, v, config.get('notes') or {})} |" for k, v in config.get("params", {}).items()]
     lines += ["", "## Results on the test split", "", "| metric | value |", "|---|---|"]
     for key in ("accuracy", "macro_f1", "weighted_f1", "train_seconds", "latency_ms_per_example",
                 "throughput_per_s", "trainable_params", "total_params", "peak_rss_mb"):
