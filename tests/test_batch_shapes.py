@@ -78,3 +78,17 @@ def test_a_long_tail_costs_more_per_token_than_even_lengths():
     assert abs(rebuilt.mean() - skewed.mean()) / skewed.mean() < 0.05
     assert abs(padding_factor(rebuilt, 32, "cpu", True) / padding_factor(skewed, 32, "cpu", True) - 1) < 0.05
     assert lengths_from_histogram(None, 100, 256) is None and padding_factor(None, 32, "cpu", True) == 1.0
+
+
+@pytest.mark.parametrize("seconds, calls", [(0.0, 4), (0.5, 4), (3.0, 2)])
+def test_preflight_times_slow_steps_once(monkeypatch, seconds, calls):
+    from tunelab.training import preflight
+
+    clock = {"t": 0.0, "calls": 0}
+
+    def step():
+        clock["calls"] += 1
+        clock["t"] += seconds
+    monkeypatch.setattr(preflight.time, "perf_counter", lambda: clock["t"])
+    assert preflight.time_steps(step) == pytest.approx(seconds)
+    assert clock["calls"] == calls          # warm-up + 3 timed, or warm-up + 1 when slow

@@ -24,11 +24,11 @@ def test_memory_prediction_within_30_percent_of_measured_peak_rss(banking_subset
 
 
 def long_texts(path):
-    """80 texts of ~300 tokens: every forward on CPU is as long as the model allows (256), so the
+    """40 texts of ~300 tokens: every forward on CPU is as long as the model allows (256), so the
     activations are large whatever the batch size (the loop splits big batches into runs)."""
     words = "the quarterly report shows revenue growth in every region and margins held steady".split()
     rows = ["text,label"]
-    for i in range(80):
+    for i in range(40):
         label = "up" if i % 2 else "down"
         rows.append(" ".join(words[(i + j) % len(words)] for j in range(300)) + f" {label} {i},{label}")
     path.write_text("\n".join(rows) + "\n")
