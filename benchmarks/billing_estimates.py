@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 
 from tunelab.billing.devices import cpu_probe_ms
+from tunelab.billing.estimate import work_done_raw
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TUNELAB_SHARED", ROOT.parent / "shared")) / "datasets" / "text-classification"
@@ -137,12 +138,15 @@ def work_done_error(r: dict) -> tuple[float | None, str]:
     model's error from how long early stopping let the run go."""
     if not r.get("compute_s") or not r.get("estimated_compute_s"):
         return None, ""
-    est, epochs = r["estimated_compute_s"], ""
-    basis = r["basis"][0]
+    basis, epochs = r["basis"][0], ""
+    if not basis["raw_seconds"]:
+        return None, ""
+    # the calibration's own redo of the raw estimate for the tokens really trained
+    done_s = work_done_raw({"raw_ms": basis["raw_seconds"] * 1000, "basis": r["basis"]},
+                           r.get("tokens_processed")) / 1000
+    est = done_s * r["estimated_compute_s"] / basis["raw_seconds"]
     train = next((t for t in basis["terms"] if t["term"] == "train"), None)
     if train and r.get("tokens_processed") and train.get("tokens"):
-        scale = est / basis["raw_seconds"] if basis["raw_seconds"] else 1.0
-        est += train["seconds"] * scale * (r["tokens_processed"] / train["tokens"] - 1)
         epochs = f"{train['epochs'] * r['tokens_processed'] / train['tokens']:.1f} / {train['epochs']}"
     return r["compute_s"] / est - 1, epochs
 

@@ -111,7 +111,7 @@ def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tu
     kind = device.split(":")[0]
     dev = k["devices"].get(kind, k["devices"]["cpu"])
     s = dev["strategies"].get(shape.strategy) or dev["strategies"]["default-" + shape.family]
-    speed = cpu_speed(dev) if kind == "cpu" else 1.0
+    speed = hardware_speed(device)
     pb = shape.model_params / 1e9
     tok = max(shape.mean_tokens, 2.0)
     train, val, test = splits(shape)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.batch_shapes import inference_runs, run_cost, split_batch
+from ..models.batch_shapes import run_cost, split_batch
+from ..models.inference import inference_batches
 from ..training.batching import epoch_batches
 
 SIMULATED_ROWS = 20_000     # enough for the distribution; bounds the estimate's own cost
@@ -47,8 +48,7 @@ def padding_factor(lengths: np.ndarray | None, batch_size: int, device: str, tra
         batches = epoch_batches(lengths, batch_size, 0, 0)
         runs = [r for b in batches for r in split_batch(b, lengths)] if cpu else batches
     else:
-        runs = inference_runs(lengths, batch_size) if cpu else \
-            [o for o in np.array_split(np.argsort(-lengths), max(len(lengths) // batch_size, 1))]
+        runs = inference_batches(lengths, batch_size, device.split(":")[0])
     if cpu:
         cost = sum(run_cost(len(r), int(lengths[r].max())) for r in runs)
     else:
