@@ -23,6 +23,7 @@ venv: $(STAMP)
 # The product on SQLite with an in-process worker: a demo tenant (its API key printed), the shared
 # sample datasets uploaded, and the URL to open.
 demo: $(STAMP)
+	scripts/system-deps demo
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/tunelab demo --samples ../shared/datasets/text-classification
 
 serve: $(STAMP)
@@ -33,13 +34,18 @@ demo-cli: $(STAMP)
 	$(BIN)/tunelab compare ../shared/datasets/text-classification/sms_spam.tsv \
 		--model minilm --strategies zero-shot,linear-probe,lora --limit 2000
 
-# Both database backends: SQLite always; PostgreSQL too when TUNELAB_TEST_POSTGRES_URL is set, or else on a
-# private throwaway cluster that scripts/pg-test-server starts (and stops) when PostgreSQL is installed.
+# Both database backends: SQLite always; PostgreSQL on TUNELAB_TEST_POSTGRES_URL when set, or else on a
+# private throwaway cluster that scripts/pg-test-server starts (and stops). scripts/system-deps installs
+# bubblewrap, Chromium and PostgreSQL first (or stops with the command to run): no test quietly drops
+# a layer because a system package is missing.
+# `make test` stays within 15 minutes on 2 cores; the long quality and durability runs are `make test-slow`.
 test: $(STAMP)
-	scripts/pg-test-server run -- $(BIN)/python -m pytest
+	scripts/system-deps test
+	TUNELAB_TEST_STRICT_DEPS=1 scripts/pg-test-server run -- $(BIN)/python -m pytest
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+	scripts/system-deps test
+	TUNELAB_TEST_STRICT_DEPS=1 scripts/pg-test-server run -- $(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_banking77.py

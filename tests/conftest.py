@@ -58,3 +58,28 @@ def banking_subset(shared_copy, tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("banking")
     return (_subset(shared_copy / "banking77_train.csv", d / "train.csv", 40),
             _subset(shared_copy / "banking77_test.csv", d / "test.csv", 40))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say at the end, loudly, what was not tested because the machine lacks a system package."""
+    from sysdeps import PREFIX
+
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        text = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        if PREFIX in text:
+            reason = text[text.index(PREFIX):]
+            reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.section("NOT TESTED: missing system dependencies", sep="!", red=True, bold=True)
+        for reason, n in sorted(reasons.items()):
+            terminalreporter.write_line(f"{n} skipped: {reason}")
+        terminalreporter.write_line("`make test` installs them (scripts/system-deps test) and fails instead of skipping.")
+
+
+@pytest.hookimpl(tryfirst=True)     # before `-m 'not slow'` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if item.get_closest_marker("slow_on_postgresql") and callspec and callspec.params.get("backend") == "postgresql":
+            item.add_marker(pytest.mark.slow)

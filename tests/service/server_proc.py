@@ -29,10 +29,10 @@ class ServerProcess:
                     "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         if database_url:
             self.env["TUNELAB_DATABASE_URL"] = database_url
-        from tunelab.jobs.executors import sandbox_problem
+        if worker:               # jobs run sandboxed, as in production: never quietly unsandboxed
+            from sysdeps import require_sandbox
 
-        if sandbox_problem():     # still test the service where bubblewrap cannot run;
-            self.env["TUNELAB_INSECURE_MODE"] = "1"   # tests/security fails loudly there instead
+            require_sandbox()
         for key, value in settings.items():
             self.env[f"TUNELAB_{key.upper()}"] = str(value)
         self.worker, self.proc, self.workers = worker, None, []
@@ -70,6 +70,9 @@ class ServerProcess:
         return json.loads(self.run("admin", "create-tenant", name, "--admin-email", email, "--json").stdout)
 
     def start_worker(self) -> subprocess.Popen:
+        from sysdeps import require_sandbox
+
+        require_sandbox()
         log = open(self.home / "worker.log", "ab")
         proc = subprocess.Popen([*TUNELAB, "worker"], env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)

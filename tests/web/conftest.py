@@ -30,8 +30,10 @@ def web_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def browser():
-    if not Path(CHROMIUM).is_file():    # fail, not skip: CI installs it (`apt-get install chromium`)
-        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium (or set TUNELAB_CHROMIUM)")
+    if not Path(CHROMIUM).is_file():
+        from sysdeps import missing_dependency
+
+        missing_dependency(f"Chromium (none at {CHROMIUM})", "Run `scripts/system-deps test` (or set TUNELAB_CHROMIUM).")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
