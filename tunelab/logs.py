@@ -20,9 +20,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class HumanFormatter(logging.Formatter):
+    """One readable line an event for a person at a console: `12:01:02 job started  job=ftjob-1`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STD and not k.startswith("_"))
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        line = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {level}{record.getMessage()}"
+        line += f"  {fields}" if fields else ""
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _not_routine_request(record: logging.LogRecord) -> bool:
+    """A person's console shows failed requests only; a log shipper (JSON) gets every one."""
+    return not (record.getMessage() == "request" and (getattr(record, "status", None) or 0) < 400)
+
+
 def configure(level: str = "INFO", json_logs: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if json_logs else HumanFormatter())
+    if not json_logs:
+        handler.addFilter(_not_routine_request)
     root = logging.getLogger("tunelab")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

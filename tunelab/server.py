@@ -8,9 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-SAMPLES = [("sms_spam.tsv", {}), ("banking77_train.csv", {}), ("financial_phrasebank.csv", {})]
-
-
 def extend(sub, groups) -> None:
     serve = sub.add_parser("serve", help="start the server (API + in-process worker)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -45,34 +42,33 @@ def cmd_serve(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """The product as a newcomer should first see it: a demo tenant, every sample dataset, one
+    example run (queued here, run by the in-process worker as soon as the server is up) and a
+    banner that says what to open and what to try first."""
+    os.environ.setdefault("TUNELAB_LOG_JSON", "false")     # a person reads this console, not a log shipper
     from .cli_admin import _database
-    from .db.models import Dataset, Tenant
-    from .services.datasets import import_dataset
-    from .services.tenants import create_key, create_tenant
-    from .db.models import User
-    import shutil
-    import tempfile
+    from .services.demo import prepare_demo
 
     settings, db = _database()
     with db.session() as s:
-        tenant = s.query(Tenant).filter_by(name="demo").first()
-        if tenant is None:
-            tenant, user, key = create_tenant(s, "demo", "demo@example.com")
-        else:
-            user = s.query(User).filter_by(tenant_id=tenant.id, role="admin").first()
-            key, _ = create_key(s, user, "demo")
-        have = {d.filename for d in s.query(Dataset).filter_by(tenant_id=tenant.id)}
-        for name, columns in SAMPLES:
-            src = args.samples / name
-            if src.is_file() and name not in have:
-                tmp = Path(tempfile.mkdtemp()) / name
-                shutil.copy(src, tmp)
-                try:
-                    import_dataset(s, tenant.id, settings.home, tmp, name, **columns)
-                except Exception as exc:     # a sample that does not import is not fatal to a demo
-                    print(f"sample {name} not imported: {exc}", file=sys.stderr)
-                shutil.rmtree(tmp.parent, ignore_errors=True)
-    print(f"\n  demo tenant ready. API key: {key}\n  open http://{args.host}:{args.port}/ and sign in with it\n", flush=True)
+        ready = prepare_demo(s, settings.home, args.samples)
+    base = f"http://{args.host}:{args.port}"
+    lines = [
+        "",
+        "  tunelab demo is ready",
+        f"  1. Open {base}/ and sign in with this API key:",
+        f"       {ready.key}",
+    ]
+    if ready.example_job_id:
+        lines.append(f"  2. Look at the example run first: {base}/jobs/{ready.example_job_id}")
+        lines.append(f"       ({ready.example_what}; {ready.example_state})")
+    lines.append(f"  3. Then try your own: Datasets -> {ready.first_dataset or 'upload a file'} -> Train, or Compare strategies")
+    if ready.samples:
+        lines.append("  Sample datasets uploaded: " + ", ".join(ready.samples))
+    for problem in ready.problems:
+        lines.append(f"  ! {problem}")
+    lines.append(f"  API docs: {base}/docs   Stop: Ctrl-C   (data: {settings.home})")
+    print("\n".join(lines) + "\n", flush=True)
     return cmd_serve(args)
 
 

@@ -8,6 +8,7 @@ locked (FOR UPDATE SKIP LOCKED); on both, the claiming UPDATE is a compare-and-s
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -17,6 +18,8 @@ from sqlalchemy.orm import Session
 from ..db.models import Job, JobEvent, utcnow
 from .spec import JobSpec
 from .status import InvalidTransition, JobStatus
+
+log = logging.getLogger("tunelab.jobs")
 
 
 def add_event(session: Session, job: Job, type_: str, message: str = "", data: dict | None = None,
@@ -42,6 +45,9 @@ def transition(session: Session, job: Job, new: JobStatus, message: str = "", **
         job.lease_owner, job.lease_expires_at = None, None
     add_event(session, job, "status", message or f"Job {new.value}.",
               {"from": old.value, "to": new.value, **data}, level="error" if new == JobStatus.FAILED else "info")
+    # The console's one line per event (a person running `make demo` sees the job move).
+    log.log(logging.WARNING if new == JobStatus.FAILED else logging.INFO, f"job {new.value}: {message or job.id}",
+            extra={"job": job.id})
     from .metering import on_transition     # billing: settle what ends, release what pauses
 
     on_transition(session, job, new)
