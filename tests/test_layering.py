@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "tunelab"
 LAYERS = {
-    0: ["data", "models", "evaluation", "db", "settings", "logs"],
+    0: ["data", "models", "evaluation", "db", "settings", "logs", "contract"],
     1: ["training", "security"],
     2: ["strategies", "artifacts", "billing"],
     3: ["planning", "runner", "runner_generative", "comparison"],

@@ -20,12 +20,14 @@ from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+
+# The response models are the server's own (tunelab.contract: pydantic only, no server code), so
+# the client and the server cannot drift apart.
+from .contract import (TERMINAL, ApiKey, Comparison, Dataset, EventPage, Job, JobError, JobEvent,  # noqa: F401
+                       Model, Prediction, Tenant, Webhook, WebhookDelivery)
 
 __all__ = ["Client", "APIError", "APIConnectionError", "Dataset", "Job", "JobEvent", "EventPage", "Model",
            "Prediction", "Comparison", "ApiKey", "Webhook", "WebhookDelivery", "Tenant", "TERMINAL"]
-
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class APIError(Exception):
@@ -45,142 +47,6 @@ class APIError(Exception):
 class APIConnectionError(APIError):
     def __init__(self, message: str):
         super().__init__(0, "connection_error", message)
-
-
-class _Obj(BaseModel):
-    """Fields the server adds later are kept (as extras), not refused."""
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
-
-
-class Dataset(_Obj):
-    id: str
-    filename: str = ""
-    purpose: str = ""
-    bytes: int = 0
-    status: str = ""
-    rows: int | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    labels: int | None = None
-    created_at: int | None = None
-    report: dict | None = None          # only from upload and get
-    stats: dict | None = None
-
-
-class JobError(_Obj):
-    code: str
-    message: str = ""
-
-
-class Job(_Obj):
-    id: str
-    kind: str = "train"
-    status: str
-    spec: dict = Field(default_factory=dict)
-    attempts: int = 0
-    progress: dict | None = None
-    result: dict | None = None
-    fine_tuned_model: str | None = None
-    error: JobError | None = None
-    cancel_requested: bool = False
-    created_at: int | None = None
-    started_at: int | None = None
-    finished_at: int | None = None
-    billing: dict | None = None         # estimate (with its range) before it starts; cost as it runs
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL
-
-
-class JobEvent(_Obj):
-    id: int
-    job_id: str
-    type: str                           # status | progress | checkpoint | metrics | log
-    level: str = "info"
-    message: str = ""
-    data: dict = Field(default_factory=dict)
-    created_at: str | None = None
-
-
-class EventPage(_Obj):
-    data: list[JobEvent]
-    last_id: int
-
-    def __iter__(self) -> Iterator[JobEvent]:      # type: ignore[override]
-        return iter(self.data)
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-
-class Model(_Obj):
-    id: str
-    object: str = "model"
-    kind: str = ""                      # "catalog" or "tuned"
-    base_model: str | None = None
-    strategy: str | None = None
-    job_id: str | None = None
-    metrics: dict | None = None
-    created_at: int | None = None
-
-
-class Prediction(_Obj):
-    text: str
-    label: str
-    score: float
-    scores: dict[str, float] = Field(default_factory=dict)
-
-
-class Comparison(_Obj):
-    id: str
-    status: str
-    spec: dict = Field(default_factory=dict)
-    results: list[dict] = Field(default_factory=list)
-    recommended: str | None = None
-    reason: str | None = None
-    models: dict[str, str] = Field(default_factory=dict)
-    job: Job | None = None
-
-
-class ApiKey(_Obj):
-    id: str
-    name: str = ""
-    prefix: str = ""
-    user_id: str | None = None
-    created_at: int | None = None
-    last_used_at: int | None = None
-    revoked_at: int | None = None
-    key: str | None = None              # only when created: it is not shown again
-
-
-class Webhook(_Obj):
-    id: str
-    url: str
-    events: list[str] = Field(default_factory=list)
-    created_at: int | None = None
-    secret: str | None = None           # only when created
-
-
-class WebhookDelivery(_Obj):
-    id: str
-    webhook_id: str
-    job_id: str | None = None
-    event: str = ""
-    status: str = ""
-    attempts: int = 0
-    response_status: int | None = None
-    response_body: str | None = None
-    duration_ms: float | None = None
-    last_attempt_at: int | None = None
-    payload: dict | None = None
-
-
-class Tenant(_Obj):
-    id: str
-    name: str
-    created_at: int | None = None
-    you: dict = Field(default_factory=dict)
 
 
 def _path(value: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Iterator
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from ..db import Database
@@ -13,6 +13,10 @@ from ..db.scoped import TenantScope
 from ..services.tenants import authenticate
 from ..settings import Settings
 from .errors import APIError
+
+# A row id a client sends (a cursor such as `after`): bounded to what a database integer holds;
+# a larger one overflowed SQLite's and answered 500.
+RowId = Annotated[int, Query(ge=-(2**63), le=2**63 - 1)]
 
 _RANK = {"viewer": 0, "member": 1, "admin": 2}
 

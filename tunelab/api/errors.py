@@ -9,7 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from ..contract import ErrorBody
 from ..db.scoped import NotFound
 from ..jobs.status import InvalidTransition
 
@@ -18,6 +20,25 @@ log = logging.getLogger("tunelab.api")
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
           403: "permission_error", 404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
           422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error"}
+
+
+# What each error status means on this API, for the OpenAPI document (every route lists the ones it
+# can answer, each with the ErrorBody schema; see `errors()`).
+_MEANING = {400: "Bad request: a body that cannot be parsed, an empty file, or (on the OpenAI-compatible /v1 "
+                 "routes) a request that does not validate",
+            401: "No API key, or one that is unknown or revoked", 402: "Not enough credit to start the job",
+            403: "The caller's role (or key) may not do this", 404: "No such resource in the caller's tenant",
+            409: "Conflicts with the resource's current state", 413: "The upload is larger than the limit",
+            422: "The request does not validate, or its content cannot be used (the message and `param` say why)",
+            429: "Rate limited (`Retry-After` says when to retry), or a quota is reached",
+            503: "Jobs cannot run on this server (no sandbox)"}
+# Answered by every route that takes an API key: a missing/bad key, too many requests for the key.
+AUTH = (401, 429)
+
+
+def errors(*statuses: int) -> dict[int | str, dict]:
+    """`responses=` for a route: each error status it can answer, documented with the error body."""
+    return {s: {"model": ErrorBody, "description": _MEANING[s]} for s in sorted(set(statuses))}
 
 
 class APIError(Exception):
@@ -51,6 +72,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
+        return _validation(request, exc)
+
+    def _validation(request: Request, exc):
         errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
                   for e in exc.errors()]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
@@ -61,11 +85,35 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
-        code = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-                413: "payload_too_large"}.get(exc.status_code, "http_error")
-        return _json(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+        code = {400: "invalid_body", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:     # RFC 9110: list every method the resource supports
+            headers["Allow"] = allowed_methods(request)
+        return _json(exc.status_code, code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
         log.exception("unhandled error", extra={"path": request.url.path})
         return _json(500, "internal_error", "Internal server error; it has been logged.")
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's own 405 names only the first route
+    that matched the path, though GET, PATCH and DELETE of one resource are separate routes."""
+    scope = {**request.scope, "method": "__none__"}
+    methods: set[str] = set()
+    for route in _leaves(request.app.router.routes):
+        match, _ = route.matches(scope)
+        if match != Match.NONE and getattr(route, "methods", None):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+def _leaves(routes):
+    """The app's routes, flat: FastAPI keeps an included router as one entry with its routes inside."""
+    for route in routes:
+        if hasattr(route, "effective_candidates"):
+            yield from _leaves(route.effective_candidates())
+        else:
+            yield getattr(route, "starlette_route", None) or route

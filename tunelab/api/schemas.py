@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..db.models import ApiKey, Dataset, Job, JobEvent, TunedModel, User, Webhook, WebhookDelivery
+from ..jobs.webhooks import EVENTS
+
+# The job events a webhook can subscribe to, as an enum in the document (not only a check in code).
+WebhookEvent = Literal[EVENTS]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON body is taken as the document types it (no `true` for an integer, no `"1"`
+    # for a boolean), so what the schema calls invalid is refused
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class UserCreate(Body):
@@ -29,7 +36,7 @@ class KeyCreate(Body):
 
 class WebhookCreate(Body):
     url: str = Field(pattern=r"^https?://", max_length=2000)
-    events: list[str] = Field(default_factory=list)
+    events: list[WebhookEvent] = Field(default_factory=list, description="none: every event")
 
 
 class PredictBody(Body):

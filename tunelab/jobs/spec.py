@@ -2,13 +2,66 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+
+def _json_integer(value):
+    # JSON Schema's integer: 3 and 3.0, not `true` nor "3" (pydantic's lax mode takes both)
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be an integer")
+    return value
+
+
+def json_int(**constraints):
+    """An integer field as JSON Schema means it; constraints (gt, ge, ...) come before the
+    validator, or pydantic writes them into the document as unknown keywords (`"gt": 0`)."""
+    return Annotated[int, Field(strict=False, **constraints), BeforeValidator(_json_integer)]
+
+
+JsonInt = json_int()
+
+
+def strategy_params_schemas() -> tuple[list[str], dict[str, dict]]:
+    """The registered strategies' names and each one's hyperparameters as JSON Schema."""
+    from ..strategies import available, get_strategy
+
+    names = sorted(available())
+    params = {n: get_strategy(n).Params.model_json_schema() for n in names}
+    for p in params.values():
+        p.pop("title", None)
+    return names, params
+
+
+def model_schema() -> dict:
+    from ..models.catalog import list_models
+
+    return {"anyOf": [{"type": "string", "enum": [m.name for m in list_models()]},
+                      {"type": "string", "pattern": "^upload:"}], "default": "minilm",
+            "description": "a catalog model or one of your uploaded models (upload:…)"}
+
+
+def _document(schema: dict) -> None:
+    """What the service refuses, in the OpenAPI document and not only in code (check_spec and
+    _one_or_many): a train job names a registered strategy and that strategy's hyperparameters; a
+    compare job names at least one; a model is a catalog name or an uploaded model. Fields a kind
+    ignores (a train job's `strategies`, a compare job's `params`) stay unconstrained there."""
+    names, params = strategy_params_schemas()
+    props = schema["properties"]
+    props["model"] = model_schema()
+    train_kind = {"anyOf": [{"not": {"required": ["kind"]}}, {"properties": {"kind": {"const": "train"}}}]}
+    train = [{"properties": {"strategy": {"const": n}, "params": params[n]}, "required": ["strategy"]} for n in names]
+    train.append({"not": {"required": ["strategy"]}, "properties": {"params": params["lora"]}})   # the default
+    compare = {"required": ["kind", "strategies"],
+               "properties": {"kind": {"const": "compare"},
+                              "strategies": {"type": "array", "minItems": 1, "items": {"enum": names}},
+                              "strategy_params": {"type": "object", "properties": params}}}
+    schema["anyOf"] = [{"allOf": [train_kind, {"anyOf": train}]}, compare]
 
 
 class JobSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_document)
 
     kind: Literal["train", "compare"] = "train"
     dataset_id: str
@@ -18,10 +71,11 @@ class JobSpec(BaseModel):
     strategies: list[str] = Field(default_factory=list)          # compare jobs
     params: dict[str, object] = Field(default_factory=dict)     # train: the strategy's overrides
     strategy_params: dict[str, dict[str, object]] = Field(default_factory=dict)   # compare
-    limit: int | None = Field(default=None, gt=0)
-    seed: int = 0
+    # strict: the document says integer / boolean, so `true` is not a seed nor `0` an auto_fit
+    limit: json_int(gt=0) | None = None
+    seed: JsonInt = 0
     suffix: str | None = Field(default=None, max_length=40)
-    auto_fit: bool = False
+    auto_fit: bool = Field(default=False, strict=True)
     metadata: dict[str, str] | None = None
 
     @model_validator(mode="after")

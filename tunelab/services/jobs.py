@@ -49,6 +49,10 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> None:
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise JobRejected(f"Unknown model {spec.model!r}: {exc}", "model", "model_not_found") from None
     names = spec.strategies if spec.kind == "compare" else [spec.strategy]
+    if spec.kind == "compare":     # parameters for a known strategy are checked even when it is not
+        from ..strategies import available     # compared: the API's document describes them all
+
+        names = list(dict.fromkeys([*names, *(n for n in spec.strategy_params if n in available())]))
     for name in names:
         try:
             strategy = get_strategy(name)
@@ -66,11 +70,13 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> None:
 
 def submit(session: Session, tenant_id: str, spec: JobSpec, idempotency_key: str | None = None) -> tuple[Job, bool]:
     scope = TenantScope(session, tenant_id)
+    # Checked before the replay lookup: a reused Idempotency-Key returns the first job, but never
+    # makes an invalid spec look accepted.
+    check_spec(scope, spec)
     if idempotency_key:
         existing = session.query(Job).filter_by(tenant_id=tenant_id, idempotency_key=idempotency_key).first()
         if existing is not None:
             return existing, False
-    check_spec(scope, spec)
     from . import billing    # quotas, then credit: raises QuotaExceeded / InsufficientCredit
 
     estimate = billing.admit(session, tenant_id, spec)

@@ -21,13 +21,16 @@ from ...billing.reconcile import reconcile
 from ...billing.settlement import InsufficientCredit
 from ...db.ledger import Calibration
 from ...db.models import Job, Tenant
-from ...jobs.spec import JobSpec
+from ...jobs.spec import JobSpec, json_int
 from ...services import billing as service
 from ...services.jobs import JobRejected, check_spec
-from ..deps import PrincipalDep, ScopeDep, SessionDep
-from ..errors import APIError
+from ..deps import PrincipalDep, RowId, ScopeDep, SessionDep
+from ...contract import (Adjustment, Balance, CalibrationTable, DailyUsage, Estimate, Grant, JobCost, JobCostList,
+                         LedgerPage, PriceSheet, QuotaLimits, Quotas, Reconciliation)
+from ..errors import AUTH, APIError, errors
+from ..routing import ContractRoute
 
-router = APIRouter(tags=["billing"])
+router = APIRouter(route_class=ContractRoute, tags=["billing"])
 T = "/api/v1/billing"
 
 
@@ -41,7 +44,7 @@ def estimate_out(est) -> dict:
             "reserve_usd": usd(est.reserve), "basis": est.basis}
 
 
-@router.post("/api/v1/jobs/estimate")
+@router.post("/api/v1/jobs/estimate", response_model=Estimate, responses=errors(*AUTH, 400, 404, 422))
 def estimate_job(spec: JobSpec, scope: ScopeDep, session: SessionDep, principal: PrincipalDep):
     """What the job would cost and take, and whether it would start now (credit and quotas)."""
     try:
@@ -62,24 +65,24 @@ def estimate_job(spec: JobSpec, scope: ScopeDep, session: SessionDep, principal:
     return out
 
 
-@router.get(f"{T}/balance")
+@router.get(f"{T}/balance", response_model=Balance, responses=errors(*AUTH))
 def balance(principal: PrincipalDep, session: SessionDep):
     return reports.balance(session, principal.tenant_id)
 
 
-@router.get(f"{T}/usage")
+@router.get(f"{T}/usage", response_model=DailyUsage, responses=errors(*AUTH, 422))
 def daily_usage(principal: PrincipalDep, session: SessionDep, days: int = 30):
     days = max(1, min(days, 366))
     return {"object": "list", "days": days, "data": reports.daily(session, principal.tenant_id, days),
             "balance": reports.balance(session, principal.tenant_id)}
 
 
-@router.get(f"{T}/jobs")
+@router.get(f"{T}/jobs", response_model=JobCostList, responses=errors(*AUTH, 422))
 def job_costs(principal: PrincipalDep, session: SessionDep, limit: int = 100):
     return {"object": "list", "data": reports.jobs(session, principal.tenant_id, max(1, min(limit, 1000)))}
 
 
-@router.get(f"{T}/jobs/{{job_id}}")
+@router.get(f"{T}/jobs/{{job_id}}", response_model=JobCost, responses=errors(*AUTH, 404))
 def job_cost(job_id: str, scope: ScopeDep, session: SessionDep, principal: PrincipalDep):
     scope.get(Job, job_id, "job")
     detail = reports.job_detail(session, principal.tenant_id, job_id)
@@ -88,25 +91,27 @@ def job_cost(job_id: str, scope: ScopeDep, session: SessionDep, principal: Princ
     return detail
 
 
-@router.get(f"{T}/entries")
-def entries(principal: PrincipalDep, session: SessionDep, after: int = 0, limit: int = 1000, job_id: str | None = None):
+@router.get(f"{T}/entries", response_model=LedgerPage, responses=errors(*AUTH, 422))
+def entries(principal: PrincipalDep, session: SessionDep, after: RowId = 0, limit: int = 1000, job_id: str | None = None):
     rows = reports.entries(session, principal.tenant_id, after, max(1, min(limit, 5000)), job_id)
     return {"object": "list", "data": [reports.entry_out(e) for e in rows], "last_id": rows[-1].id if rows else after}
 
 
-@router.get(f"{T}/export.csv")
+@router.get(f"{T}/export.csv", response_class=Response, responses={
+    200: {"description": "The tenant's whole ledger", "content": {"text/csv": {"schema": {"type": "string"}}}},
+    **errors(*AUTH)})
 def export_csv(principal: PrincipalDep, session: SessionDep):
     return Response(reports.csv_export(session, principal.tenant_id), media_type="text/csv",
                     headers={"Content-Disposition": 'attachment; filename="tunelab-ledger.csv"'})
 
 
-@router.get(f"{T}/quotas")
+@router.get(f"{T}/quotas", response_model=Quotas, responses=errors(*AUTH))
 def tenant_quotas(principal: PrincipalDep, session: SessionDep):
     return {"object": "billing.quotas", "limits": quotas.limits(session, principal.tenant_id),
             "usage": quotas.usage(session, principal.tenant_id), "defaults": quotas.defaults()}
 
 
-@router.get(f"{T}/prices")
+@router.get(f"{T}/prices", response_model=PriceSheet, responses=errors(*AUTH))
 def price_sheet(principal: PrincipalDep):
     return current_prices().to_dict()
 
@@ -130,7 +135,7 @@ A = "/api/v1/admin/billing"
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)     # as the document types it
 
 
 class GrantBody(Body):
@@ -139,7 +144,7 @@ class GrantBody(Body):
     kind: str = Field("topup", pattern="^(grant|topup)$")
     memo: str = Field("", max_length=500)
     reference: str | None = Field(None, max_length=200)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(None, strict=False)     # an ISO 8601 string in JSON
 
 
 class AdjustBody(Body):
@@ -150,10 +155,10 @@ class AdjustBody(Body):
 
 class QuotaBody(Body):
     tenant_id: str
-    concurrent_jobs: int | None = Field(None, ge=0)
-    gpus: int | None = Field(None, ge=0)
-    storage_bytes: int | None = Field(None, ge=0)
-    dataset_bytes: int | None = Field(None, ge=0)
+    concurrent_jobs: json_int(ge=0) | None = None
+    gpus: json_int(ge=0) | None = None
+    storage_bytes: json_int(ge=0) | None = None
+    dataset_bytes: json_int(ge=0) | None = None
     reset: list[str] = Field(default_factory=list, description="quotas to put back to the platform default")
 
 
@@ -171,7 +176,8 @@ def _amount(value) -> int:
         raise APIError(422, "invalid_amount", str(exc), "amount_usd") from None
 
 
-@router.post(f"{A}/grants", status_code=201)
+# Operator routes take the operator key, not a tenant's: a wrong or missing one is 403 (never 401/429).
+@router.post(f"{A}/grants", status_code=201, response_model=Grant, responses=errors(400, 403, 404, 422))
 def grant(body: GrantBody, session: SessionDep, who: str = Operator):
     _tenant(session, body.tenant_id)
     amount = _amount(body.amount_usd)
@@ -182,7 +188,7 @@ def grant(body: GrantBody, session: SessionDep, who: str = Operator):
     return done | {"amount": amount, "amount_usd": usd(amount), "balance": reports.balance(session, body.tenant_id)}
 
 
-@router.post(f"{A}/adjustments", status_code=201)
+@router.post(f"{A}/adjustments", status_code=201, response_model=Adjustment, responses=errors(400, 403, 404, 409, 422))
 def adjust(body: AdjustBody, session: SessionDep, who: str = Operator):
     _tenant(session, body.tenant_id)
     amount = _amount(body.amount_usd)
@@ -195,7 +201,7 @@ def adjust(body: AdjustBody, session: SessionDep, who: str = Operator):
             "balance": reports.balance(session, body.tenant_id)}
 
 
-@router.put(f"{A}/quotas")
+@router.put(f"{A}/quotas", response_model=QuotaLimits, responses=errors(400, 403, 404, 422))
 def set_quotas(body: QuotaBody, session: SessionDep, who: str = Operator):
     _tenant(session, body.tenant_id)
     changes = {q: getattr(body, q) for q in quotas.QUOTAS if getattr(body, q) is not None}
@@ -207,12 +213,12 @@ def set_quotas(body: QuotaBody, session: SessionDep, who: str = Operator):
     return {"tenant_id": body.tenant_id, "limits": limits}
 
 
-@router.get(f"{A}/reconcile")
+@router.get(f"{A}/reconcile", response_model=Reconciliation, responses=errors(403))
 def reconcile_books(session: SessionDep, who: str = Operator):
     return reconcile(session)
 
 
-@router.get(f"{A}/calibration")
+@router.get(f"{A}/calibration", response_model=CalibrationTable, responses=errors(403))
 def calibration_table(session: SessionDep, who: str = Operator):
     rows = session.scalars(select(Calibration).order_by(Calibration.key)).all()
     return {"data": [{"key": r.key, "factor": r.factor, "wall_factor": r.wall_factor, "spread": r.spread,

@@ -3,26 +3,43 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Header
-from pydantic import Field
+from pydantic import ConfigDict, Field, ValidationError
 
 from ...db.models import Job
 from ...db.scoped import NotFound
-from ...jobs.spec import JobSpec
+from ...jobs.spec import JobSpec, JsonInt, json_int, model_schema, strategy_params_schemas
 from ..deps import MemberDep, ScopeDep, SessionDep
+from ...contract import Comparison, ComparisonList
+from ..errors import AUTH, APIError, errors
 from ..schemas import Body, job_out
-from .jobs import create
+from .jobs import CREATE_ERRORS, create
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/api/v1/comparisons", tags=["comparisons"])
+router = APIRouter(route_class=ContractRoute, prefix="/api/v1/comparisons", tags=["comparisons"])
+
+
+def _document(schema: dict) -> None:
+    """Registered strategy names and their hyperparameters, in the document (check_spec refuses others)."""
+    names, params = strategy_params_schemas()
+    props = schema["properties"]
+    props["model"] = model_schema()
+    props["strategies"]["items"] = {"type": "string", "enum": names}
+    props["strategy_params"] = {"type": "object", "properties": params, "default": {},
+                                "additionalProperties": {"type": "object"}}
 
 
 class ComparisonCreate(Body):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_document)
+
     dataset_id: str
     test_dataset_id: str | None = None
     model: str = "minilm"
-    strategies: list[str] = Field(default_factory=lambda: ["zero-shot", "few-shot", "linear-probe", "lora"])
+    # At least one: an empty list used to reach JobSpec inside the route and answer 500.
+    strategies: list[str] = Field(default_factory=lambda: ["zero-shot", "few-shot", "linear-probe", "lora"],
+                                  min_length=1)
     strategy_params: dict[str, dict[str, object]] = Field(default_factory=dict)
-    limit: int | None = Field(default=None, gt=0)
-    seed: int = 0
+    limit: json_int(gt=0) | None = None
+    seed: JsonInt = 0
 
 
 def comparison_out(job: Job) -> dict:
@@ -32,21 +49,25 @@ def comparison_out(job: Job) -> dict:
             "models": result.get("models", {}), "job": job_out(job)}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=Comparison, responses=CREATE_ERRORS)
 def create_comparison(body: ComparisonCreate, session: SessionDep, principal: MemberDep,
                       idempotency_key: str | None = Header(None, max_length=200)):
-    spec = JobSpec(kind="compare", **body.model_dump())
+    try:
+        spec = JobSpec(kind="compare", **body.model_dump())
+    except ValidationError as exc:     # the client's input, refused by the spec: 422, never a 500
+        first = exc.errors()[0]
+        raise APIError(422, "validation_error", first["msg"], ".".join(map(str, first["loc"])) or None) from None
     job, _ = create(session, principal, spec, idempotency_key)
     return comparison_out(job)
 
 
-@router.get("")
+@router.get("", response_model=ComparisonList, responses=errors(*AUTH))
 def list_comparisons(scope: ScopeDep):
     jobs = scope.list(Job, Job.kind == "compare", order_by=Job.created_at.desc(), limit=100)
     return {"data": [comparison_out(j) for j in jobs]}
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=Comparison, responses=errors(*AUTH, 404))
 def get_comparison(job_id: str, scope: ScopeDep):
     job = scope.get(Job, job_id, "comparison")
     if job.kind != "compare":

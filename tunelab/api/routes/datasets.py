@@ -10,11 +10,13 @@ from ...db.models import Dataset
 from ...services.billing import QuotaExceeded, check_upload
 from ...services.datasets import import_dataset, preview
 from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep, audit
-from ..errors import APIError
+from ...contract import Dataset as DatasetOut, DatasetList, DatasetPreview, Deleted
+from ..errors import AUTH, APIError, errors
 from ..schemas import dataset_out
 from ..uploads import cleanup, save_upload
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
+router = APIRouter(route_class=ContractRoute, prefix="/api/v1/datasets", tags=["datasets"])
 
 
 def ingest(session, settings, principal, file: UploadFile, purpose: str, text_column: str | None,
@@ -39,30 +41,35 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
         cleanup(path)
 
 
-@router.post("", status_code=201)
-def upload(session: SessionDep, settings: SettingsDep, principal: MemberDep, file: UploadFile = File(...),
+# An empty file is refused (400 empty_file): the document says so with minLength, as it does for
+# the form's strings (an empty form field reads as missing).
+NonEmptyFile = File(..., json_schema_extra={"minLength": 1})
+
+
+@router.post("", status_code=201, response_model=DatasetOut, responses=errors(*AUTH, 400, 403, 413, 422))
+def upload(session: SessionDep, settings: SettingsDep, principal: MemberDep, file: UploadFile = NonEmptyFile,
            text_column: str | None = Form(None), label_column: str | None = Form(None),
            purpose: str = Form("fine-tune")):
     return dataset_out(ingest(session, settings, principal, file, purpose, text_column, label_column), full=True)
 
 
-@router.get("")
+@router.get("", response_model=DatasetList, responses=errors(*AUTH))
 def list_datasets(scope: ScopeDep):
     return {"data": [dataset_out(d) for d in scope.list(Dataset, order_by=Dataset.created_at.desc())]}
 
 
-@router.get("/{dataset_id}")
+@router.get("/{dataset_id}", response_model=DatasetOut, responses=errors(*AUTH, 404))
 def get_dataset(dataset_id: str, scope: ScopeDep):
     return dataset_out(scope.get(Dataset, dataset_id, "dataset"), full=True)
 
 
-@router.get("/{dataset_id}/preview")
+@router.get("/{dataset_id}/preview", response_model=DatasetPreview, responses=errors(*AUTH, 404, 422))
 def preview_dataset(dataset_id: str, scope: ScopeDep, settings: SettingsDep, limit: int = 20):
     row = scope.get(Dataset, dataset_id, "dataset")
     return {"data": preview(settings.home, row, max(1, min(limit, 500)))}
 
 
-@router.delete("/{dataset_id}")
+@router.delete("/{dataset_id}", response_model=Deleted, responses=errors(*AUTH, 403, 404))
 def delete_dataset(dataset_id: str, scope: ScopeDep, principal: MemberDep):
     # The stored bytes are content-addressed and may be shared by another row with the same
     # content; the row is what the tenant owns (encryption and shredding: the isolation issue).

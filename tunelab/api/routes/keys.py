@@ -7,10 +7,12 @@ from fastapi import APIRouter
 from ...db.models import ApiKey, User, utcnow
 from ...services.tenants import create_key
 from ..deps import PrincipalDep, ScopeDep, SessionDep, audit
-from ..errors import APIError
+from ...contract import ApiKey as ApiKeyOut, ApiKeyList
+from ..errors import AUTH, APIError, errors
 from ..schemas import KeyCreate, key_out
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/api/v1/api-keys", tags=["api-keys"])
+router = APIRouter(route_class=ContractRoute, prefix="/api/v1/api-keys", tags=["api-keys"])
 
 
 def _visible(scope, principal, key_id: str) -> ApiKey:
@@ -20,13 +22,13 @@ def _visible(scope, principal, key_id: str) -> ApiKey:
     return key
 
 
-@router.get("")
+@router.get("", response_model=ApiKeyList, responses=errors(*AUTH))
 def list_keys(scope: ScopeDep, principal: PrincipalDep):
     where = [] if principal.role == "admin" else [ApiKey.user_id == principal.user_id]
     return {"data": [key_out(k) for k in scope.list(ApiKey, *where, order_by=ApiKey.created_at)]}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ApiKeyOut, responses=errors(*AUTH, 400, 422))
 def new_key(body: KeyCreate, scope: ScopeDep, principal: PrincipalDep, session: SessionDep):
     user = scope.get(User, principal.user_id, "user")
     key, row = create_key(session, user, body.name)
@@ -34,7 +36,7 @@ def new_key(body: KeyCreate, scope: ScopeDep, principal: PrincipalDep, session: 
     return key_out(row) | {"key": key, "note": "Store this key now: it is not shown again."}
 
 
-@router.delete("/{key_id}")
+@router.delete("/{key_id}", response_model=ApiKeyOut, responses=errors(*AUTH, 404))
 def revoke_key(key_id: str, scope: ScopeDep, principal: PrincipalDep):
     key = _visible(scope, principal, key_id)
     if key.revoked_at is None:

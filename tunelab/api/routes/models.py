@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi.responses import Response
 
 from ...billing.usage import count_served
 from ...db.models import TunedModel
@@ -15,11 +17,14 @@ from ...security.archives import UnsafeArchive
 from ...security.weights import UnsafeWeights
 from ...services import uploaded_models
 from ..deps import AdminDep, MemberDep, PrincipalDep, ScopeDep, SessionDep, SettingsDep, audit
-from ..errors import APIError
+from ...contract import Deleted, Model, ModelList, PredictionList
+from ..errors import AUTH, APIError, errors
 from ..uploads import cleanup, save_upload
+from .datasets import NonEmptyFile
 from ..schemas import PredictBody, tuned_out
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/api/v1/models", tags=["models"])
+router = APIRouter(route_class=ContractRoute, prefix="/api/v1/models", tags=["models"])
 
 
 def catalog_out() -> list[dict]:
@@ -27,15 +32,15 @@ def catalog_out() -> list[dict]:
             for m in list_models()]
 
 
-@router.get("")
+@router.get("", response_model=ModelList, responses=errors(*AUTH))
 def list_all(scope: ScopeDep, settings: SettingsDep):
     tuned = scope.list(TunedModel, order_by=TunedModel.created_at.desc())
     uploaded = [{"object": "model", "kind": "uploaded", **m} for m in uploaded_models.list_models(settings.home, scope.tenant_id)]
     return {"data": catalog_out() + uploaded + [tuned_out(m) for m in tuned]}
 
 
-@router.post("/import", status_code=201)
-def import_model(admin: AdminDep, settings: SettingsDep, session: SessionDep, file: UploadFile = File(...),
+@router.post("/import", status_code=201, response_model=Model, responses=errors(*AUTH, 400, 403, 413, 422))
+def import_model(admin: AdminDep, settings: SettingsDep, session: SessionDep, file: UploadFile = NonEmptyFile,
                  name: str = Form("")):
     """An archive (zip or tar) of a Hugging Face model folder: safetensors weights only."""
     path = save_upload(file, settings.uploads_dir, settings.max_upload_bytes)
@@ -49,7 +54,9 @@ def import_model(admin: AdminDep, settings: SettingsDep, session: SessionDep, fi
     return {"object": "model", "kind": "uploaded", **meta}
 
 
-@router.get("/{model_id:path}/artifact")
+# Ids are one path segment (catalog names, ft:…, upload:…): with `{model_id:path}` GET /models/x/predict
+# reached get_model("x/predict"), a route the document (one segment a parameter) cannot describe.
+@router.get("/{model_id}/artifact", response_model=dict[str, Any], responses=errors(*AUTH, 404))
 def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: SettingsDep):
     import json
 
@@ -60,12 +67,12 @@ def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: 
     return json.loads(read_sealed_file(settings.home, m.tenant_id, Path(m.artifact_path), "manifest.json"))
 
 
-@router.get("/{model_id:path}/download")
+@router.get("/{model_id}/download", response_class=Response, responses={
+    200: {"description": "The model folder as a tar", "content": {"application/x-tar": {
+        "schema": {"type": "string", "format": "binary"}}}}, **errors(*AUTH, 404)})
 def download(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: SettingsDep):
     """The tuned model's folder (weights as safetensors or the adapter, tokenizer, label map,
     config, metrics, model card, manifest) as a tar, decrypted."""
-    from fastapi.responses import Response
-
     from ...services.storage import cipher
 
     m = scope.get(TunedModel, model_id, "model")
@@ -75,7 +82,7 @@ def download(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: 
     return Response(data, media_type="application/x-tar", headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-@router.post("/{model_id:path}/predict")
+@router.post("/{model_id}/predict", response_model=PredictionList, responses=errors(*AUTH, 400, 404, 422))
 async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, request: Request):
     m = scope.get(TunedModel, model_id, "model")
     cache = request.app.state.predictors
@@ -87,7 +94,7 @@ async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, reque
     return {"model": m.id, "data": data}
 
 
-@router.get("/{model_id:path}")
+@router.get("/{model_id}", response_model=Model, responses=errors(*AUTH, 404))
 def get_model(model_id: str, scope: ScopeDep, settings: SettingsDep):
     for m in catalog_out() + [{"object": "model", "kind": "uploaded", **m}
                               for m in uploaded_models.list_models(settings.home, scope.tenant_id)]:
@@ -96,7 +103,7 @@ def get_model(model_id: str, scope: ScopeDep, settings: SettingsDep):
     return tuned_out(scope.get(TunedModel, model_id, "model"))
 
 
-@router.delete("/{model_id:path}")
+@router.delete("/{model_id}", response_model=Deleted, responses=errors(*AUTH, 403, 404))
 def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: Request, settings: SettingsDep):
     if model_id.startswith(uploaded_models.PREFIX):
         if principal.role != "admin":

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, File, Form, UploadFile
+from typing import Literal
+
+from fastapi import APIRouter, Form, UploadFile
 from fastapi.responses import Response
 
 from ...services.datasets import stored_dataset
 from ...db.models import Dataset
 from ..deps import MemberDep, PrincipalDep, ScopeDep, SessionDep, SettingsDep, audit
-from ..errors import APIError
+from ...contract import FileDeleted, FileList, FileObject
+from ..errors import AUTH, APIError, errors
 from ..schemas import ts
-from .datasets import ingest
+from .datasets import NonEmptyFile, ingest
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/v1/files", tags=["openai"])
-PURPOSES = {"fine-tune", "fine-tune-results", "assistants", "batch", "user_data", "evals", "vision"}
+router = APIRouter(route_class=ContractRoute, prefix="/v1/files", tags=["openai"])
+PURPOSES = ("fine-tune", "fine-tune-results", "assistants", "batch", "user_data", "evals", "vision")
+# Required, and one of OpenAI's purposes: an enum in the document, not only a check in code.
+Purpose = Literal[PURPOSES]
 
 
 def file_out(d: Dataset) -> dict:
@@ -23,15 +29,15 @@ def file_out(d: Dataset) -> dict:
             "expires_at": None}
 
 
-@router.post("")
+@router.post("", response_model=FileObject, responses=errors(*AUTH, 400, 403, 413, 422))
 def create_file(session: SessionDep, settings: SettingsDep, principal: MemberDep,
-                file: UploadFile = File(...), purpose: str = Form(...)):
+                file: UploadFile = NonEmptyFile, purpose: Purpose = Form(...)):
     if purpose not in PURPOSES:
         raise APIError(400, "invalid_purpose", f"Unknown purpose {purpose!r}.", "purpose")
     return file_out(ingest(session, settings, principal, file, purpose, None, None))
 
 
-@router.get("")
+@router.get("", response_model=FileList, responses=errors(*AUTH, 400))
 def list_files(scope: ScopeDep, purpose: str | None = None, limit: int = 10000, after: str | None = None,
                order: str = "desc"):
     where = [Dataset.purpose == purpose] if purpose else []
@@ -45,12 +51,14 @@ def list_files(scope: ScopeDep, purpose: str | None = None, limit: int = 10000, 
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
 
 
-@router.get("/{file_id}")
+@router.get("/{file_id}", response_model=FileObject, responses=errors(*AUTH, 404))
 def retrieve_file(file_id: str, scope: ScopeDep):
     return file_out(scope.get(Dataset, file_id, "file"))
 
 
-@router.get("/{file_id}/content")
+@router.get("/{file_id}/content", response_class=Response, responses={
+    200: {"description": "The file's bytes", "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}}, **errors(*AUTH, 404)})
 def file_content(file_id: str, scope: ScopeDep, settings: SettingsDep, principal: PrincipalDep):
     row = scope.get(Dataset, file_id, "file")
     audit(scope.session, principal, "dataset.download", row.id)
@@ -61,7 +69,7 @@ def file_content(file_id: str, scope: ScopeDep, settings: SettingsDep, principal
                     headers={"Content-Disposition": f'attachment; filename="{row.filename}"'})
 
 
-@router.delete("/{file_id}")
+@router.delete("/{file_id}", response_model=FileDeleted, responses=errors(*AUTH, 403, 404))
 def delete_file(file_id: str, scope: ScopeDep, principal: MemberDep):
     scope.delete(scope.get(Dataset, file_id, "file"))
     audit(scope.session, principal, "dataset.delete", file_id)

@@ -14,40 +14,52 @@ Mapping (also in the README):
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from ...db.models import Job, JobEvent, TunedModel
-from ...jobs.spec import JobSpec
+from ...jobs.spec import JobSpec, JsonInt, json_int
 from ...services.jobs import cancel
 from ...strategies import available, get_strategy, parse_params
 from ..deps import MemberDep, ScopeDep, SessionDep, audit
-from ..errors import APIError
+from ...contract import (FineTuningCheckpointList, FineTuningEventList, FineTuningJob, FineTuningJobList)
+from ..errors import AUTH, APIError, errors
 from ..schemas import ts
 from .jobs import create
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["openai"])
+router = APIRouter(route_class=ContractRoute, prefix="/v1/fine_tuning/jobs", tags=["openai"])
 OPENAI_STATUS = {"validating": "validating_files", "queued": "queued", "running": "running", "paused": "paused",
                  "succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
+# An event id in a cursor: ASCII digits that fit a database integer (`isdigit()` took "²", and
+# 20 digits overflowed SQLite's integer: both answered 500).
+_CURSOR = re.compile(r"[0-9]{1,18}")
 _LEVEL = {"info": "info", "warning": "warn", "error": "error"}
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)      # as the document types it
 
 
 class Hyperparameters(Strict):
     model_config = ConfigDict(extra="allow")      # tunelab's own names pass through
-    n_epochs: int | Literal["auto"] | None = None
-    batch_size: int | Literal["auto"] | None = None
-    learning_rate_multiplier: float | Literal["auto"] | None = None
+    n_epochs: json_int(ge=1) | Literal["auto"] | None = None
+    batch_size: json_int(ge=1) | Literal["auto"] | None = None
+    learning_rate_multiplier: Annotated[float, Field(gt=0)] | Literal["auto"] | None = None
+
+
+def _method_types(schema: dict) -> None:
+    """supervised or a registered strategy (dpo and reinforcement answer 400 until generative tuning)."""
+    schema["properties"]["type"]["enum"] = ["supervised", *sorted(set(available()) - {"dpo"})]
 
 
 class MethodBody(Strict):
-    model_config = ConfigDict(extra="allow")      # {"type": "lora", "lora": {"hyperparameters": ...}}
+    # {"type": "lora", "lora": {"hyperparameters": ...}}
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra=_method_types)
     type: str
 
 
@@ -58,9 +70,10 @@ class CreateJob(Strict):
     hyperparameters: Hyperparameters | None = None
     method: MethodBody | None = None
     suffix: str | None = Field(default=None, max_length=40)
-    seed: int | None = None
+    seed: JsonInt | None = None
     metadata: dict[str, str] | None = None
-    integrations: list[dict] | None = None
+    # Refused when not empty (nothing leaves your machines): the document says so with maxItems 0.
+    integrations: list[dict] | None = Field(None, json_schema_extra={"maxItems": 0})
 
 
 def _strategy(method: MethodBody | None) -> tuple[str, dict]:
@@ -121,7 +134,7 @@ def job_object(job: Job) -> dict:
             "method": {"type": spec.get("strategy") if spec.get("strategy") != "lora" else "supervised"}}
 
 
-@router.post("")
+@router.post("", response_model=FineTuningJob, responses=errors(*AUTH, 400, 402, 403, 404, 422, 503))
 def create_job(body: CreateJob, session: SessionDep, principal: MemberDep, scope: ScopeDep,
                idempotency_key: str | None = Header(None, max_length=200)):
     if body.integrations:
@@ -149,19 +162,19 @@ def _page(rows: list, after: str | None, limit: int, key=lambda r: r.id) -> tupl
     return rows[:limit], len(rows) > limit
 
 
-@router.get("")
+@router.get("", response_model=FineTuningJobList, responses=errors(*AUTH, 400))
 def list_jobs(scope: ScopeDep, after: str | None = None, limit: int = 20):
     rows = list(scope.list(Job, Job.kind == "train", order_by=Job.created_at.desc()))
     page, more = _page(rows, after, limit)
     return {"object": "list", "data": [job_object(j) for j in page], "has_more": more}
 
 
-@router.get("/{job_id}")
+@router.get("/{job_id}", response_model=FineTuningJob, responses=errors(*AUTH, 404))
 def retrieve_job(job_id: str, scope: ScopeDep):
     return job_object(scope.get(Job, job_id, "fine-tuning job"))
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", response_model=FineTuningJob, responses=errors(*AUTH, 403, 404, 409))
 def cancel_job(job_id: str, scope: ScopeDep, session: SessionDep, principal: MemberDep):
     job = cancel(session, scope.get(Job, job_id, "fine-tuning job"))
     audit(session, principal, "job.cancel", job.id)
@@ -181,22 +194,22 @@ def event_object(e: JobEvent) -> dict:
             "type": "metrics" if metrics else "message"}
 
 
-@router.get("/{job_id}/events")
+@router.get("/{job_id}/events", response_model=FineTuningEventList, responses=errors(*AUTH, 400, 404))
 def list_events(job_id: str, scope: ScopeDep, session: SessionDep, after: str | None = None, limit: int = 20):
     scope.get(Job, job_id, "fine-tuning job")
     q = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id.desc())
-    if after and after.startswith("ftevent-") and after[8:].isdigit():
+    if after and _CURSOR.fullmatch(after[8:]) and after.startswith("ftevent-"):
         q = q.where(JobEvent.id < int(after[8:]))
     limit = max(1, min(limit, 1000))
     rows = session.scalars(q.limit(limit + 1)).all()
     return {"object": "list", "data": [event_object(e) for e in rows[:limit]], "has_more": len(rows) > limit}
 
 
-@router.get("/{job_id}/checkpoints")
+@router.get("/{job_id}/checkpoints", response_model=FineTuningCheckpointList, responses=errors(*AUTH, 400, 404))
 def list_checkpoints(job_id: str, scope: ScopeDep, session: SessionDep, after: str | None = None, limit: int = 10):
     job = scope.get(Job, job_id, "fine-tuning job")
     q = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.type == "checkpoint").order_by(JobEvent.id.desc())
-    if after and after.startswith("ftckpt-") and after[7:].isdigit():
+    if after and _CURSOR.fullmatch(after[7:]) and after.startswith("ftckpt-"):
         q = q.where(JobEvent.id < int(after[7:]))
     limit = max(1, min(limit, 100))
     rows = session.scalars(q.limit(limit + 1)).all()

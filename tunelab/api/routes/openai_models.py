@@ -7,10 +7,12 @@ from fastapi import APIRouter, Request
 from ...db.models import TunedModel
 from ...models.catalog import list_models
 from ..deps import MemberDep, PrincipalDep, ScopeDep, audit
-from ..errors import APIError
+from ...contract import OpenAIModel, OpenAIModelDeleted, OpenAIModelList
+from ..errors import AUTH, APIError, errors
 from ..schemas import ts
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/v1/models", tags=["openai"])
+router = APIRouter(route_class=ContractRoute, prefix="/v1/models", tags=["openai"])
 
 
 def _catalog() -> list[dict]:
@@ -21,12 +23,12 @@ def _tuned(m: TunedModel) -> dict:
     return {"id": m.id, "object": "model", "created": ts(m.created_at), "owned_by": m.tenant_id}
 
 
-@router.get("")
+@router.get("", response_model=OpenAIModelList, responses=errors(*AUTH))
 def list_models_route(scope: ScopeDep):
     return {"object": "list", "data": _catalog() + [_tuned(m) for m in scope.list(TunedModel, order_by=TunedModel.created_at)]}
 
 
-@router.get("/{model_id:path}")
+@router.get("/{model_id}", response_model=OpenAIModel, responses=errors(*AUTH, 404))
 def retrieve_model(model_id: str, scope: ScopeDep):
     for m in _catalog():
         if m["id"] == model_id:
@@ -34,7 +36,7 @@ def retrieve_model(model_id: str, scope: ScopeDep):
     return _tuned(scope.get(TunedModel, model_id, "model"))
 
 
-@router.delete("/{model_id:path}")
+@router.delete("/{model_id}", response_model=OpenAIModelDeleted, responses=errors(*AUTH, 403, 404))
 def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: Request):
     if any(m["id"] == model_id for m in _catalog()):
         raise APIError(403, "forbidden", "Catalog models cannot be deleted; only your tuned models.", "model")

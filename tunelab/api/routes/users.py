@@ -9,18 +9,20 @@ from ...db.models import User
 from ...security.keys import hash_password
 from ...services.tenants import create_key
 from ..deps import AdminDep, ScopeDep, SessionDep, audit
-from ..errors import APIError
+from ...contract import ApiKey, Deleted, User as UserOut, UserList
+from ..errors import AUTH, APIError, errors
 from ..schemas import KeyCreate, UserCreate, UserUpdate, key_out, user_out
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router = APIRouter(route_class=ContractRoute, prefix="/api/v1/users", tags=["users"])
 
 
-@router.get("")
+@router.get("", response_model=UserList, responses=errors(*AUTH))
 def list_users(scope: ScopeDep):
     return {"data": [user_out(u) for u in scope.list(User, order_by=User.created_at)]}
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=UserOut, responses=errors(*AUTH, 400, 403, 409, 422))
 def create_user(body: UserCreate, scope: ScopeDep, admin: AdminDep):
     if scope.list(User, User.email == body.email):
         raise APIError(409, "user_exists", f"{body.email} is already a member.", "email")
@@ -34,12 +36,12 @@ def create_user(body: UserCreate, scope: ScopeDep, admin: AdminDep):
         raise APIError(409, "user_exists", f"{body.email} is already a member.", "email") from None
 
 
-@router.get("/{user_id}")
+@router.get("/{user_id}", response_model=UserOut, responses=errors(*AUTH, 404))
 def get_user(user_id: str, scope: ScopeDep):
     return user_out(scope.get(User, user_id, "user"))
 
 
-@router.patch("/{user_id}")
+@router.patch("/{user_id}", response_model=UserOut, responses=errors(*AUTH, 400, 403, 404, 422))
 def update_user(user_id: str, body: UserUpdate, scope: ScopeDep, admin: AdminDep):
     user = scope.get(User, user_id, "user")
     audit(scope.session, admin, "user.role_change", user.id, old=user.role, new=body.role)
@@ -47,7 +49,7 @@ def update_user(user_id: str, body: UserUpdate, scope: ScopeDep, admin: AdminDep
     return user_out(user)
 
 
-@router.delete("/{user_id}")
+@router.delete("/{user_id}", response_model=Deleted, responses=errors(*AUTH, 403, 404, 409))
 def delete_user(user_id: str, scope: ScopeDep, admin: AdminDep):
     if user_id == admin.user_id:
         raise APIError(409, "cannot_remove_self", "Admins cannot remove themselves.")
@@ -56,7 +58,8 @@ def delete_user(user_id: str, scope: ScopeDep, admin: AdminDep):
     return {"id": user_id, "deleted": True}
 
 
-@router.post("/{user_id}/api-keys", status_code=201)
+@router.post("/{user_id}/api-keys", status_code=201, response_model=ApiKey,
+             responses=errors(*AUTH, 400, 403, 404, 422))
 def issue_key(user_id: str, body: KeyCreate, scope: ScopeDep, admin: AdminDep, session: SessionDep):
     """An admin onboards a member: the member's first key, shown once (to hand over securely)."""
     key, row = create_key(session, scope.get(User, user_id, "user"), body.name)

@@ -10,13 +10,15 @@ from ...db.models import Webhook, WebhookDelivery
 from ...jobs.webhooks import EVENTS
 from ...services import storage
 from ..deps import AdminDep, ScopeDep, SettingsDep, audit
-from ..errors import APIError
+from ...contract import Deleted, Webhook as WebhookOut, WebhookDeliveryList, WebhookList
+from ..errors import AUTH, APIError, errors
 from ..schemas import WebhookCreate, delivery_out, webhook_out
+from ..routing import ContractRoute
 
-router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"])
+router = APIRouter(route_class=ContractRoute, prefix="/api/v1/webhooks", tags=["webhooks"])
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=WebhookOut, responses=errors(*AUTH, 400, 403, 422))
 def create_webhook(body: WebhookCreate, scope: ScopeDep, admin: AdminDep, settings: SettingsDep):
     unknown = sorted(set(body.events) - set(EVENTS))
     if unknown:
@@ -29,19 +31,19 @@ def create_webhook(body: WebhookCreate, scope: ScopeDep, admin: AdminDep, settin
     return webhook_out(hook) | {"secret": secret, "note": "Verify deliveries with this secret; it is not shown again."}
 
 
-@router.get("")
+@router.get("", response_model=WebhookList, responses=errors(*AUTH))
 def list_webhooks(scope: ScopeDep):
     return {"data": [webhook_out(h) for h in scope.list(Webhook, order_by=Webhook.created_at)]}
 
 
-@router.delete("/{webhook_id}")
+@router.delete("/{webhook_id}", response_model=Deleted, responses=errors(*AUTH, 403, 404))
 def delete_webhook(webhook_id: str, scope: ScopeDep, admin: AdminDep):
     scope.delete(scope.get(Webhook, webhook_id, "webhook"))
     audit(scope.session, admin, "webhook.delete", webhook_id)
     return {"id": webhook_id, "deleted": True}
 
 
-@router.get("/{webhook_id}/deliveries")
+@router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryList, responses=errors(*AUTH, 404, 422))
 def deliveries(webhook_id: str, scope: ScopeDep, limit: int = 100):
     scope.get(Webhook, webhook_id, "webhook")
     rows = scope.list(WebhookDelivery, WebhookDelivery.webhook_id == webhook_id,
