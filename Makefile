@@ -45,7 +45,12 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	scripts/system-deps test
-	TUNELAB_TEST_STRICT_DEPS=1 scripts/pg-test-server run -- $(BIN)/python -m pytest -m slow
+	TUNELAB_TEST_STRICT_DEPS=1 scripts/pg-test-server run -- $(BIN)/python -m pytest -m 'slow and not claims'
+
+# The README's hour-long claims (prompting SmolLM2 over a whole test split): not part of CI.
+.PHONY: test-claims
+test-claims: $(STAMP)
+	$(BIN)/python -m pytest -m claims --timeout 7200
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_banking77.py

@@ -10,6 +10,7 @@ import pytest
 from cli_helpers import run_cli
 
 
+@pytest.mark.slow      # two real training runs measured against the prediction: `make test-slow`
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_memory_prediction_within_30_percent_of_measured_peak_rss(banking_subset, tmp_path, strategy):
     train, test = banking_subset
@@ -35,6 +36,7 @@ def long_texts(path):
     return path
 
 
+@pytest.mark.slow      # texts at the model's maximum length, probed for real: `make test-slow`
 def test_run_that_does_not_fit_is_refused_with_ways_that_fit(tmp_path):
     data = long_texts(tmp_path / "long.csv")
     args = ["train", data, "--strategy", "full", "--out", tmp_path / "m", "--set", "epochs=1",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tunelab.models import resolve_model
 from tunelab.runner import DataSpec, prepare_data, run_strategy
 
 
+@pytest.mark.slow      # a long quality run: `make test-slow`
 def test_lora_on_sms_spam_reaches_97_percent(shared_copy):
     model = resolve_model("minilm")
     data = prepare_data(DataSpec(shared_copy / "sms_spam.tsv", limit=1000), model)

@@ -102,7 +102,8 @@ def test_malformed_file_stops_the_cli_with_exit_1_and_nothing_written(tmp_path, 
     assert not any(home.rglob("*.safetensors")) if home.exists() else True
 
 
-@pytest.mark.parametrize("which", ["stories260k", "smollm2"])
+# SmolLM2 (its GGUF dequantised: ~20 s) in `make test-slow`; stories260K's template in `make test`
+@pytest.mark.parametrize("which", ["stories260k", pytest.param("smollm2", marks=pytest.mark.slow)])
 def test_masking_trains_exactly_the_assistant_tokens(request, which):
     path = request.getfixturevalue(which)
     path = getattr(path, "path", path)

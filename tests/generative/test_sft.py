@@ -26,6 +26,7 @@ def identity(stories260k, identity_file):
     return model, prepare_generative(GenerativeDataSpec(identity_file), model)
 
 
+@pytest.mark.slow      # learning is claimed in `make test` by the LoRA SFT through the CLI
 def test_sft_full_lowers_held_out_loss_and_reproduces_a_trained_answer(identity, tmp_path):
     model, data = identity
     out = tmp_path / "full"

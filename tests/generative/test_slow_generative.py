@@ -30,6 +30,9 @@ def test_smollm2_sft_lora_learns_its_new_identity(smollm2, identity_file, tmp_pa
     assert "Tuna" in answer, answer
 
 
+# Prompting SmolLM2 over 968 test texts takes 30-60 min on 2 cores (README, "The seed's claim"):
+# past a CI run's budget, so it is `make test-claims`, not `make test-slow`.
+@pytest.mark.claims
 def test_financial_phrasebank_prompting_vs_tuned_minilm(tmp_path):
     src = SHARED / "text-classification" / "financial_phrasebank.csv"
     shutil.copy(src, tmp_path / src.name)

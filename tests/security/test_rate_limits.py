@@ -7,6 +7,8 @@ import pytest
 
 from service.server_proc import ServerProcess
 
+SQLITE_ONLY = True   # the limiter lives in the server process, not the database
+
 
 @pytest.fixture(scope="module")
 def server(backend, tmp_path_factory):

@@ -113,6 +113,7 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow_on_postgresql
 def test_sse_progress_and_signed_webhook_with_retry(server, client_a, banking_subset):
     _Receiver.received = []        # a fresh receiver for each backend's run
     port = free_port()
@@ -154,6 +155,7 @@ def test_sse_progress_and_signed_webhook_with_retry(server, client_a, banking_su
     assert deliveries[0]["response_status"] == 200
 
 
+@pytest.mark.slow_on_postgresql     # the compare job's engine does not depend on the database
 def test_comparison_job_gives_a_table_and_a_recommendation(client_a, banking_subset):
     train, test = (upload(client_a, p) for p in banking_subset)
     r = client_a.post("/api/v1/comparisons", json={"dataset_id": train["id"], "test_dataset_id": test["id"],

@@ -20,8 +20,9 @@ OPERATOR = "tl-operator-flow"
 # $36/core-hour: one core-second is exactly one cent, so a small run costs real money.
 PRICE = 36_000_000
 SPEC = {"strategy": "full", "seed": 0, "params": {"epochs": 3, "min_steps": 0, "checkpoint_every": 3}}
-# Three full runs on 2 shared cores: minutes each when the machine is busy.
-pytestmark = pytest.mark.timeout(3600)
+# Three full runs on 2 shared cores: minutes each when the machine is busy. A durability run:
+# `make test-slow` (CI runs it after `make test`).
+pytestmark = [pytest.mark.timeout(3600), pytest.mark.slow]
 
 
 def _prices(tmp_path_factory) -> str:

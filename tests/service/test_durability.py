@@ -43,6 +43,7 @@ def _wait_event(client, job_id, predicate, timeout=300):
     raise AssertionError(f"no such event for {job_id}: {events(client, job_id)[-5:]}")
 
 
+@pytest.mark.slow      # durability runs (real training, SIGKILL, lease expiry): `make test-slow`
 def test_worker_sigkill_mid_training_resumes_from_checkpoint(server, client_a, dataset):
     worker = server.start_worker()
     # 280 train rows (400 less validation and test), batch 32: 9 steps an epoch; a checkpoint
@@ -73,6 +74,7 @@ def test_worker_sigkill_mid_training_resumes_from_checkpoint(server, client_a, d
     assert steps[-1] == after[-1]["data"]["total_steps"] == 18 and ckpt <= killed_at
 
 
+@pytest.mark.slow_on_postgresql
 def test_cancel_writes_a_final_checkpoint(server, client_a, dataset):
     if not any(w.poll() is None for w in server.workers):
         server.start_worker()
@@ -106,6 +108,7 @@ def test_idempotency_key_makes_one_job(client_a, dataset):
     assert other["id"] != again["id"]
 
 
+@pytest.mark.slow_on_postgresql
 def test_bad_configuration_fails_once_without_retry(server, client_a, dataset):
     if not any(w.poll() is None for w in server.workers):
         server.start_worker()
@@ -129,6 +132,7 @@ def test_invalid_job_is_refused_at_creation(client_a, dataset):
         assert r.json()["error"]["param"] == param, r.text
 
 
+@pytest.mark.slow
 def test_server_restart_loses_nothing(backend, tmp_path_factory, banking_subset):
     """The default install: server and worker in one process, SIGKILLed mid-job and started again."""
     from .conftest import database_url
