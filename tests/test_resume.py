@@ -8,9 +8,12 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from cli_helpers import TUNELAB, run_cli
 
 
+@pytest.mark.slow      # a durability run: `make test-slow`
 def test_sigkill_mid_epoch_then_resume(banking_subset, tmp_path):
     train, test = banking_subset
     out = tmp_path / "full"

@@ -25,6 +25,7 @@ def chat_file(identity_file, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow      # `make test` trains LoRA SFT in-process (test_sft); this is the CLI's long run
 def test_train_lora_on_chat_jsonl_then_generate(chat_file, stories260k, tmp_path):
     out = tmp_path / "bot"
     r = run_cli("train", chat_file, "--model", stories260k, "--strategy", "lora", "--out", out,

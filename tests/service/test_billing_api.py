@@ -57,7 +57,6 @@ def test_a_new_tenant_has_the_100_dollar_trial(client_a):
         [("grant", "funding", "available", 100_000_000)]
 
 
-@pytest.mark.slow_on_postgresql
 def test_estimate_before_start_then_reserved_metered_settled(server, client_a, op, dataset):
     body = {"dataset_id": dataset, "strategy": "linear-probe"}
     est = client_a.post("/api/v1/jobs/estimate", json=body).json()

@@ -108,7 +108,7 @@ def test_idempotency_key_makes_one_job(client_a, dataset):
     assert other["id"] != again["id"]
 
 
-@pytest.mark.slow_on_postgresql
+@pytest.mark.slow      # a real job that must fail once, never retried: `make test-slow`
 def test_bad_configuration_fails_once_without_retry(server, client_a, dataset):
     if not any(w.poll() is None for w in server.workers):
         server.start_worker()

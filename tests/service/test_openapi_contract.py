@@ -43,7 +43,7 @@ STATEFUL_REFUSALS = {
     # (linear-probe has no epochs) is the strategy's (GET tunelab strategies), not the schema's.
     "invalid_hyperparameter": "a hyperparameter the chosen method does not have",
 }
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = 4
 SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                            HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
