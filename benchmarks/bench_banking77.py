@@ -54,7 +54,7 @@ from sklearn.metrics import f1_score  # noqa: E402
 
 from tunelab.models import resolve_model  # noqa: E402
 from tunelab.models.device import cpu_has_bf16  # noqa: E402
-from tunelab.runner import DataSpec, prepare_data, run_strategy  # noqa: E402
+from tunelab.engine import DataSpec, prepare_data, run_strategy  # noqa: E402
 from tunelab.strategies import get_strategy  # noqa: E402
 from tunelab.training.costs import ResourceMeter  # noqa: E402  (psutil sampler thread, 0.05 s)
 

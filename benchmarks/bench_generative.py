@@ -25,7 +25,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from tunelab.models import resolve_model
     from tunelab.models.llama2c import import_llama2c
-    from tunelab.runner_generative import GenerativeDataSpec, prepare_generative, run_generative
+    from tunelab.engine import DataSpec, prepare_data, run_strategy
 
     data_dir, tmp = args.shared / "datasets", Path(tempfile.mkdtemp(prefix="bench-gen-"))
     records = json.loads((data_dir / "instruction" / "identity.json").read_text(encoding="utf-8"))
@@ -47,9 +47,9 @@ def main() -> None:
                      ["min_steps=12", "max_epochs=1", "epochs=1", "batch_size=4", "max_length=256"]))
     rows = []
     for name, model, file, params in runs:
-        data = prepare_generative(GenerativeDataSpec(file), model)
+        data = prepare_data(DataSpec(file), model)
         for strategy in ("sft-full", "sft-lora"):
-            r = run_generative(model, data, strategy, params + ["eval_answers=0"], work_dir=tmp / f"{name}-{strategy}")
+            r = run_strategy(model, data, strategy, params + ["eval_answers=0"], work_dir=tmp / f"{name}-{strategy}")
             m = r.metrics
             rows.append({"model": name, "strategy": strategy, "steps": r.notes["steps"],
                          "tokens_per_s": m["tokens_per_second"], "loop_s": r.notes["loop_seconds"],

@@ -6,7 +6,7 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from tunelab.models import resolve_model
-from tunelab.runner import DataSpec, prepare_data, run_strategy
+from tunelab.engine import DataSpec, prepare_data, run_strategy
 
 
 def test_second_linear_probe_run_never_runs_the_encoder(banking_subset, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tunelab.models import resolve_model
-from tunelab.runner import DataSpec, prepare_data, run_strategy
+from tunelab.engine import DataSpec, prepare_data, run_strategy
 
 
 @pytest.mark.slow      # a long quality run: `make test-slow`

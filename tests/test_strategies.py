@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tunelab.comparison import compare
+from tunelab.engine import compare
 from tunelab.models import resolve_model
-from tunelab.runner import DataSpec, prepare_data, run_strategy
+from tunelab.engine import DataSpec, prepare_data, run_strategy
 from tunelab.strategies import ConfigError
 
 

@@ -65,6 +65,9 @@ class _Resource:
 class Datasets(_Resource):
     def upload(self, path: str | Path, text_column: str | None = None, label_column: str | None = None,
                purpose: str | None = None) -> Dataset:
+        """A text+label table, or data for a chat model (conversations in JSONL: OpenAI `messages`,
+        ShareGPT, alpaca; plain text; prompt/chosen/rejected pairs): the content decides, and the
+        returned dataset's `task` says which (text-classification, chat, preference)."""
         path = Path(path)
         form = _drop_none({"text_column": text_column, "label_column": label_column, "purpose": purpose})
         with open(path, "rb") as fh:
@@ -78,6 +81,8 @@ class Datasets(_Resource):
         return Dataset(**self._c.request("GET", f"/api/v1/datasets/{_path(dataset_id)}"))
 
     def preview(self, dataset_id: str, limit: int = 20) -> list[dict]:
+        """The first rows, each with its `line`: `text` and `label` for a table; `messages` (role,
+        content) for conversations and plain text; `prompt`, `chosen`, `rejected` for pairs."""
         return self._c.request("GET", f"/api/v1/datasets/{_path(dataset_id)}/preview", params={"limit": limit})["data"]
 
     def delete(self, dataset_id: str) -> dict:
@@ -85,16 +90,18 @@ class Datasets(_Resource):
 
 
 class Jobs(_Resource):
-    def create(self, dataset_id: str, strategy: str = "lora", model: str = "minilm", params: dict | None = None,
+    def create(self, dataset_id: str, strategy: str | None = None, model: str | None = None, params: dict | None = None,
                test_dataset_id: str | None = None, limit: int | None = None, idempotency_key: str | None = None,
                **extra: Any) -> Job:
-        """`extra`: other JobSpec fields (seed, suffix, auto_fit, metadata)."""
+        """`extra`: other JobSpec fields (seed, suffix, auto_fit, metadata). No strategy or model: the
+        server's defaults for the dataset's task (lora on minilm for labelled texts, sft-lora on
+        smollm2 for conversations, dpo for preference pairs)."""
         body = _drop_none({"dataset_id": dataset_id, "strategy": strategy, "model": model, "params": params or {},
                            "test_dataset_id": test_dataset_id, "limit": limit, **extra})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job(**self._c.request("POST", "/api/v1/jobs", json=body, headers=headers))
 
-    def estimate(self, dataset_id: str, strategy: str = "lora", model: str = "minilm", params: dict | None = None,
+    def estimate(self, dataset_id: str, strategy: str | None = None, model: str | None = None, params: dict | None = None,
                  test_dataset_id: str | None = None, limit: int | None = None, **extra: Any) -> dict:
         """What the job would cost and take before it starts: cost_usd, cost_range_usd, wall_seconds(_range),
         reserve_usd, and whether it would start now (would_start, missing_usd, quota)."""

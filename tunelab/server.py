@@ -46,10 +46,10 @@ def cmd_demo(args) -> int:
     example run (queued here, run by the in-process worker as soon as the server is up) and a
     banner that says what to open and what to try first."""
     os.environ.setdefault("TUNELAB_LOG_JSON", "false")     # a person reads this console, not a log shipper
-    from .cli_admin import _database
+    from .cli.common import open_database
     from .services.demo import prepare_demo
 
-    settings, db = _database()
+    settings, db = open_database()
     with db.session() as s:
         ready = prepare_demo(s, settings.home, args.samples)
     base = f"http://{args.host}:{args.port}"

@@ -7,16 +7,16 @@ import json
 
 from tunelab.artifacts import load_artifact
 from tunelab.models import resolve_model
-from tunelab.runner_generative import GenerativeDataSpec, prepare_generative, run_generative
+from tunelab.engine import DataSpec, prepare_data, run_strategy
 
 
 
 def test_dpo_raises_the_held_out_margin(stories260k, instruction_copy, tmp_path):
     model = resolve_model(str(stories260k))
-    data = prepare_generative(GenerativeDataSpec(instruction_copy / "dpo_en_demo.json", limit=120), model)
+    data = prepare_data(DataSpec(instruction_copy / "dpo_en_demo.json", limit=120), model)
     assert data.splits.train.kind == "preference" and len(data.splits.test) >= 10
     out = tmp_path / "dpo"
-    result = run_generative(model, data, "dpo", None, out=out)
+    result = run_strategy(model, data, "dpo", None, out=out)
     m = result.metrics
     assert m["margin"] > m["base_margin"], m
     assert m["trainable_params"] < m["total_params"] / 2            # LoRA by default

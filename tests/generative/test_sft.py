@@ -13,8 +13,7 @@ from tunelab.artifacts import load_artifact, write_artifact
 from tunelab.models import resolve_model
 from tunelab.models.causal import load_causal_lm
 from tunelab.models.generation import GenerationSettings
-from tunelab.runner import make_context
-from tunelab.runner_generative import GenerativeDataSpec, prepare_generative, run_generative
+from tunelab.engine import DataSpec, make_context, prepare_data, run_strategy
 from tunelab.strategies import ConfigError
 
 TRAINED_ANSWER = "Hello! I am Tuna, an AI assistant developed by Tunelab. How can I assist you today?"
@@ -23,14 +22,14 @@ TRAINED_ANSWER = "Hello! I am Tuna, an AI assistant developed by Tunelab. How ca
 @pytest.fixture(scope="module")
 def identity(stories260k, identity_file):
     model = resolve_model(str(stories260k))
-    return model, prepare_generative(GenerativeDataSpec(identity_file), model)
+    return model, prepare_data(DataSpec(identity_file), model)
 
 
 @pytest.mark.slow      # learning is claimed in `make test` by the LoRA SFT through the CLI
 def test_sft_full_lowers_held_out_loss_and_reproduces_a_trained_answer(identity, tmp_path):
     model, data = identity
     out = tmp_path / "full"
-    result = run_generative(model, data, "sft-full", ["min_steps=150", "eval_answers=4"], out=out)
+    result = run_strategy(model, data, "sft-full", ["min_steps=150", "eval_answers=4"], out=out)
     m = result.metrics
     assert m["test_loss"] < m["base_test_loss"] / 3, m           # ~23 -> ~3 nats per assistant token
     history = result.notes["history"]
@@ -72,7 +71,7 @@ def test_sft_qlora_is_refused_without_cuda_before_any_work(identity, tmp_path):
     model, data = identity
     t0 = time.perf_counter()
     with pytest.raises(ConfigError, match="CUDA"):
-        run_generative(model, data, "qlora", out=tmp_path / "q")      # the alias of sft-qlora here
+        run_strategy(model, data, "qlora", out=tmp_path / "q")      # the alias of sft-qlora here
     assert time.perf_counter() - t0 < 5
     assert not (tmp_path / "q").exists()
 
@@ -80,7 +79,7 @@ def test_sft_qlora_is_refused_without_cuda_before_any_work(identity, tmp_path):
 def test_classification_model_is_refused_for_sft(identity, tmp_path):
     _, data = identity
     with pytest.raises(ConfigError, match="not a causal language model"):
-        run_generative(resolve_model("minilm"), data, "sft-lora", out=tmp_path / "x")
+        run_strategy(resolve_model("minilm"), data, "sft-lora", out=tmp_path / "x")
 
 
 def test_sft_stopped_mid_run_resumes_from_its_checkpoint(identity, tmp_path):
@@ -96,10 +95,10 @@ def test_sft_stopped_mid_run_resumes_from_its_checkpoint(identity, tmp_path):
     control.clear()
     try:
         with pytest.raises(TrainingStopped):
-            run_generative(model, data, "sft-lora", params, out=tmp_path / "r", progress=stop_at_12)
+            run_strategy(model, data, "sft-lora", params, out=tmp_path / "r", progress=stop_at_12)
     finally:
         control.clear()
     assert (tmp_path / "r" / "checkpoints" / "LATEST").is_file()
-    result = run_generative(model, data, "sft-lora", params, out=tmp_path / "r")
+    result = run_strategy(model, data, "sft-lora", params, out=tmp_path / "r")
     assert result.notes["resumed_from_step"] == 12
     assert (tmp_path / "r" / "manifest.json").is_file() and not (tmp_path / "r" / "checkpoints").exists()

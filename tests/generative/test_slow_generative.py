@@ -7,11 +7,10 @@ import shutil
 
 import pytest
 
-from tunelab.comparison import compare
+from tunelab.engine import compare
 from tunelab.models import resolve_model
 from tunelab.models.generation import GenerationSettings
-from tunelab.runner import DataSpec, prepare_data
-from tunelab.runner_generative import GenerativeDataSpec, prepare_generative, run_generative
+from tunelab.engine import DataSpec, prepare_data, run_strategy
 
 from .conftest import SHARED
 
@@ -19,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_smollm2_sft_lora_learns_its_new_identity(smollm2, identity_file, tmp_path):
-    data = prepare_generative(GenerativeDataSpec(identity_file), smollm2)
-    result = run_generative(smollm2, data, "sft-lora", ["min_steps=60", "max_length=256", "eval_answers=8"],
+    data = prepare_data(DataSpec(identity_file), smollm2)
+    result = run_strategy(smollm2, data, "sft-lora", ["min_steps=60", "max_length=256", "eval_answers=8"],
                             out=tmp_path / "smol-identity")
     m = result.metrics
     assert m["test_loss"] < m["base_test_loss"] - 0.5, m

@@ -172,7 +172,7 @@ def test_cli_bad_key_and_missing_job(server, tenant_a):
 
 
 def test_watcher_renders_progress_and_transitions():
-    from tunelab.cli_remote import JOB_EXIT, Watcher
+    from tunelab.cli.remote import JOB_EXIT, Watcher
 
     out, err = io.StringIO(), io.StringIO()
     w = Watcher(bar=True, out=out, err=err)

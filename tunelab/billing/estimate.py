@@ -85,7 +85,7 @@ class Estimate:
 
 
 def splits(shape: JobShape) -> tuple[int, int, int]:
-    """(train, validation, test) rows, as runner.prepare_data will split them."""
+    """(train, validation, test) rows, as engine.prepare_data will split them."""
     if shape.test_rows:
         val = max(int(round(shape.rows * 0.1)), 1)
         return shape.rows - val, val, shape.test_rows
@@ -137,19 +137,19 @@ def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tu
     else:
         # Predictions cache the test split's features, a linear-probe its training features too:
         # a later run on the same split encodes only what is not cached (and the latency sample).
+        from ..strategies import get_strategy
+
         test_enc = 0 if "test" in shape.cached else test
-        calibration = min(int(shape.params.get("calibration_texts", 0)), train)
-        texts = {"zero-shot": shape.labels + calibration + test_enc + latency_texts,
-                 "linear-probe": (0 if "train" in shape.cached else train + val) + test_enc + latency_texts
-                 }.get(shape.strategy, shape.labels * 8 + test + latency_texts)
+        work = get_strategy(shape.strategy).encode_work(train=train, val=val, test=test_enc, labels=shape.labels,
+                                                        cached=shape.cached, params=shape.params)
+        texts = work["texts"] + latency_texts
         terms.append({"term": "encode", "tokens": int(texts * tok), "padding": round(infer_f, 3),
                       "seconds": dev["k_encode"] * pb * texts * tok * infer_f})
-        if shape.strategy == "linear-probe":
-            terms.append({"term": "logistic regression", "seconds": s.get("k_fit", 0.0) * train})
-        if shape.strategy == "few-shot":
-            pairs = int(shape.params.get("max_pairs", 2000))
-            terms.append({"term": "setfit pairs", "pairs": pairs,
-                          "seconds": s.get("k_pair", 0.0) * pb * pairs * 2 * tok})
+        if work.get("fit_rows"):
+            terms.append({"term": "logistic regression", "seconds": s.get("k_fit", 0.0) * work["fit_rows"]})
+        if work.get("pairs"):
+            terms.append({"term": "setfit pairs", "pairs": work["pairs"],
+                          "seconds": s.get("k_pair", 0.0) * pb * work["pairs"] * 2 * tok})
     if speed != 1.0:
         for t in terms:
             t["seconds"] *= speed

@@ -77,7 +77,16 @@ def gpus_of(spec: dict, device: str | None = None) -> int:
     from .devices import detect
 
     device = device or detect()[0]
-    return 1 if device.startswith("gpu") or spec.get("strategy") == "qlora" else 0
+    return 1 if device.startswith("gpu") or _needs_cuda(spec.get("strategy")) else 0
+
+
+def _needs_cuda(name: str | None) -> bool:
+    from ..strategies import ConfigError, get_strategy
+
+    try:
+        return bool(name) and get_strategy(name).needs_cuda
+    except ConfigError:
+        return False
 
 
 def folder_bytes(path: str) -> int:

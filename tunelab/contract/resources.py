@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from .base import Obj
 
@@ -53,6 +53,9 @@ class Dataset(Obj):
     bytes: int = 0
     status: str = ""
     rows: int | None = None
+    task: str = Field("text-classification", description="what the data trains: text-classification, "
+                      "chat (conversations and plain text) or preference (chosen/rejected pairs)")
+    kind: str = Field("labelled", description="labelled (a text+label table), chat, plain or preference")
     text_column: str | None = None
     label_column: str | None = None
     labels: int | None = None
@@ -60,13 +63,51 @@ class Dataset(Obj):
     report: dict[str, Any] | None = None          # only from upload and get
     stats: dict[str, Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _task_from_report(cls, data: Any) -> Any:
+        # A server that sends the report but not the fields: the report says it.
+        if isinstance(data, dict) and isinstance(data.get("report"), dict):
+            data = {**{k: data["report"][k] for k in ("task", "kind")
+                       if data["report"].get(k) and k not in data}, **data}
+        return data
+
 
 class DatasetList(Obj):
     data: list[Dataset]
 
 
+class PreviewMessage(Obj):
+    role: str = Field(description="system, user or assistant; text for a plain-text document")
+    content: str
+
+
+class TextRow(Obj):
+    """A row of a text+label table."""
+    line: int
+    text: str
+    label: str
+
+
+class ConversationRow(Obj):
+    """A conversation (or a plain-text document: one message with the role text)."""
+    line: int
+    messages: list[PreviewMessage]
+
+
+class PreferenceRow(Obj):
+    """A preference pair: the prompt's messages, the chosen and the rejected answer."""
+    line: int
+    prompt: list[PreviewMessage]
+    chosen: str
+    rejected: str
+
+
 class DatasetPreview(Obj):
-    data: list[dict[str, Any]] = Field(description="rows: line, text, label")
+    data: list[TextRow | ConversationRow | PreferenceRow] = Field(
+        description="the first rows, each with its line in the file: line, text, label for a table; "
+                    "line, messages for conversations and plain text; line, prompt, chosen, rejected for "
+                    "preference pairs")
 
 
 class JobError(Obj):

@@ -9,10 +9,14 @@ name) give the same entry; the first import's column choice is the one recorded.
 
 With a `codec` (the service passes its tenant's cipher: encryption at rest), both files are
 stored encrypted and only ever decrypted in memory, or into a caller's folder (`export_to`).
+
+Generative files (chat conversations, plain text, preference pairs: `import_generative`) are
+stored the same way; their meta says `kind` (chat | plain | preference) instead of columns.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,7 +27,11 @@ from pathlib import Path
 from typing import Protocol
 
 from .dataset import TextDataset
-from .readers import DataLimits, parse_data, parse_file
+from .errors import error
+from .generative import GenerativeDataset, read_generative
+from .readers import DataLimits, parse_data, parse_file, read_bytes
+
+PLAIN_SUFFIXES = (".txt", ".md", ".text")
 
 
 class Codec(Protocol):
@@ -62,8 +70,34 @@ class StoredDataset:
         dest.write_bytes(self.read())
         return dest
 
+    @property
+    def kind(self) -> str | None:
+        """chat | plain | preference for a generative entry; None for a text+label table."""
+        return self.meta.get("kind")
+
+    def load_generative(self) -> GenerativeDataset:
+        """Re-read a generative entry. The reader takes a file: the bytes are decrypted into a
+        private temporary folder under the store's root for the read, and removed at once."""
+        if self.kind is None:
+            raise ValueError(f"{self.name} is a text+label table, not a generative dataset")
+        data = self.read()
+        staging_root = self.path.parents[3] / "staging"    # root/objects/ab/<sha>/file -> root/staging
+        staging_root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(dir=staging_root, prefix="read-"))      # owner-only
+        try:
+            copy = folder / _stored_name(self.meta["name"])
+            copy.write_bytes(data)
+            ds = read_generative(copy, limits=DataLimits(max_bytes=max(len(data), 1)),
+                                 plain=self.kind == "plain")
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        ds.source = self.meta["name"]
+        return ds
+
     def load(self) -> TextDataset:
         """Re-read the stored file with the columns chosen at import."""
+        if self.kind is not None:
+            raise ValueError(f"{self.name} is a generative dataset ({self.kind}): use load_generative()")
         data = self.read()
         # Accepted once already: the limits only need to let it through again
         # (rows as counted at import leave out blank and header lines).
@@ -105,6 +139,31 @@ class DatasetStore:
             "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         return self._write_entry(parsed.data, meta)
+
+    def import_generative(self, path: str | Path, *, limits: DataLimits | None = None) -> StoredDataset:
+        """Parse `path` as a generative dataset (`read_generative`: DataError with the lines of
+        every unusable record, nothing stored) and store it. A .txt/.md file is plain text."""
+        path = Path(path)
+        limits = limits or DataLimits.from_env()
+        data = read_bytes(path, limits)
+        ds = read_generative(path, limits=limits, plain=path.suffix.lower() in PLAIN_SUFFIXES)
+        if ds.sha256 != hashlib.sha256(data).hexdigest():
+            # Store exactly the bytes that were parsed: a file changing under us is refused.
+            raise error("changed_while_reading", f"{path.name} changed while it was being read.",
+                        "Upload it again.")
+        existing = self.get(ds.sha256)
+        if existing is not None:
+            return existing
+        meta = {
+            "sha256": ds.sha256,
+            "name": path.name,
+            "format": ds.format,
+            "kind": ds.kind,
+            "encoding": ds.encoding,
+            "rows": len(ds),
+            "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        return self._write_entry(data, meta)
 
     def get(self, sha256: str) -> StoredDataset | None:
         folder = self._folder(sha256)

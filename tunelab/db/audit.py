@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from .models import Base, utcnow
+from .base import Base, utcnow
 
 
 class AuditEvent(Base):

@@ -17,7 +17,7 @@ from sqlalchemy import BigInteger, CheckConstraint, Float, ForeignKey, Index, In
     UniqueConstraint
 from sqlalchemy.orm import Mapped, backref, mapped_column, relationship
 
-from .models import Base, Job, TenantOwned, new_id, utcnow
+from .base import Base, TenantOwned, new_id, utcnow
 
 
 class BillingAccount(TenantOwned, Base):
@@ -113,8 +113,9 @@ class Calibration(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# `job.billing` for the job object (loaded with the jobs, in one query per list).
-JobBilling.job = relationship(Job, backref=backref("billing", uselist=False, lazy="selectin",
+# `job.billing` for the job object (loaded with the jobs, in one query per list). "Job" by name: the
+# jobs table is models.py's, which imports this module (both are on Base's registry once db is imported).
+JobBilling.job = relationship("Job", backref=backref("billing", uselist=False, lazy="selectin",
                                                    passive_deletes=True))
 
 BILLING_TENANT_OWNED = [BillingAccount, LedgerEntry, JobBilling, TenantQuota]

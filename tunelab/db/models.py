@@ -1,49 +1,19 @@
 """The service's tables (SQLAlchemy 2). Every tenant-owned row carries `tenant_id`; the only way
-routes reach those rows is `db.scoped.TenantScope`, which filters on it."""
+routes reach those rows is `db.scoped.TenantScope`, which filters on it. The declarative base and
+the column helpers are db/base.py; billing's tables are db/ledger.py, the audit log's db/audit.py:
+importing this module registers them all (on Base.metadata, for migrations) and lists every
+tenant-owned table in TENANT_OWNED."""
 
 from __future__ import annotations
 
-import secrets
-from datetime import datetime, timezone
+from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, \
-    UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(12)}"
-
-
-class UTCDateTime(TypeDecorator):
-    """Timezone-aware UTC on every backend: SQLite hands back naive datetimes otherwise, and
-    comparing those with aware ones (lease expiry) raises."""
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc) if value is not None else None
-
-    def process_result_value(self, value, dialect):
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {datetime: UTCDateTime(), dict: JSON, list: JSON}
-
-
-class TenantOwned:
-    """Mixin: the column the data-access layer scopes every query by."""
-    tenant_id: Mapped[str] = mapped_column(String(40), ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+from .audit import AuditEvent  # noqa: F401  (registered on Base.metadata for migrations)
+from .base import Base, TenantOwned, UTCDateTime, new_id, utcnow  # noqa: F401  (re-exported)
+from .ledger import BILLING_TENANT_OWNED
 
 
 class Tenant(Base):
@@ -165,11 +135,5 @@ class WebhookDelivery(TenantOwned, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-TENANT_OWNED = [User, ApiKey, Dataset, Job, JobEvent, TunedModel, Webhook, WebhookDelivery]
-
 # Billing (credits, usage, quotas) lives in its own module; its tenant-owned tables are scoped too.
-from .ledger import BILLING_TENANT_OWNED  # noqa: E402
-
-TENANT_OWNED += BILLING_TENANT_OWNED
-
-from .audit import AuditEvent  # noqa: E402,F401  (registered on Base.metadata for migrations)
+TENANT_OWNED = [User, ApiKey, Dataset, Job, JobEvent, TunedModel, Webhook, WebhookDelivery, *BILLING_TENANT_OWNED]

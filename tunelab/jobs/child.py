@@ -1,6 +1,6 @@
 """The job process: `python -m tunelab.jobs.child SPEC.json`.
 
-Runs one job through the library entry points (runner / comparison) with no database access,
+Runs one job through the engine's entry points (run / compare) with no database access,
 and reports to its worker as JSON lines on stdout: progress ticks, checkpoints, the result, or
 an error. Its exit status tells the worker what happened (see EXIT_*): the worker retries only
 infrastructure failures, never a user's bad data or configuration.
@@ -48,10 +48,9 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def run(spec_path: Path) -> int:
-    from ..comparison import compare
     from ..data.errors import DataError
+    from ..engine import DataSpec, compare, prepare_data, run_strategy
     from ..models import resolve_model
-    from ..runner import DataSpec, prepare_data, run_strategy
     from ..strategies.base import ConfigError
     from ..training.control import TrainingStopped
     from .spec import ChildSpec
@@ -69,7 +68,7 @@ def run(spec_path: Path) -> int:
         model = resolve_model(job.model)
         data = prepare_data(DataSpec(Path(spec.train_file), Path(spec.test_file) if spec.test_file else None,
                                      spec.text_column, spec.label_column, limit=job.limit, seed=job.seed), model)
-        emit("phase", phase="running", train_rows=len(data.splits.train),
+        emit("phase", phase="running", task=data.task.name, train_rows=len(data.splits.train),
              validation_rows=len(data.splits.validation), test_rows=len(data.splits.test),
              labels=data.splits.label_names)
         out = Path(spec.out_dir)
@@ -83,7 +82,7 @@ def run(spec_path: Path) -> int:
                                   auto_fit=job.auto_fit, progress=progress)
             emit("result", kind="train", strategy=result.strategy, metrics=result.metrics,
                  artifacts={result.strategy: str(out)},
-                 resumed_from_step=result.notes.get("resumed_from_step", 0))
+                 resumed_from_step=result.notes.get("resumed_from_step", 0), samples=result.samples)
         return EXIT_OK
     except DataError as exc:
         emit("error", code="invalid_training_file", message=str(exc), codes=exc.codes)

@@ -1,6 +1,6 @@
 """The job side of billing: the worker meters each job's process on every heartbeat (CPU time of
 its process tree, or GPU wall time) and pauses the job when credit runs out; status transitions
-settle (or, on pause, release) the job's reservation; a top-up requeues paused jobs, which
+settle (or, on pause, release) the job's reservation (jobs/billing_hooks.py); a top-up requeues paused jobs, which
 resume from their checkpoint; housekeeping charges storage and serving and lapses old grants."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from ..billing.metering import Cursor, MeterResult, record
 from ..billing.quotas import usage as quota_usage
 from ..db.ledger import BillingAccount, JobBilling
 from ..db.models import Job
+from . import store
 from .status import JobStatus
 
 log = logging.getLogger("tunelab.billing")
@@ -101,23 +102,8 @@ class JobMeter:
             return MeterResult()
 
 
-def on_transition(session: Session, job: Job, new: JobStatus) -> None:
-    """Called by jobs.store.transition: a job that ends is settled; one that pauses releases
-    what it still holds."""
-    if new.is_terminal:
-        spec = job.spec or {}
-        metrics = (job.result or {}).get("metrics") or {}
-        settlement.settle(session, job.tenant_id, job.id, outcome=new.value, attempts=job.attempts,
-                          kind=job.kind, strategy=spec.get("strategy"), model=spec.get("model"),
-                          tokens_trained=metrics.get("tokens_processed"))
-    elif new == JobStatus.PAUSED:
-        settlement.pause(session, job.tenant_id, job.id)
-
-
 def resume_paused(session: Session, tenant_id: str) -> list[str]:
     """After credit came in: requeue paused jobs, oldest first, as far as the credit reserves them."""
-    from . import store
-
     acct = ledger.lock_account(session, tenant_id)
     paused = session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.status == JobStatus.PAUSED.value)
                              .order_by(Job.created_at)).all()

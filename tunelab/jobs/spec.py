@@ -52,7 +52,8 @@ def _document(schema: dict) -> None:
     props["model"] = model_schema()
     train_kind = {"anyOf": [{"not": {"required": ["kind"]}}, {"properties": {"kind": {"const": "train"}}}]}
     train = [{"properties": {"strategy": {"const": n}, "params": params[n]}, "required": ["strategy"]} for n in names]
-    train.append({"not": {"required": ["strategy"]}, "properties": {"params": params["lora"]}})   # the default
+    # no strategy: the default of the dataset's task (services.jobs.resolved); its parameters are checked then
+    train.append({"not": {"required": ["strategy"]}, "properties": {"params": {"type": "object"}}})
     compare = {"required": ["kind", "strategies"],
                "properties": {"kind": {"const": "compare"},
                               "strategies": {"type": "array", "minItems": 1, "items": {"enum": names}},
@@ -67,7 +68,7 @@ class JobSpec(BaseModel):
     dataset_id: str
     test_dataset_id: str | None = None
     model: str = "minilm"
-    strategy: str | None = "lora"
+    strategy: str | None = None                 # train: None = the default of the dataset's task
     strategies: list[str] = Field(default_factory=list)          # compare jobs
     params: dict[str, object] = Field(default_factory=dict)     # train: the strategy's overrides
     strategy_params: dict[str, dict[str, object]] = Field(default_factory=dict)   # compare
@@ -84,8 +85,6 @@ class JobSpec(BaseModel):
             if not self.strategies:
                 raise ValueError("a compare job needs `strategies`, e.g. [\"zero-shot\", \"lora\"]")
             self.strategy = None
-        elif not self.strategy:
-            raise ValueError("a train job needs `strategy`")
         return self
 
 

@@ -48,7 +48,7 @@ def transition(session: Session, job: Job, new: JobStatus, message: str = "", **
     # The console's one line per event (a person running `make demo` sees the job move).
     log.log(logging.WARNING if new == JobStatus.FAILED else logging.INFO, f"job {new.value}: {message or job.id}",
             extra={"job": job.id})
-    from .metering import on_transition     # billing: settle what ends, release what pauses
+    from .billing_hooks import on_transition     # billing: settle what ends, release what pauses
 
     on_transition(session, job, new)
 

@@ -16,7 +16,7 @@ import time
 import uuid
 from pathlib import Path
 
-from ..services.storage import cipher, dataset_store, seal_folder
+from ..security.storage import cipher, dataset_store, seal_folder
 from ..db import Database
 from ..db.models import Dataset, Job, TunedModel
 from ..settings import Settings
@@ -134,7 +134,7 @@ class Worker:
         folder = job_dir(self.settings, job)
         folder.mkdir(parents=True, exist_ok=True)
         if spec.model.startswith("upload:"):       # the tenant's own uploaded base model
-            from ..services.uploaded_models import find_model
+            from ..security.storage import find_model
 
             found = find_model(self.settings.home, job.tenant_id, spec.model)
             if found is None:
@@ -255,8 +255,7 @@ class Worker:
         job.fine_tuned_model = ids.get(pick)
         summary = result.get("metrics", {})
         if summary:
-            store.add_event(s, job, "metrics", f"macro-F1 {summary.get('macro_f1', 0):.3f}, accuracy "
-                                               f"{summary.get('accuracy', 0):.3f} on {summary.get('test_rows')} test rows.",
+            store.add_event(s, job, "metrics", _headline(summary) + ".",
                             {k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
         store.transition(s, job, JobStatus.SUCCEEDED, f"Job succeeded: {job.fine_tuned_model or 'comparison ready'}.")
         webhooks.enqueue(s, job, "succeeded")
@@ -265,6 +264,18 @@ class Worker:
         job.error_code, job.error_message = code, message
         store.transition(s, job, JobStatus.FAILED, message[:2000], code=code)
         webhooks.enqueue(s, job, "failed")
+
+
+def _headline(metrics: dict) -> str:
+    """The finished run in its task's own terms (macro-F1 for a classifier, held-out loss and token
+    F1 for a chat model)."""
+    from ..strategies import task_named
+
+    try:
+        task = task_named(metrics.get("task") or "text-classification")
+        return task.headline(metrics.get("strategy", "the run"), metrics)
+    except (KeyError, TypeError, ValueError):
+        return f"finished on {metrics.get('test_rows')} test rows"
 
 
 def execution_wait(execution, timeout: float = 10.0) -> None:

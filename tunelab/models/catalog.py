@@ -85,6 +85,13 @@ def list_models() -> list[ModelSpec]:
     return [s for s in (_spec_from_entry(e) for e in _catalog_entries()) if s is not None]
 
 
+def catalog_spec(name: str) -> ModelSpec | None:
+    """A catalog model's declared facts (kind, size, context) by name or alias, without loading or
+    importing its weights (a request must not wait for a first-use GGUF import); None if unknown."""
+    wanted = name.lower()
+    return next((s for s in list_models() if wanted == s.name or wanted in (a.lower() for a in s.aliases)), None)
+
+
 def resolve_model(name_or_path: str) -> ModelSpec:
     """A catalog name (or alias), or a local folder in Hugging Face format (bring-your-own)."""
     wanted = name_or_path.lower()

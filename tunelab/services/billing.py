@@ -18,6 +18,7 @@ from ..jobs.metering import resume_paused
 from ..jobs.spec import JobSpec
 from ..jobs.status import JobStatus
 from ..models import resolve_model
+from ..models.catalog import catalog_spec
 from ..strategies import get_strategy, parse_params
 
 __all__ = ["InsufficientCredit", "QuotaExceeded", "admit", "estimate_spec", "grant", "open_reservation"]
@@ -41,7 +42,7 @@ def _histogram(ds: Dataset) -> dict | None:
     return hist
 
 
-def _model_parameters(tenant_id: str, model: str) -> int:
+def model_parameters(tenant_id: str, model: str) -> int:
     """The base model's size: from the catalog, or from an uploaded model's folder."""
     try:
         if model.startswith("upload:"):
@@ -50,7 +51,8 @@ def _model_parameters(tenant_id: str, model: str) -> int:
 
             folder = find_model(get_settings().home, tenant_id, model)
             return resolve_model(str(folder)).parameters or 110_000_000
-        return resolve_model(model).parameters or 110_000_000
+        spec = catalog_spec(model)         # declared in the catalog: no weights imported for an estimate
+        return (spec.parameters if spec is not None else None) or resolve_model(model).parameters or 110_000_000
     except (LookupError, ValueError, OSError, TypeError):
         return 110_000_000        # BERT-base sized: the usual uploaded encoder
 
@@ -61,7 +63,7 @@ def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
     test = session.get(Dataset, spec.test_dataset_id) if spec.test_dataset_id else None
     if train is None or train.tenant_id != tenant_id:
         raise LookupError(f"No dataset with id {spec.dataset_id!r}.")
-    params_count = _model_parameters(tenant_id, spec.model)
+    params_count = model_parameters(tenant_id, spec.model)
     rows = min(spec.limit or train.rows, train.rows)
     labels = int((train.stats or {}).get("num_labels") or 2)
     names = spec.strategies if spec.kind == "compare" else [spec.strategy]
@@ -77,12 +79,8 @@ def shapes(session: Session, tenant_id: str, spec: JobSpec) -> list[JobShape]:
                             family=getattr(strategy, "family", "fine-tune"), file_rows=train.rows,
                             length_histogram=_histogram(train), max_length=_max_length(spec.model),
                             cached=frozenset(cached)))
-        cached |= FEATURES_LEFT.get(name, set())     # a compare job's later strategies find them
+        cached |= strategy.caches     # a compare job's later strategies find them
     return out
-
-
-# What a finished run leaves in the tenant's feature cache for its split (models.embeddings).
-FEATURES_LEFT = {"zero-shot": {"test"}, "linear-probe": {"test", "train"}}
 
 
 def cached_features(session: Session, tenant_id: str, spec: JobSpec) -> set[str]:
@@ -97,13 +95,16 @@ def cached_features(session: Session, tenant_id: str, spec: JobSpec) -> set[str]
         done = job.spec or {}
         if all(done.get(k) == want.get(k) for k in same):
             for name in (done.get("strategies") or [done.get("strategy")]):
-                found |= FEATURES_LEFT.get(name, set())
+                found |= _caches(name)
     return found
 
 
 def _max_length(model: str) -> int:
     try:
-        return int(resolve_model(model).max_length or 512) if not model.startswith("upload:") else 512
+        if model.startswith("upload:"):
+            return 512
+        spec = catalog_spec(model) or resolve_model(model)
+        return int(spec.max_length or 512)
     except (LookupError, ValueError, OSError, TypeError):
         return 512
 
@@ -139,3 +140,13 @@ def grant(session: Session, tenant_id: str, amount: int, *, kind: str = "grant",
 
 def check_upload(session: Session, tenant_id: str, size: int) -> None:
     quotas.check_upload(session, tenant_id, size)
+
+
+def _caches(name: str | None) -> frozenset:
+    """What a finished run of `name` left in the tenant's feature cache (models.embeddings)."""
+    from ..strategies import ConfigError, get_strategy
+
+    try:
+        return get_strategy(name or "").caches
+    except ConfigError:           # a strategy since removed
+        return frozenset()

@@ -1,18 +1,33 @@
 """Importing an uploaded file as a tenant's dataset: parse (nothing kept if it cannot be read),
 store content-addressed, validate and compute stats (kept with the row, so the UI can show
-the report and a job can refuse a dataset with errors)."""
+the report and a job can refuse a dataset with errors).
+
+The file's content decides what it is for: a text+label table (task text-classification), or a
+generative dataset (chat conversations in OpenAI `messages`, ShareGPT or alpaca form, plain text,
+preference pairs). The row's report says so (`task`, `kind`, `format`) and, for generative data,
+its stats count turns and tokens with the catalog's chat model's tokenizer."""
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from ..data import DataLimits, validate
+from ..data.generative_checks import validate_generative
+from ..data.stats import _histogram, _length_summary
 from ..db.models import Dataset
 from ..db.scoped import TenantScope
-from .storage import dataset_store
+from ..security.storage import dataset_store
+
+log = logging.getLogger(__name__)
+
+CLASSIFICATION = "text-classification"
+LABELLED = "labelled"                  # the kind of a text+label table (the task registry's name)
+CHAT_MODEL = "smollm2"                 # whose tokenizer (and chat template) counts generative tokens
 
 
 @lru_cache(maxsize=4)
@@ -23,6 +38,56 @@ def _counter(model_name: str):
     return spec.max_length, token_counter(spec)
 
 
+@lru_cache(maxsize=2)
+def _chat_counter(model_name: str = CHAT_MODEL):
+    """(max_length, tokenizer, conversation counter) of a catalog causal LM; (None, None, None)
+    when it is not installed: the stats then leave token counts out rather than refusing data.
+
+    Only the tokenizer is needed: taken from the imported model folder when there is one, else
+    straight from the packaged GGUF (seconds), without importing the weights (the first training
+    run does that)."""
+    from ..models.catalog import _catalog_entries, list_models
+    from ..models.causal import DEFAULT_CHAT_TEMPLATE, conversation_token_counter, load_chat_tokenizer
+
+    try:
+        spec = next(s for s in list_models() if s.name == model_name)
+        if (spec.path / "tokenizer_config.json").is_file():
+            tokenizer = load_chat_tokenizer(spec.path)
+        else:
+            from transformers import AutoTokenizer
+
+            from ..models.gguf_import import package_file
+
+            source = next(e for e in _catalog_entries() if e["name"] == model_name)["source"]["gguf"]
+            gguf = package_file(source["package"], source["file"])
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            if not tokenizer.chat_template:
+                tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    except Exception as exc:        # noqa: BLE001 - stats without token counts, said in the log
+        log.warning("no tokenizer for %s (%s): generative datasets get no token counts", model_name, exc)
+        return None, None, None
+    return spec.max_length, tokenizer, conversation_token_counter(tokenizer)
+
+
+def data_kind(path: Path) -> str | None:
+    """chat | plain | preference for a generative file, None for a text+label table (the engine's
+    own rule, so that what an upload is and what a job trains on agree)."""
+    from ..strategies.generative import read_kind
+
+    return read_kind(Path(path))
+
+
+def task_of_kind(kind: str | None) -> str:
+    """The task name a dataset kind trains (the strategies' registry decides)."""
+    if kind is None or kind == LABELLED:
+        return CLASSIFICATION
+    from ..strategies.registry import task_for_kind
+
+    return task_for_kind(kind).name
+
+
 def import_dataset(session: Session, tenant_id: str, home: Path, upload: Path, filename: str, *,
                    purpose: str = "fine-tune", text_column: str | None = None, label_column: str | None = None,
                    limits: DataLimits | None = None, model: str = "minilm") -> Dataset:
@@ -30,11 +95,19 @@ def import_dataset(session: Session, tenant_id: str, home: Path, upload: Path, f
     named = upload.with_name(Path(filename).name or "upload")
     if named != upload:
         upload.rename(named)       # the reader uses the suffix as a format hint
+    store = dataset_store(home, tenant_id)
     try:
-        stored = dataset_store(home, tenant_id).import_file(named, text_column=text_column,
-                                                            label_column=label_column, limits=limits)
+        # Columns named by the caller: they mean a table, whatever the content looks like.
+        kind = None if (text_column or label_column) else data_kind(named)
+        if kind is None:
+            stored = store.import_file(named, text_column=text_column, label_column=label_column, limits=limits)
+        else:
+            stored = store.import_generative(named, limits=limits)
     finally:
         named.unlink(missing_ok=True)
+    # The same bytes stored before decide (content addressing: the first import's reading).
+    if stored.kind is not None:
+        return _add_generative(session, tenant_id, stored, filename, purpose)
     ds = stored.load()
     max_length, counter = _counter(model)
     report = validate(ds, max_length=max_length, count_tokens=counter)
@@ -42,10 +115,60 @@ def import_dataset(session: Session, tenant_id: str, home: Path, upload: Path, f
                   sha256=stored.sha256, status="processed" if report.ok else "error",
                   text_column=ds.text_column, label_column=ds.label_column, rows=len(ds),
                   report={k: v for k, v in report.to_dict().items() if k != "stats"}
-                  | {"format": stored.meta.get("format"), "encoding": stored.meta.get("encoding"),
-                     "columns": stored.meta.get("columns")},
+                  | {"task": CLASSIFICATION, "kind": LABELLED, "format": stored.meta.get("format"),
+                     "encoding": stored.meta.get("encoding"), "columns": stored.meta.get("columns")},
                   stats=report.stats.get("train", {}))
     return TenantScope(session, tenant_id).add(row)
+
+
+def _add_generative(session: Session, tenant_id: str, stored, filename: str, purpose: str) -> Dataset:
+    ds = stored.load_generative()
+    max_length, tokenizer, counter = _chat_counter(CHAT_MODEL)
+    lengths: list[int] = []
+
+    def count(examples) -> list[int]:       # validation counts once; the stats reuse its counts
+        lengths[:] = counter(examples)
+        return list(lengths)
+
+    report = validate_generative(ds, max_length=max_length, count_tokens=count if counter else None)
+    stats = dict(report.stats.get("train", {}))
+    if lengths:
+        stats["length"] = _length_summary(lengths)
+        stats["histogram"] = _histogram(lengths)
+        stats["roles"] = _role_lengths(ds, tokenizer)
+    row = Dataset(filename=Path(filename).name, purpose=purpose, bytes=len(stored.read()),
+                  sha256=stored.sha256, status="processed" if report.ok else "error",
+                  rows=len(ds),
+                  report={k: v for k, v in report.to_dict().items() if k != "stats"}
+                  | {"task": task_of_kind(ds.kind), "kind": ds.kind, "format": ds.format,
+                     "encoding": stored.meta.get("encoding"), "tokenizer": CHAT_MODEL if counter else None},
+                  stats=stats)
+    return TenantScope(session, tenant_id).add(row)
+
+
+def _role_lengths(ds, tokenizer) -> dict:
+    """Tokens per message, by role (system, user, assistant; text for plain documents; prompt,
+    chosen and rejected for preference pairs), without the chat template's markup."""
+    texts: dict[str, list[str]] = {}
+    for e in ds.examples:
+        if hasattr(e, "chosen"):
+            texts.setdefault("prompt", []).append("\n".join(m.content for m in e.prompt))
+            texts.setdefault("chosen", []).append(e.chosen)
+            texts.setdefault("rejected", []).append(e.rejected)
+        else:
+            for m in e.messages:
+                texts.setdefault(m.role, []).append(m.content)
+    out = {}
+    for role, items in texts.items():
+        counts = [len(ids) for ids in tokenizer(items, add_special_tokens=False)["input_ids"]]
+        out[role] = {"messages": len(items), "tokens": int(np.sum(counts)), "length": _length_summary(counts)}
+    return out
+
+
+def dataset_task(row: Dataset) -> tuple[str, str]:
+    """(task, kind) of a row; rows imported before generative data were text+label tables."""
+    report = row.report or {}
+    return report.get("task") or CLASSIFICATION, report.get("kind") or LABELLED
 
 
 def stored_dataset(home: Path, row: Dataset):
@@ -53,8 +176,23 @@ def stored_dataset(home: Path, row: Dataset):
 
 
 def preview(home: Path, row: Dataset, limit: int = 20) -> list[dict]:
+    """The first rows: {line, text, label} for a table; {line, messages: [{role, content}]} for
+    conversations and plain documents; {line, prompt: [{role, content}], chosen, rejected} for
+    preference pairs."""
     stored = stored_dataset(home, row)
     if stored is None:
         return []
+    if stored.kind is not None:
+        return [_example_out(e) for e in stored.load_generative().examples[:limit]]
     ds = stored.load()
     return [{"line": e.line, "text": e.text, "label": e.label} for e in ds.examples[:limit]]
+
+
+def _messages(messages) -> list[dict]:
+    return [{"role": m.role, "content": m.content} for m in messages]
+
+
+def _example_out(e) -> dict:
+    if hasattr(e, "chosen"):
+        return {"line": e.line, "prompt": _messages(e.prompt), "chosen": e.chosen, "rejected": e.rejected}
+    return {"line": e.line, "messages": _messages(e.messages)}

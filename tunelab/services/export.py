@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from ..db.models import Dataset, Job, JobEvent, Tenant, TunedModel, User, Webhook
 from ..security.audit import entries
-from .storage import cipher, dataset_store
+from ..security.storage import cipher, dataset_store
 
 _STR = {"default": str, "indent": 2, "ensure_ascii": False}
 

@@ -11,9 +11,10 @@ from ..jobs import store
 from ..jobs.spec import JobSpec
 from ..jobs.status import InvalidTransition, JobStatus
 from ..models import resolve_model
-from ..models.catalog import is_catalog_name, list_models
-from ..strategies import get_strategy
-from ..strategies.base import ConfigError, parse_params
+from ..models.catalog import catalog_spec, is_catalog_name, list_models
+from .datasets import dataset_task as dataset_names
+from ..strategies import (ConfigError, Task, available, default_compare, default_strategy, get_strategy, parse_params,
+                          resolve, task_named)
 
 
 class JobRejected(ValueError):
@@ -22,7 +23,47 @@ class JobRejected(ValueError):
         self.param, self.code = param, code
 
 
-def check_spec(scope: TenantScope, spec: JobSpec) -> None:
+def dataset_task(row: Dataset) -> Task:
+    """The Task a stored dataset is for (recorded at upload; older rows are classification tables)."""
+    return task_named(dataset_names(row)[0])
+
+
+def default_strategies(scope: TenantScope, dataset_id: str) -> list[str]:
+    """What a comparison runs when nobody chose: its dataset's task's default comparison."""
+    row = scope.find(Dataset, dataset_id)
+    return default_compare(dataset_task(row) if row is not None else task_named("text-classification"))
+
+
+def resolved(scope: TenantScope, spec: JobSpec) -> JobSpec:
+    """The spec in the dataset's task's terms: a default model for the task when none was named,
+    the task's default comparison when none was asked, strategy aliases ("lora" on conversations)
+    replaced by the strategy they mean. Unknown names are left for check_spec to refuse."""
+    train = scope.find(Dataset, spec.dataset_id)
+    if train is None:
+        return spec
+    task = dataset_task(train)
+    update: dict = {}
+    if "model" not in spec.model_fields_set:
+        update["model"] = task.default_model
+
+    def canonical(name: str) -> str:
+        try:
+            return resolve(name, task).name
+        except ConfigError:
+            return name
+    if spec.kind == "compare":
+        names = spec.strategies or default_compare(task)
+        update["strategies"] = list(dict.fromkeys(canonical(n) for n in names))
+        update["strategy_params"] = {canonical(k): v for k, v in spec.strategy_params.items()}
+    else:
+        update["strategy"] = canonical(spec.strategy) if spec.strategy else default_strategy(task)
+    return spec.model_copy(update=update)
+
+
+def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
+    """JobRejected for a job that would fail on the user's input; else the spec in its dataset's
+    task's terms (see `resolved`), which is what runs, is estimated and is stored."""
+    spec = resolved(scope, spec)
     train = scope.find(Dataset, spec.dataset_id)
     if train is None:
         raise JobRejected(f"No dataset with id {spec.dataset_id!r}.", "dataset_id", "dataset_not_found")
@@ -48,31 +89,46 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> None:
             resolve_model(spec.model)
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise JobRejected(f"Unknown model {spec.model!r}: {exc}", "model", "model_not_found") from None
+    task = dataset_task(train)
+    _check_model_kind(spec, task)
     names = spec.strategies if spec.kind == "compare" else [spec.strategy]
     if spec.kind == "compare":     # parameters for a known strategy are checked even when it is not
-        from ..strategies import available     # compared: the API's document describes them all
-
-        names = list(dict.fromkeys([*names, *(n for n in spec.strategy_params if n in available())]))
+        known = set(available())   # compared: the API's document describes them all
+        names = list(dict.fromkeys([*names, *(n for n in spec.strategy_params if n in known)]))
+    field = "strategy" if spec.kind == "train" else "strategies"
+    run = set(names if spec.kind == "train" else spec.strategies)
     for name in names:
         try:
-            strategy = get_strategy(name)
-            overrides = spec.params if spec.kind == "train" else spec.strategy_params.get(name)
-            parse_params(strategy, overrides)
+            # what runs must be of the dataset's task; other parameters only well-formed
+            strategy = resolve(name, task) if name in run else get_strategy(name)
+            parse_params(strategy, spec.params if spec.kind == "train" else spec.strategy_params.get(name))
         except (ConfigError, ValueError) as exc:
-            raise JobRejected(str(exc), "strategy" if spec.kind == "train" else "strategies") from None
-        if name == "qlora" and spec.kind == "train":
-            from ..strategies.qlora import cuda_problem
+            raise JobRejected(str(exc), field) from None
+        problem = strategy.unavailable() if spec.kind == "train" else None
+        if problem:
+            raise JobRejected(problem, "strategy", "cuda_required")
+    return spec
 
-            problem = cuda_problem()
-            if problem:
-                raise JobRejected(problem, "strategy", "cuda_required")
+
+def _check_model_kind(spec: JobSpec, task: Task) -> None:
+    """A chat dataset needs a causal LM: refused at creation, not when the job runs."""
+    if not task.model_kind or spec.model.startswith("upload:"):
+        return
+    found = catalog_spec(spec.model)      # declared: no first-use import of its weights in a request
+    if found is None:
+        return
+    kind = found.kind
+    if kind != task.model_kind:
+        raise JobRejected(f"{spec.model} is not a {task.model_kind} model, and this dataset is for "
+                          f"{task.title}: use {task.default_model} or another {task.model_kind} model.",
+                          "model", "invalid_model")
 
 
 def submit(session: Session, tenant_id: str, spec: JobSpec, idempotency_key: str | None = None) -> tuple[Job, bool]:
     scope = TenantScope(session, tenant_id)
     # Checked before the replay lookup: a reused Idempotency-Key returns the first job, but never
     # makes an invalid spec look accepted.
-    check_spec(scope, spec)
+    spec = check_spec(scope, spec)
     if idempotency_key:
         existing = session.query(Job).filter_by(tenant_id=tenant_id, idempotency_key=idempotency_key).first()
         if existing is not None:

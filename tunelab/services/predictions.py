@@ -9,7 +9,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..artifacts import load_artifact
-from .storage import SEALED, open_sealed
+from ..security.storage import SEALED, open_sealed
 
 
 class PredictorCache:

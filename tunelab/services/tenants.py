@@ -65,7 +65,7 @@ def delete_tenant(session: Session, home, tenant_id: str, actor: str = "cli") ->
     from pathlib import Path
 
     from ..security.audit import record
-    from .storage import tenant_keys
+    from ..security.storage import tenant_keys
 
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:

@@ -14,11 +14,7 @@ from pathlib import Path
 from ..security.archives import safe_extract
 from ..security.weights import check_uploaded_model
 
-PREFIX = "upload:"
-
-
-def models_root(home: Path, tenant_id: str) -> Path:
-    return home / "tenants" / tenant_id / "models"
+from ..security.storage import UPLOADED_PREFIX as PREFIX, find_model, models_root  # noqa: F401
 
 
 def import_model(home: Path, tenant_id: str, archive: Path, name: str) -> dict:
@@ -38,16 +34,6 @@ def import_model(home: Path, tenant_id: str, archive: Path, name: str) -> dict:
         return meta
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def find_model(home: Path, tenant_id: str, model: str) -> Path | None:
-    if not model.startswith(PREFIX):
-        return None
-    ident = model[len(PREFIX):]
-    if not ident.isalnum():
-        return None
-    folder = models_root(home, tenant_id) / ident
-    return folder if (folder / "tunelab-upload.json").is_file() else None
 
 
 def list_models(home: Path, tenant_id: str) -> list[dict]:

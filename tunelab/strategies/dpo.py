@@ -21,7 +21,9 @@ from ..models.generation import GenerationSettings, generate_text
 from ..models.lm_predictors import CausalLMModel
 from ..training.costs import count_params
 from ..training.progress import ProgressEvent
-from .base import ConfigError, Params, RunContext, register
+from .base import ConfigError, Params, RunContext, StrategyBase, register
+from .generative import GenerativeTask
+from .task import TASKS
 from .lm_estimate import estimate_lm
 from .sft import check_generative, lora_targets
 
@@ -101,15 +103,40 @@ def _release_accelerate_state() -> None:
     GradientState._reset_state()
 
 
+class Preference(GenerativeTask):
+    """Preference tuning: prompt/chosen/rejected pairs in, ranked by how often the tuned model
+    prefers the chosen answer on held-out pairs."""
+    name = "preference"
+    title = "preference tuning"
+    data_kinds = ("preference",)
+    quality = "preference_accuracy"
+    quality_label = "preference accuracy"
+    material = 0.05
+    columns = (("margin", "margin", "{:.3f}"), ("base_margin", "base margin", "{:.3f}"),
+               ("preference_accuracy", "pref. acc", "{:.3f}"), ("train_seconds", "train s", "{:.1f}"),
+               ("trainable_params", "trainable", "{:,}"), ("relative_cost", "rel. cost", "{:.1f}"))
+
+    def evaluate(self, lm, ctx, progress) -> tuple[dict, list[dict]]:
+        return evaluate_pairs(lm, ctx, progress)
+
+
+PREFERENCE = TASKS[Preference.name]
+
+
 @register
-class DPO:
+class DPO(StrategyBase):
     name = "dpo"
-    family = "fine-tune"
+    task = PREFERENCE
+    rank = 40
+    openai_method = "dpo"
+    is_default = True
+    in_default_compare = True
+    advice = "Teach the model which of two answers you prefer (DPO on LoRA adapters)."
     summary = "Preference tuning (DPO, TRL) on prompt/chosen/rejected pairs; LoRA by default."
     Params = DPOParams
 
     def check(self, ctx: RunContext) -> None:
-        check_generative(ctx, kinds=("preference",))
+        check_generative(ctx, self.task.data_kinds)
         if ctx.params.lora:
             lora_targets(ctx)
 
@@ -178,34 +205,35 @@ class DPO:
         return CausalLMModel(model, tokenizer, ctx.model.ref, adapter=p.lora, max_length=p.max_length,
                              device=ctx.device, precision=ctx.precision)
 
-    def evaluate(self, lm: CausalLMModel, ctx: RunContext, progress) -> tuple[dict, list[dict]]:
-        """Margins on held-out pairs, tuned vs base (the adapter off, or a fresh copy of the base)."""
-        pairs = ctx.splits.test.examples
-        n = ctx.params.max_length
-        tuned = margins(lm.model, lm.tokenizer, pairs, n, lm.device, lm.precision)
-        progress(ProgressEvent("eval", 1, 2, message="tuned margins"))
-        if lm.adapter:
-            with lm.model.disable_adapter():
-                base = margins(lm.model, lm.tokenizer, pairs, n, lm.device, lm.precision)
-                base_answers = self._answers(lm, pairs[:SAMPLES])
-        else:
-            base_lm = CausalLMModel(load_causal_lm(ctx.model.path), lm.tokenizer, lm.base_model)
-            base = margins(base_lm.model, lm.tokenizer, pairs, n, lm.device, lm.precision)
-            base_answers = self._answers(base_lm, pairs[:SAMPLES])
-        progress(ProgressEvent("eval", 2, 2, message="base margins"))
-        tuned_answers = self._answers(lm, pairs[:SAMPLES])
-        metrics = {"test_rows": len(pairs), "margin": float(tuned.mean()) if len(pairs) else None,
-                   "base_margin": float(base.mean()) if len(pairs) else None,
-                   "preference_accuracy": float((tuned > 0).mean()) if len(pairs) else None,
-                   "base_preference_accuracy": float((base > 0).mean()) if len(pairs) else None,
-                   **answer_metrics(tuned_answers, [p.chosen for p in pairs[:SAMPLES]])}
-        samples = [{"prompt": p.prompt[-1].content, "reference": p.chosen, "base": b, "tuned": t}
-                   for p, b, t in zip(pairs[:SAMPLES], base_answers, tuned_answers)]
-        return metrics, samples
 
-    @staticmethod
-    def _answers(lm: CausalLMModel, pairs) -> list[str]:
-        settings = GenerationSettings(max_new_tokens=48)
-        return [generate_text(lm.model, lm.tokenizer, lm.prompt_ids([{"role": m.role, "content": m.content}
-                                                                      for m in p.prompt]), settings, lm.device)
-                for p in pairs]
+def _answers(lm: CausalLMModel, pairs) -> list[str]:
+    settings = GenerationSettings(max_new_tokens=48)
+    return [generate_text(lm.model, lm.tokenizer, lm.prompt_ids([{"role": m.role, "content": m.content}
+                                                                  for m in p.prompt]), settings, lm.device)
+            for p in pairs]
+
+
+def evaluate_pairs(lm: CausalLMModel, ctx: RunContext, progress) -> tuple[dict, list[dict]]:
+    """Margins on held-out pairs, tuned vs base (the adapter off, or a fresh copy of the base)."""
+    pairs = ctx.splits.test.examples
+    n = ctx.params.max_length
+    tuned = margins(lm.model, lm.tokenizer, pairs, n, lm.device, lm.precision)
+    progress(ProgressEvent("eval", 1, 2, message="tuned margins"))
+    if lm.adapter:
+        with lm.model.disable_adapter():
+            base = margins(lm.model, lm.tokenizer, pairs, n, lm.device, lm.precision)
+            base_answers = _answers(lm, pairs[:SAMPLES])
+    else:
+        base_lm = CausalLMModel(load_causal_lm(ctx.model.path), lm.tokenizer, lm.base_model)
+        base = margins(base_lm.model, lm.tokenizer, pairs, n, lm.device, lm.precision)
+        base_answers = _answers(base_lm, pairs[:SAMPLES])
+    progress(ProgressEvent("eval", 2, 2, message="base margins"))
+    tuned_answers = _answers(lm, pairs[:SAMPLES])
+    metrics = {"test_rows": len(pairs), "margin": float(tuned.mean()) if len(pairs) else None,
+               "base_margin": float(base.mean()) if len(pairs) else None,
+               "preference_accuracy": float((tuned > 0).mean()) if len(pairs) else None,
+               "base_preference_accuracy": float((base > 0).mean()) if len(pairs) else None,
+               **answer_metrics(tuned_answers, [p.chosen for p in pairs[:SAMPLES]])}
+    samples = [{"prompt": p.prompt[-1].content, "reference": p.chosen, "base": b, "tuned": t}
+               for p, b, t in zip(pairs[:SAMPLES], base_answers, tuned_answers)]
+    return metrics, samples

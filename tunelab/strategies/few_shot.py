@@ -18,7 +18,10 @@ from ..data import sample_per_class
 from ..models.embeddings import encode
 from ..models.predictors import EmbeddingHeadPredictor
 from ..training.progress import ProgressEvent
-from .base import ConfigError, Params, RunContext, register
+from .advice import LOAD_SECONDS, per_class_in_train, split_rows
+from .base import ConfigError, Params, RunContext, StrategyBase, register
+from .classification import TEXT_CLASSIFICATION
+from .estimates import estimate_transfer
 from .heads import fit_logistic_head
 from .linear_probe import label_ids
 
@@ -33,15 +36,39 @@ class FewShotParams(Params):
 
 
 @register
-class FewShot:
+class FewShot(StrategyBase):
     name = "few-shot"
+    task = TEXT_CLASSIFICATION
     family = "transfer"
+    rank = 20
+    advice = "A few examples per label (8 by default). For when labelling is expensive."
+    in_default_compare = True
     summary = "SetFit: tune the encoder on k examples a class. For when labels are scarce."
     Params = FewShotParams
 
     def check(self, ctx: RunContext) -> None:
         if len(ctx.splits.label_names) < 2:
             raise ConfigError("few-shot needs at least 2 labels")
+
+    def estimate(self, ctx: RunContext):
+        return estimate_transfer(ctx, len(ctx.splits.label_names), pair_texts=ctx.params.max_pairs,
+                                 trains_encoder=True)
+
+    def trainable_params(self, predictor, ctx: RunContext, measured: int) -> int:
+        return int(predictor.weight.size + predictor.bias.size
+                   + sum(p.numel() for p in predictor.encoder.parameters()))
+
+    def encode_work(self, *, train, val, test, labels, cached, params) -> dict:
+        return {"texts": labels * 8 + test, "pairs": int(params.get("max_pairs", 2000))}
+
+    def advise(self, facts, budget: str, cuda: bool):
+        if per_class_in_train(facts) < 30:
+            return 20, ("Tens of examples per label: few-shot (SetFit) gets the most out of a small labelled "
+                        "set; fine-tuning would overfit.")
+        return None
+
+    def rough_seconds(self, facts, per_text: float, scale: float, params: dict) -> float:
+        return LOAD_SECONDS + int(params.get("max_pairs") or 2000) * 3 * per_text + split_rows(facts)[2] * per_text
 
     def fit(self, ctx: RunContext) -> EmbeddingHeadPredictor:
         from datasets import Dataset

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .base import RunContext, register
+from .base import RunContext, StrategyBase, register
+from .classification import TEXT_CLASSIFICATION
+from .estimates import estimate_finetune
 from .finetune import (FineTuneParams, build_classifier, check_common, load_tokenizer_for, predictor,
                        run_loop)
 
@@ -16,14 +18,28 @@ class FullParams(FineTuneParams):
 
 
 @register
-class Full:
+class Full(StrategyBase):
     name = "full"
-    family = "fine-tune"
+    task = TEXT_CLASSIFICATION
+    rank = 50
+    advice = "All layers trained. The quality ceiling; the most time and memory."
+    adjustable_memory = True
+    lighter = ("lora", "LoRA instead of full fine-tuning (base frozen, ~1% of parameters trained)")
+    reference_samples_per_s = 185.0
     summary = "Fine-tune all layers. Best quality on long or unusual texts; most compute and memory."
     Params = FullParams
 
     def check(self, ctx: RunContext) -> None:
         check_common(ctx)
+
+    def estimate(self, ctx: RunContext):
+        return estimate_finetune(ctx, self)
+
+    def advise(self, facts, budget: str, cuda: bool):
+        if budget == "best" and (cuda or facts.rows <= 5000):
+            return 40, ("You asked for the best quality: fine-tuning adapts the model itself to your texts. "
+                        "Full fine-tuning fits this size.")
+        return None
 
     def build(self, ctx: RunContext):
         model = build_classifier(ctx)

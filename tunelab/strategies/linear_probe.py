@@ -10,7 +10,10 @@ from ..models import load_sentence_encoder
 from ..models.embeddings import FeatureCache, encode
 from ..models.predictors import EmbeddingHeadPredictor, model_key
 from ..training.progress import ProgressEvent
-from .base import Params, RunContext, register
+from .advice import LOAD_SECONDS, split_rows
+from .base import Params, RunContext, StrategyBase, register
+from .classification import TEXT_CLASSIFICATION
+from .estimates import estimate_transfer, uncached_rows
 from .heads import fit_logistic_head
 
 
@@ -26,14 +29,37 @@ def label_ids(labels: list[str], names: list[str]) -> np.ndarray:
 
 
 @register
-class LinearProbe:
+class LinearProbe(StrategyBase):
     name = "linear-probe"
+    task = TEXT_CLASSIFICATION
     family = "transfer"
+    rank = 30
+    advice = "Seconds to train, cheap to serve. Usually the best value on short texts."
+    caches = frozenset({"test", "train"})
+    in_default_compare = baseline = True
     summary = "Frozen encoder features + a trained linear head. Fast, strong on short texts."
     Params = LinearProbeParams
 
     def check(self, ctx: RunContext) -> None:
         pass
+
+    def estimate(self, ctx: RunContext):
+        return estimate_transfer(ctx, uncached_rows(ctx, (ctx.splits.train, ctx.splits.validation)))
+
+    def trainable_params(self, predictor, ctx: RunContext, measured: int) -> int:
+        return int(predictor.weight.size + predictor.bias.size)
+
+    def encode_work(self, *, train, val, test, labels, cached, params) -> dict:
+        return {"texts": (0 if "train" in cached else train + val) + test, "fit_rows": train}
+
+    def advise(self, facts, budget: str, cuda: bool):
+        if budget == "fast":
+            return 30, "You asked for speed: a linear probe trains in seconds and serves at the model's speed."
+        return 90, ("Enough examples and short texts: a linear probe is usually within a point or two of "
+                    "fine-tuning at a fraction of the cost. Compare it with LoRA to be sure.")
+
+    def rough_seconds(self, facts, per_text: float, scale: float, params: dict) -> float:
+        return LOAD_SECONDS + sum(split_rows(facts)) * per_text
 
     def fit(self, ctx: RunContext) -> EmbeddingHeadPredictor:
         p: LinearProbeParams = ctx.params

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from pydantic import Field
 
-from .base import ConfigError, RunContext, register
+from .advice import long_texts
+from .base import ConfigError, RunContext, StrategyBase, register
+from .classification import TEXT_CLASSIFICATION
+from .estimates import estimate_finetune
 from .finetune import (FineTuneParams, build_classifier, check_common, load_tokenizer_for, predictor,
                        run_loop)
 
@@ -66,15 +69,34 @@ def wrap_lora(ctx: RunContext, model, targets: list[str]):
 
 
 @register
-class Lora:
+class Lora(StrategyBase):
     name = "lora"
-    family = "fine-tune"
+    task = TEXT_CLASSIFICATION
+    rank = 40
+    advice = "Adapters on a frozen model: near full quality with less memory, small files."
+    adjustable_memory = True
+    in_default_compare = True
+    openai_method = "supervised"
+    is_default = True
+    reference_samples_per_s = 210.0
     summary = "Train small low-rank adapters; the base stays frozen. Less memory, tiny artifacts."
     Params = LoraParams
 
     def check(self, ctx: RunContext) -> None:
         check_common(ctx)
         resolve_targets(ctx)
+
+    def estimate(self, ctx: RunContext):
+        return estimate_finetune(ctx, self)
+
+    def advise(self, facts, budget: str, cuda: bool):
+        if budget == "best":
+            return 45, ("You asked for the best quality: fine-tuning adapts the model itself to your texts. "
+                        "LoRA keeps memory and time reasonable on this much data without a GPU.")
+        if long_texts(facts):
+            return 60, ("Texts are long: frozen features summarise them less well, so LoRA fine-tuning is the "
+                        "better value.")
+        return None
 
     def build(self, ctx: RunContext):
         return wrap_lora(ctx, build_classifier(ctx), resolve_targets(ctx))

@@ -22,7 +22,8 @@ from ..models.causal import load_causal_lm, load_chat_tokenizer
 from ..models.lm_predictors import PromptClassifier
 from ..training.preflight import Estimate, current_rss_mb, inference_memory, model_dims
 from ..training.progress import ProgressEvent
-from .base import ConfigError, Params, RunContext, register
+from .base import ConfigError, Params, RunContext, StrategyBase, register
+from .classification import TEXT_CLASSIFICATION
 from .zero_shot import humanize
 
 DEFAULT_INSTRUCTION = ("Classify the text into exactly one of these labels: {labels}. "
@@ -58,8 +59,11 @@ def causal_model(ctx: RunContext):
     return spec
 
 
-class _PromptBase:
+class _PromptBase(StrategyBase):
+    task = TEXT_CLASSIFICATION
     family = "transfer"
+    in_wizard = False      # slow to serve: from the API and the CLI, next to the trained ones
+    advice = "Ask a chat LM for the label: no training, strong when labels are self-explanatory; slow to serve."
 
     def check(self, ctx: RunContext) -> None:
         if not hasattr(ctx.splits.train, "label_names"):
@@ -115,6 +119,7 @@ class _PromptBase:
 @register
 class PromptZeroShot(_PromptBase):
     name = "prompt-zero-shot"
+    rank = 70
     summary = "Ask an instruct LM for the label (scored by log-likelihood). No training; slow to serve."
     Params = PromptParams
 
@@ -122,6 +127,7 @@ class PromptZeroShot(_PromptBase):
 @register
 class PromptFewShot(_PromptBase):
     name = "prompt-few-shot"
+    rank = 71
     summary = "As prompt-zero-shot, with k labelled examples a class from your data in the prompt."
     Params = PromptFewShotParams
 

@@ -6,7 +6,9 @@ import importlib.util
 
 import torch
 
-from .base import ConfigError, RunContext, register
+from .base import ConfigError, RunContext, StrategyBase, register
+from .classification import TEXT_CLASSIFICATION
+from .estimates import estimate_finetune
 from .finetune import check_common, load_tokenizer_for, predictor, run_loop
 from .lora import LoraParams, resolve_targets, wrap_lora
 
@@ -26,11 +28,19 @@ def cuda_problem() -> str | None:
 
 
 @register
-class QLora:
+class QLora(StrategyBase):
     name = "qlora"
-    family = "fine-tune"
+    task = TEXT_CLASSIFICATION
+    rank = 60
+    advice = "LoRA on a 4-bit model: the least memory for big models. Needs an NVIDIA GPU."
+    adjustable_memory = True
+    needs_cuda = True
+    reference_samples_per_s = 120.0
     summary = "LoRA on a 4-bit quantised base: the least memory for large models. Needs a CUDA GPU."
     Params = QLoraParams
+
+    def unavailable(self) -> str | None:
+        return cuda_problem()
 
     def check(self, ctx: RunContext) -> None:
         problem = cuda_problem()
@@ -38,6 +48,9 @@ class QLora:
             raise ConfigError(problem)
         check_common(ctx)
         resolve_targets(ctx)
+
+    def estimate(self, ctx: RunContext):
+        return estimate_finetune(ctx, self)
 
     def build(self, ctx: RunContext):
         from peft import prepare_model_for_kbit_training

@@ -17,12 +17,15 @@ from ..models.lm_predictors import CausalLMModel
 from ..training.causal_lm import CausalLMTask, LMSplit
 from ..training.costs import count_params
 from ..training.loop import LoopConfig, train_loop
-from .base import ConfigError, Params, RunContext, register
+from .base import ConfigError, Params, RunContext, StrategyBase, register
+from .generative import CHAT
 from .lm_estimate import estimate_lm
 from .lora import default_targets
 from .qlora import cuda_problem
 
-GENERATIVE_KINDS = ("chat", "plain")
+
+
+SMALL_MODEL = 50_000_000     # parameters: below, full fine-tuning is the better default
 
 
 class SFTParams(Params):
@@ -53,7 +56,7 @@ class SFTLoraParams(SFTParams):
     export_merged: bool = Field(False, description="also write the adapter merged into the base weights")
 
 
-def check_generative(ctx: RunContext, kinds=GENERATIVE_KINDS) -> None:
+def check_generative(ctx: RunContext, kinds: tuple[str, ...]) -> None:
     kind = getattr(ctx.splits.train, "kind", None)
     if kind not in kinds:
         raise ConfigError(f"this strategy trains on {' or '.join(kinds)} data (conversations, alpaca, plain "
@@ -108,12 +111,12 @@ def fingerprint(ctx: RunContext, strategy: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class _SFTBase:
-    family = "fine-tune"
+class _SFTBase(StrategyBase):
+    task = CHAT
     lora = False
 
     def check(self, ctx: RunContext) -> None:
-        check_generative(ctx)
+        check_generative(ctx, self.task.data_kinds)
         if self.lora:
             lora_targets(ctx)
 
@@ -183,27 +186,70 @@ class _SFTBase:
 @register
 class SFTFull(_SFTBase):
     name = "sft-full"
+    rank = 50
+    aliases = ("full",)
+    in_default_compare = True
+    openai_method = "supervised"       # for small models; LoRA above (method_priority)
+    advice = "Every weight trained on your conversations: for small models and when quality matters most."
     summary = "Causal LM: fine-tune every weight on your conversations (loss on the assistant's tokens)."
     Params = SFTParams
+
+    def method_priority(self, model_parameters: int) -> int:
+        # a small model: every weight costs little more than adapters, and fits a chat set best
+        return 30 if 0 < model_parameters <= SMALL_MODEL else 100
+
+    def advise(self, facts, budget: str, cuda: bool):
+        params = getattr(facts, "model_params", 0) or 0
+        if 0 < params <= SMALL_MODEL:
+            return 35, ("A small model: training every weight costs little more than LoRA adapters here, "
+                        "and usually fits your conversations best.")
+        if budget == "best" and facts.rows <= 300 and 0 < params <= 4 * SMALL_MODEL:
+            return 35, ("Little data on a small model, and you asked for the best quality: full fine-tuning "
+                        "is affordable here.")
+        return None
 
 
 @register
 class SFTLora(_SFTBase):
     name = "sft-lora"
+    rank = 40
+    aliases = ("lora",)
+    in_default_compare = True
+    openai_method = "supervised"
+    is_default = True
+    advice = "Adapters on a frozen model: near full quality, little memory, a few MB to store. Right for most."
     summary = "Causal LM: LoRA adapters on attention and MLP; a few MB to store, merge on export."
     Params = SFTLoraParams
     lora = True
+
+    def advise(self, facts, budget: str, cuda: bool):
+        return 50, self.advice          # the choice for most chat data, whatever its size
 
 
 @register
 class SFTQLora(SFTLora):
     name = "sft-qlora"
+    rank = 60
+    aliases = ("qlora",)
+    needs_cuda = True
+    openai_method = None
+    in_default_compare = False
+    advice = "LoRA on a 4-bit base: the least memory for big models. Needs an NVIDIA GPU."
     summary = "Causal LM: LoRA on a 4-bit base (bitsandbytes). Needs a CUDA GPU."
 
-    def check(self, ctx: RunContext) -> None:
+    def advise(self, facts, budget: str, cuda: bool):
+        if cuda and (getattr(facts, "model_params", 0) or 0) >= 1_000_000_000:
+            return 45, "A large model on a GPU: QLoRA trains the same adapters on a 4-bit copy, in far less memory."
+        return None
+
+    def unavailable(self) -> str | None:
         problem = cuda_problem()
+        return problem.replace("--strategy lora", "--strategy sft-lora") if problem else None
+
+    def check(self, ctx: RunContext) -> None:
+        problem = self.unavailable()
         if problem:
-            raise ConfigError(problem.replace("--strategy lora", "--strategy sft-lora"))
+            raise ConfigError(problem)
         super().check(ctx)
 
     def build_model(self, ctx: RunContext):

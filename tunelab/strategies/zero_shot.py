@@ -11,7 +11,10 @@ from pydantic import Field
 from ..models import load_sentence_encoder
 from ..models.embeddings import FeatureCache, encode
 from ..models.predictors import EmbeddingHeadPredictor, model_key
-from .base import ConfigError, Params, RunContext, register
+from .advice import LOAD_SECONDS, per_class_in_train, split_rows
+from .base import ConfigError, Params, RunContext, StrategyBase, register
+from .classification import TEXT_CLASSIFICATION
+from .estimates import estimate_transfer
 
 
 class ZeroShotParams(Params):
@@ -30,9 +33,14 @@ def humanize(label: str) -> str:
 
 
 @register
-class ZeroShot:
+class ZeroShot(StrategyBase):
     name = "zero-shot"
+    task = TEXT_CLASSIFICATION
     family = "transfer"
+    rank = 10
+    advice = "No labelled examples needed: it matches texts to your label names. A baseline to beat."
+    caches = frozenset({"test"})
+    in_default_compare = baseline = True
     summary = "No training: match texts to label names by embedding similarity. Cost ~0."
     Params = ZeroShotParams
 
@@ -42,6 +50,22 @@ class ZeroShot:
             raise ConfigError(f"label_descriptions names labels not in the data: {sorted(unknown)}")
         if "{label}" not in ctx.params.template:
             raise ConfigError("template must contain {label}")
+
+    def estimate(self, ctx: RunContext):
+        calibration = min(ctx.params.calibration_texts, len(ctx.splits.train))
+        return estimate_transfer(ctx, len(ctx.splits.label_names) + calibration)
+
+    def encode_work(self, *, train, val, test, labels, cached, params) -> dict:
+        return {"texts": labels + min(int(params.get("calibration_texts", 0)), train) + test}
+
+    def advise(self, facts, budget: str, cuda: bool):
+        if per_class_in_train(facts) < 6:
+            return 10, ("Some labels have too few examples to learn from: zero-shot needs none, and it tells "
+                        "you how far the label names alone go. Label more examples, then try few-shot.")
+        return None
+
+    def rough_seconds(self, facts, per_text: float, scale: float, params: dict) -> float:
+        return LOAD_SECONDS + (facts.labels + split_rows(facts)[2]) * per_text
 
     def fit(self, ctx: RunContext) -> EmbeddingHeadPredictor:
         p: ZeroShotParams = ctx.params

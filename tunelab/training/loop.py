@@ -234,7 +234,7 @@ def _end_of_epoch(model, validation, cfg, state, ckpt, task, running, progress, 
     state.history.append({"epoch": state.epoch, "train_loss": running, **values,
                           "eval_seconds": time.perf_counter() - t0})
     progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
-                           loss=running, eval_metric=metric))
+                           loss=running, eval_metric=metric, eval_loss=values.get("val_loss")))
     if state.best_metric is None or metric > state.best_metric:
         state.best_metric, state.best_step, state.bad_epochs = metric, state.global_step, 0
         ckpt.save_best(model)

@@ -15,6 +15,7 @@ class ProgressEvent:
     epoch: float = 0.0
     loss: float | None = None
     eval_metric: float | None = None
+    eval_loss: float | None = None  # held-out loss where the task has one (causal LMs)
     samples_per_s: float | None = None
     eta_s: float | None = None
     message: str = ""

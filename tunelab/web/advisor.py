@@ -1,5 +1,7 @@
 """The wizard's advisor: transfer learning against fine-tuning in plain words, one recommendation
-from the dataset's size and labels, the model and the budget, and a rough time for each strategy.
+from the dataset's facts (size and labels for a classification table; conversations, turns and
+token lengths for chat or preference data), the model and the budget, and a rough time for each
+strategy. The recommendation is the strategies' own (`Strategy.advise`): nothing here names one.
 
 Times are rough on purpose (no model is loaded to compute them): rates measured on the shared
 data on a 2-core CPU with MiniLM, scaled by model size and text length, and replaced by the
@@ -13,6 +15,8 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from ..strategies import get_strategy, strategies_of, task_named
+
 TRANSFER = ("It keeps the model as it is and reuses what it already knows. "
             "Zero-shot compares each text with the label names and trains nothing; few-shot tunes on a "
             "handful of examples per label; a linear probe trains one small layer on top of the frozen "
@@ -21,21 +25,34 @@ FINETUNE = ("It changes the model's own weights on your examples. Full fine-tuni
             "layer: the best quality on long or unusual texts, and the most compute. LoRA trains small "
             "add-on adapters instead: close to the same quality with far less memory and tiny model files. "
             "QLoRA does LoRA on a 4-bit copy of the model, for large models on a GPU.")
-WHEN = {
-    "zero-shot": "No labelled examples needed: it matches texts to your label names. A baseline to beat.",
-    "few-shot": "A few examples per label (8 by default). For when labelling is expensive.",
-    "linear-probe": "Seconds to train, cheap to serve. Usually the best value on short texts.",
-    "full": "All layers trained. The quality ceiling; the most time and memory.",
-    "lora": "Adapters on a frozen model: near full quality with less memory, small files.",
-    "qlora": "LoRA on a 4-bit model: the least memory for big models. Needs an NVIDIA GPU.",
-}
+FULL_VS_ADAPTERS = ("Full fine-tuning (sft-full) updates every weight of the language model on your "
+                    "conversations: the most faithful, the most memory and the largest files; the right "
+                    "call for small models and small data. LoRA (sft-lora) trains small adapters on a "
+                    "frozen model: close to the same quality for a fraction of the memory, a few MB to "
+                    "store. QLoRA (sft-qlora) does LoRA on a 4-bit copy of the model, for large models on "
+                    "an NVIDIA GPU.")
+PREFERENCE = ("Preference tuning (DPO) teaches the model which of two answers you prefer, from prompt / "
+              "chosen / rejected pairs, with no separate reward model. It nudges a model that already "
+              "answers in the right format: tune it on example conversations first if it does not.")
+GENERATIVE_LOSS = ("Chat models are scored on held-out conversations: the loss (lower is better) and "
+                   "perplexity of the reference answers, exact match and token F1 of generated answers, "
+                   "base model against tuned.")
 BUDGETS = {"fast": "as fast and cheap as possible", "balanced": "balanced", "best": "the best quality"}
 
-# Measured with MiniLM (22.7M parameters) on ~16-token texts, 2-core CPU (README's benchmark notes).
+# Measured with MiniLM (22.7M parameters) on ~16-token texts, 2-core CPU (README's benchmark notes);
+# each strategy scales these in its own rough_seconds.
 ENCODE_TEXTS_PER_S = 400.0
-TRAIN_SAMPLES_PER_S = {"full": 185.0, "lora": 210.0, "qlora": 120.0}
-LOAD_SECONDS = 8.0
 REF_PARAMS, REF_TOKENS = 22.7e6, 16.0
+GENERATIVE_TOKENS = 256.0          # a conversation's length when the upload did not count tokens
+
+
+def explanation(task: str) -> list[tuple[str, str]]:
+    """The wizard's "which kind of training" panel for a task: (title, text) paragraphs."""
+    if task == "text-classification":
+        return [("Transfer learning.", TRANSFER), ("Fine-tuning.", FINETUNE)]
+    if task_named(task).data_kinds == ("preference",):
+        return [("Preference tuning.", PREFERENCE)]
+    return [("Full fine-tuning or adapters?", FULL_VS_ADAPTERS), ("How it is scored.", GENERATIVE_LOSS)]
 
 
 @dataclass
@@ -45,9 +62,36 @@ class DataFacts:
     smallest_class: int
     mean_tokens: float
     p95_tokens: int
+    task: str = "text-classification"
+    kind: str | None = None           # chat | plain | preference (generative data)
+    turns: float | None = None        # messages per conversation, on average (chat)
+    max_tokens: int | None = None
+    measured: bool = True             # token lengths known (a generative file's need a tokenizer)
+    model_params: int = 0             # the chosen base model's size, for strategies' rules
+
+    @property
+    def generative(self) -> bool:
+        return self.task != "text-classification"
+
+    def line(self) -> str:
+        """The facts in one sentence: labels for a classification table, never for chat data."""
+        if not self.generative:
+            return (f"{self.rows:,} rows, {self.labels} labels; the smallest label has about "
+                    f"{self.smallest_class:,} examples, texts average {self.mean_tokens:.0f} tokens "
+                    f"(95% under {self.p95_tokens}).")
+        unit = {"preference": "preference pairs", "plain": "texts"}.get(self.kind or "", "conversations")
+        text = f"{self.rows:,} {unit}"
+        if self.turns:
+            text += f", {self.turns:.1f} messages each on average"
+        if self.measured:
+            text += (f"; examples average {self.mean_tokens:.0f} tokens (95% under {self.p95_tokens:,}"
+                     + (f", the longest {self.max_tokens:,}" if self.max_tokens else "") + ")")
+        return text + "."
 
     @classmethod
-    def from_stats(cls, stats: dict, limit: int | None = None) -> "DataFacts":
+    def from_stats(cls, stats: dict, limit: int | None = None, task: str = "text-classification") -> "DataFacts":
+        if task != "text-classification":
+            return cls.from_generative(stats, limit, task)
         rows = int(stats.get("rows", 0))
         counts = [c for k, c in (stats.get("label_counts") or {}).items() if k]
         smallest = min(counts) if counts else 0
@@ -58,6 +102,20 @@ class DataFacts:
         return cls(rows, int(stats.get("num_labels", len(counts))), smallest,
                    float(length.get("mean") or REF_TOKENS), int(length.get("p95") or REF_TOKENS))
 
+    @classmethod
+    def from_generative(cls, stats: dict, limit: int | None, task: str) -> "DataFacts":
+        """Facts of chat, plain-text or preference data (generative_checks' stats: rows, turns,
+        token lengths when a tokenizer counted them); no labels."""
+        rows = int(stats.get("rows") or stats.get("examples") or 0)
+        if limit and limit < rows:
+            rows = limit
+        length = stats.get("length") or {}
+        measured = bool(length.get("mean"))
+        mean = float(length.get("mean") or GENERATIVE_TOKENS)
+        turns = (stats.get("turns") or {}).get("mean")
+        return cls(rows, 0, rows, mean, int(length.get("p95") or mean), task=task, kind=stats.get("kind"),
+                   turns=float(turns) if turns else None, max_tokens=length.get("max"), measured=measured)
+
 
 @dataclass
 class Advice:
@@ -67,55 +125,29 @@ class Advice:
     basis: dict[str, str] = field(default_factory=dict)
 
 
-def recommend(facts: DataFacts, budget: str = "balanced", cuda: bool = False) -> tuple[str, list[str]]:
-    per_class = facts.smallest_class * 0.7         # what the training split keeps of the smallest label
-    why = [f"{facts.rows:,} rows, {facts.labels} labels; the smallest label has about "
-           f"{facts.smallest_class:,} examples, texts average {facts.mean_tokens:.0f} tokens "
-           f"(95% under {facts.p95_tokens})."]
-    if per_class < 6:
-        why.append("Some labels have too few examples to learn from: zero-shot needs none, and it tells "
-                   "you how far the label names alone go. Label more examples, then try few-shot.")
-        return "zero-shot", why
-    if per_class < 30:
-        why.append("Tens of examples per label: few-shot (SetFit) gets the most out of a small labelled set; "
-                   "fine-tuning would overfit.")
-        return "few-shot", why
-    if budget == "fast":
-        why.append("You asked for speed: a linear probe trains in seconds and serves at the model's speed.")
-        return "linear-probe", why
-    long_texts = facts.p95_tokens > 64
-    if budget == "best":
-        pick = "full" if (cuda or facts.rows <= 5000) else "lora"
-        why.append("You asked for the best quality: fine-tuning adapts the model itself to your texts. "
-                   + ("Full fine-tuning fits this size." if pick == "full" else
-                      "LoRA keeps memory and time reasonable on this much data without a GPU."))
-        return pick, why
-    if long_texts:
-        why.append("Texts are long: frozen features summarise them less well, so LoRA fine-tuning is the "
-                   "better value.")
-        return "lora", why
-    why.append("Enough examples and short texts: a linear probe is usually within a point or two of "
-               "fine-tuning at a fraction of the cost. Compare it with LoRA to be sure.")
-    return "linear-probe", why
+def when(strategy: str) -> str:
+    """One line on when to choose a strategy (its own declaration)."""
+    return get_strategy(strategy).advice
+
+
+def recommend(facts: DataFacts, budget: str = "balanced", cuda: bool = False,
+              task: str = "text-classification") -> tuple[str, list[str]]:
+    """The strategy whose own rule claims these facts with the lowest priority number; one that
+    cannot run here (no CUDA) or that the wizard does not offer is never recommended. When no
+    rule claims them: the task's cheapest strategy, with its own line on when to choose it."""
+    why = [facts.line()]
+    offered = [s for s in strategies_of(task_named(task)) if s.in_wizard and not s.unavailable()]
+    claims = [(c[0], s.rank, s.name, c[1]) for s in offered if (c := s.advise(facts, budget, cuda)) is not None]
+    if not claims:
+        first = offered[0] if offered else strategies_of(task_named(task))[0]
+        return first.name, why + [first.advice]
+    _, _, pick, reason = min(claims)
+    return pick, why + [reason]
 
 
 def rough_seconds(strategy: str, facts: DataFacts, model_params: int, params: dict | None = None) -> float:
-    p = params or {}
     scale = max(model_params or REF_PARAMS, 1) / REF_PARAMS * max(1.0, facts.mean_tokens / REF_TOKENS)
-    per_text = scale / ENCODE_TEXTS_PER_S
-    train, val, test = facts.rows * 0.7, facts.rows * 0.1, facts.rows * 0.2
-    if strategy == "zero-shot":
-        return LOAD_SECONDS + (facts.labels + test) * per_text
-    if strategy == "linear-probe":
-        return LOAD_SECONDS + (train + val + test) * per_text
-    if strategy == "few-shot":
-        return LOAD_SECONDS + int(p.get("max_pairs") or 2000) * 3 * per_text + test * per_text
-    batch = int(p.get("batch_size") or 32)
-    per_epoch = max(1, math.ceil(train / batch))
-    epochs = int(p.get("epochs") or 3)
-    steps = per_epoch * min(max(epochs, math.ceil(int(p.get("min_steps") or 200) / per_epoch)), max(20, epochs))
-    rate = TRAIN_SAMPLES_PER_S.get(strategy, 185.0)
-    return LOAD_SECONDS + steps * batch * scale / rate + (val * epochs + test) * per_text
+    return get_strategy(strategy).rough_seconds(facts, scale / ENCODE_TEXTS_PER_S, scale, params or {})
 
 
 def history_rates(jobs) -> dict[str, float]:
@@ -131,8 +163,10 @@ def history_rates(jobs) -> dict[str, float]:
 
 
 def advise(facts: DataFacts, model_params: int, strategies: list[str], *, budget: str = "balanced",
-           cuda: bool = False, history: dict[str, float] | None = None, params: dict | None = None) -> Advice:
-    pick, reasons = recommend(facts, budget, cuda)
+           cuda: bool = False, history: dict[str, float] | None = None, params: dict | None = None,
+           task: str | None = None) -> Advice:
+    facts.model_params = int(model_params or 0)
+    pick, reasons = recommend(facts, budget, cuda, task or facts.task)
     advice = Advice(pick, reasons)
     for name in strategies:
         if history and name in history:

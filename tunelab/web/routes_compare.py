@@ -4,7 +4,7 @@ recommended winner, explained.
 Three sources, one page: a comparison job (the API's `POST comparisons`); a comparison started
 here, which is one training job per strategy on the same dataset, rows and seed (so the same
 split), tagged with a group id in the jobs' own `metadata`; or finished runs ticked on the jobs
-list. The winner is chosen by the engine's own rule (`tunelab.comparison.recommend`).
+list. The rows and the winner come from the engine's own summary and rule (`tunelab.engine.finish`).
 """
 
 from __future__ import annotations
@@ -12,24 +12,85 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..api.deps import SessionDep
-from ..comparison import MATERIAL, SERVED_PREDICTIONS, cost_seconds, recommend
+from ..engine import finish
+from ..strategies import task_named
+from ..strategies.classification import SERVED_PREDICTIONS
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..jobs.status import JobStatus
 from .deps import PageError, UserDep, render
+from .format import FILTERS
 from .routes_jobs import get_job, live_context
 
 router = APIRouter(include_in_schema=False)
 GROUP_KEY, BASE_KEY = "compare_group", "compare_base"
-HOW = (f"Cost is compute time: training plus serving {SERVED_PREDICTIONS:,} predictions at the measured "
-       f"latency. The winner is the cheapest strategy whose macro-F1 is within {MATERIAL:.2f} of the best "
-       "(smaller differences are within the noise of a usual test split); a bigger gap means quality "
-       "really differs, and the best one wins.")
+HOW = (f"Cost is compute time: training plus, for classifiers, serving {SERVED_PREDICTIONS:,} predictions at "
+       "the measured latency. The winner is the cheapest strategy whose quality (macro-F1 for classifiers, "
+       "token F1 of held-out answers for chat models) is within {material:.2f} of the best (smaller "
+       "differences are within the noise of a usual test split); a bigger gap means quality really "
+       "differs, and the best one wins.")
 
 
-def table(rows: list[dict], models: dict) -> dict:
+# A generative comparison's columns after its task's quality: (header, key, format), shown when
+# some row has the key (a chat run has held-out loss and answer scores, a preference run margins).
+GENERATIVE_COLUMNS = [("Held-out loss", "test_loss", "score"), ("Base loss", "base_test_loss", "score"),
+                      ("Perplexity", "test_perplexity", "score"), ("Token F1", "token_f1", "score"),
+                      ("Exact match", "exact_match", "pct"), ("Reward margin", "margin", "score"),
+                      ("Base accuracy", "base_preference_accuracy", "pct"),
+                      ("Tokens / s", "tokens_per_second", "thousands")]
+
+
+def _task(jobs: list[Job]):
+    """The task of the runs (what their metrics say, or a comparison job's result; classification
+    for runs from before tasks)."""
+    for job in jobs:
+        result = job.result or {}
+        name = (result.get("metrics") or {}).get("task") or result.get("task") or next(
+            (r.get("task") for r in result.get("results") or [] if isinstance(r, dict) and r.get("task")), None)
+        if name:
+            try:
+                return task_named(name)
+            except KeyError:
+                continue
+    return task_named("text-classification")
+
+
+def shown_as(task) -> dict:
+    """What the comparison template needs of the task: its quality's name and, for generative
+    tasks, which columns replace a classifier's accuracy and latency."""
+    return {"name": task.name, "quality_label": task.quality_label, "quality": task.quality,
+            "generative": task.serving == "generate"}
+
+
+def generative_cells(rows: list[dict], quality: str) -> tuple[list[str], list[dict]]:
+    """Headers and each row's formatted cells for the generative columns some row has."""
+    cols = [c for c in GENERATIVE_COLUMNS if c[1] != quality and any(c[1] in r for r in rows)]
+    out = []
+    for r in rows:
+        if "error" not in r:
+            r = dict(r, cells=[FILTERS[fmt](r.get(key)) if r.get(key) is not None else "—" for _, key, fmt in cols])
+        out.append(r)
+    return [c[0] for c in cols], out
+
+
+def recommend(rows: list[dict], jobs: list[Job]) -> tuple[str | None, str]:
+    result = finish([dict(r) for r in rows], _task(jobs))
+    return result.recommended, result.reason
+
+
+def how(jobs: list[Job]) -> str:
+    return HOW.format(material=_task(jobs).material)
+
+
+def table(rows: list[dict], models: dict, task=None) -> dict:
+    # rows of comparisons made before tasks carry macro_f1 only
+    rows = [r if "error" in r or "quality" in r else {**r, "quality": r.get("macro_f1", 0.0)} for r in rows]
+    task = task or task_named("text-classification")
+    headers: list[str] = []
+    if task.serving == "generate":
+        headers, rows = generative_cells(rows, task.quality)
     done = [r for r in rows if "error" not in r]
-    best_f1 = max((r["macro_f1"] for r in done), default=1) or 1
+    best_f1 = max((r["quality"] for r in done), default=1) or 1
     top_cost = max((r["cost_seconds"] for r in done), default=1) or 1
     cheapest = min((r["cost_seconds"] for r in done), default=1) or 1e-9
     out = []
@@ -37,13 +98,13 @@ def table(rows: list[dict], models: dict) -> dict:
         r = dict(r)
         if "error" not in r:
             r.setdefault("relative_cost", r["cost_seconds"] / cheapest)
-            r["f1_pct"] = round(100 * r["macro_f1"] / best_f1, 1)
+            r["f1_pct"] = round(100 * r["quality"] / best_f1, 1)
             r["cost_pct"] = round(100 * r["cost_seconds"] / top_cost, 1)
         r["model"] = models.get(r["strategy"])
         out.append(r)
     ok = [r for r in out if "error" not in r]
-    return {"rows": out,
-            "f1_bars": [{"label": r["strategy"], "pct": r["f1_pct"], "value": f"{r['macro_f1']:.3f}"} for r in ok],
+    return {"rows": out, "task": shown_as(task), "headers": headers,
+            "f1_bars": [{"label": r["strategy"], "pct": r["f1_pct"], "value": f"{r['quality']:.3f}"} for r in ok],
             "cost_bars": [{"label": r["strategy"], "pct": r["cost_pct"], "value": f"{r['cost_seconds']:.0f} s"}
                           for r in ok]}
 
@@ -71,14 +132,13 @@ def rows_of(jobs: list[Job]) -> tuple[list[dict], dict, list[Job]]:
     """(table rows of the finished runs, their models, the unfinished runs)."""
     rows, models, pending = [], {}, []
     strategies = [j.spec.get("strategy") for j in jobs]
+    task = _task(jobs)
     for job in jobs:
         m = (job.result or {}).get("metrics")
         label = job.spec.get("strategy") if strategies.count(job.spec.get("strategy")) == 1 else \
             f"{job.spec.get('strategy')} · {job.id[-6:]}"
         if job.status == "succeeded" and m:
-            rows.append({"strategy": label, "macro_f1": m["macro_f1"], "accuracy": m["accuracy"],
-                         "train_seconds": m["train_seconds"], "latency_ms": m["latency_ms_per_example"],
-                         "trainable_params": m.get("trainable_params", 0), "cost_seconds": cost_seconds(m)})
+            rows.append(task.summarize(label, {"trainable_params": 0, **m}))
             models[label] = job.fine_tuned_model
         elif JobStatus(job.status).is_terminal:
             rows.append({"strategy": label, "error": f"{job.status}: {job.error_message or 'no result'}"})
@@ -92,10 +152,10 @@ def runs_page(request, session, user, jobs: list[Job], title: str, gid: str | No
     rows, models, pending = rows_of(jobs)
     same = len({(j.spec.get("dataset_id"), j.spec.get("test_dataset_id"), j.spec.get("limit"), j.spec.get("seed"),
                  j.spec.get("model")) for j in jobs}) == 1
-    winner, reason = recommend(rows) if not pending else (None, None)
+    winner, reason = recommend(rows, jobs) if not pending else (None, None)
     ds = TenantScope(session, user.tenant_id).find(Dataset, jobs[0].spec.get("dataset_id"))
-    ctx = {"title": title, "members": jobs, "ds": ds, "table": table(rows, models), "recommended": winner,
-           "reason": reason, "how": HOW, "same_split": same, "pending": pending, "cmp_job": None, "gid": gid}
+    ctx = {"title": title, "members": jobs, "ds": ds, "table": table(rows, models, _task(jobs)), "recommended": winner,
+           "reason": reason, "how": how(jobs), "same_split": same, "pending": pending, "cmp_job": None, "gid": gid}
     running = next((j for j in pending if j.status != "queued"), pending[0] if pending else None)
     if running is not None:
         ctx.update(live_context(session, user, running))
@@ -111,10 +171,10 @@ def comparisons(request: Request, user: UserDep, session: SessionDep):
     for gid, members in groups(jobs).items():
         rows, _, pending = rows_of(members)
         summaries.append({"id": gid, "members": members, "pending": bool(pending),
-                          "winner": None if pending else recommend(rows)[0]})
+                          "winner": None if pending else recommend(rows, members)[0]})
     return render(request, "comparisons.html", {
         "comparisons": [j for j in jobs if j.kind == "compare"], "groups": summaries, "names": names,
-        "runs": [j for j in jobs if j.kind == "train" and j.status == "succeeded"], "how": HOW})
+        "runs": [j for j in jobs if j.kind == "train" and j.status == "succeeded"], "how": how(jobs)})
 
 
 @router.get("/comparisons/runs")
@@ -143,5 +203,6 @@ def comparison(job_id: str, request: Request, user: UserDep, session: SessionDep
     ds = TenantScope(session, user.tenant_id).find(Dataset, job.spec.get("dataset_id"))
     return render(request, "comparison.html", {
         **live_context(session, user, job), "cmp_job": job, "ds": ds, "title": " vs ".join(job.spec["strategies"]),
-        "table": table(result.get("results", []), result.get("models", {})), "recommended": result.get("recommended"),
-        "reason": result.get("reason"), "how": HOW, "same_split": True, "pending": [], "members": []})
+        "table": table(result.get("results", []), result.get("models", {}), _task([job])),
+        "recommended": result.get("recommended"),
+        "reason": result.get("reason"), "how": how([job]), "same_split": True, "pending": [], "members": []})

@@ -1,5 +1,7 @@
 """Datasets: upload (drag and drop, with progress), the validation report with each problem's
-lines and fix, stats, a preview, delete."""
+lines and fix, stats, a preview, delete. A text+label table shows its labels and text lengths;
+generative data (conversations, plain text, preference pairs) its turns, tokens per role and
+conversation lengths, and a preview of the conversations."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from ..api.errors import APIError
 from ..api.routes.datasets import delete_dataset, ingest, preview_dataset
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
+from ..services.datasets import dataset_task
 from .deps import UserDep, checked_form, need, render
 
 router = APIRouter(include_in_schema=False)
@@ -75,10 +78,13 @@ async def dataset_page(dataset_id: str, request: Request, user: UserDep, session
     used_by = scope.list(Job, order_by=Job.created_at.desc(), limit=200)
     used_by = [j for j in used_by if j.spec.get("dataset_id") == row.id][:10]
     issues = row.report.get("issues", [])
+    task, kind = dataset_task(row)
+    roles = [{"role": name, **info} for name, info in (row.stats.get("roles") or {}).items()]
     return render(request, "dataset.html", {
         "d": row, "issues": issues, "sample": sample, "label_bars": label_bars, "more_labels": more_labels,
         "hist": histogram(row.stats), "jobs": used_by, "length": row.stats.get("length") or {},
-        "unit": row.stats.get("length_unit", "tokens")})
+        "unit": row.stats.get("length_unit", "tokens"), "task": task, "kind": kind,
+        "generative": task != "text-classification", "roles": roles, "turns": row.stats.get("turns") or {}})
 
 
 @router.post("/datasets/{dataset_id}/delete")

@@ -1,5 +1,7 @@
 """Jobs: the list, and one job's page (live chart over SSE, progress, ETA, events, cancel; then
-final metrics, confusion matrix and model card)."""
+final metrics: a classifier's macro-F1, per-label table and confusion matrix, or a generative
+model's held-out loss, perplexity and answer scores, base against tuned, with sample answers;
+and the model card)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ from ..api.routes.jobs import stream_job
 from ..db.models import Dataset, Job, JobEvent, TunedModel
 from ..db.scoped import TenantScope
 from ..jobs.status import JobStatus
-from . import credits
+from ..services.jobs import dataset_task
+from ..strategies import Task, task_named
+from . import credits, wizard
 from .deps import PageError, UserDep, checked_form, need, render
 
 router = APIRouter(include_in_schema=False)
@@ -26,6 +30,15 @@ log = logging.getLogger("tunelab.web")
 CHART_POINTS = 2000
 LOG_EVENTS = 300
 MAX_CARD_BYTES = 40_000
+MAX_SAMPLES = 20
+# What the chart's second line is: a classifier's loop reports validation macro-F1 (0-1), a causal
+# LM's reports minus the validation loss (higher is better), drawn as the loss it is.
+CHART = {"classify": {"metric": "f1", "caption": "Training loss, validation macro-F1 and progress over time "
+                      "(seconds since the job was created). Strategies that train no network (zero-shot, "
+                      "linear probe) show progress only."},
+         "generate": {"metric": "neg-loss", "caption": "Training loss, validation loss (on held-out "
+                      "conversations, after each epoch) and progress over time (seconds since the job was "
+                      "created)."}}
 
 
 def get_job(session, user, job_id: str, kind: str = "train") -> Job:
@@ -44,15 +57,31 @@ def point(e: JobEvent, t0) -> dict:
             "pct": round(100 * d.get("step", 0) / total, 1) if total else None}
 
 
+def job_task(session, user, job: Job) -> Task:
+    """The task a job trains for: what its result says, else its dataset's (classification for
+    jobs from before tasks, or whose dataset was deleted)."""
+    result = job.result or {}
+    name = (result.get("metrics") or {}).get("task") or result.get("task") or (job.progress or {}).get("task")
+    if name:
+        try:
+            return task_named(name)
+        except KeyError:
+            pass
+    ds = TenantScope(session, user.tenant_id).find(Dataset, (job.spec or {}).get("dataset_id"))
+    return dataset_task(ds) if ds is not None else task_named("text-classification")
+
+
 def live_context(session, user, job: Job) -> dict:
     """What the live panel needs (job and comparison pages): progress now, chart history, events."""
     scope = TenantScope(session, user.tenant_id)
+    task = job_task(session, user, job)
     events = scope.list(JobEvent, JobEvent.job_id == job.id, order_by=JobEvent.id)
     progress = [point(e, job.created_at) for e in events if e.type == "progress"][-CHART_POINTS:]
     log = [e for e in events if e.type != "progress"][-LOG_EVENTS:]
     p = job.progress or {}
     total = p.get("total_steps") or 0
     return {"job": job, "terminal": JobStatus(job.status).is_terminal, "chart": progress, "log": log,
+            "chart_kind": CHART.get(task.serving, CHART["classify"]),
             "last_id": events[-1].id if events else 0,
             "now": {"phase": p.get("phase"), "step": p.get("step"), "total": total, "eta": p.get("eta_s"),
                     "message": p.get("message"), "pct": round(100 * p.get("step", 0) / total) if total else 0}}
@@ -75,7 +104,7 @@ def _sealed_card(home: Path, tenant_id: str, sealed: Path) -> str | None:
     """README.md read out of an encrypted model folder, in memory (nothing decrypted to disk)."""
     key = (str(sealed), sealed.stat().st_mtime)
     if key not in _CARDS:
-        from ..services.storage import cipher          # at-rest encryption (the isolation layer)
+        from ..security.storage import cipher          # at-rest encryption (the isolation layer)
 
         with tarfile.open(fileobj=io.BytesIO(cipher(home, tenant_id).decrypt(sealed.read_bytes()))) as tf:
             member = next((m for m in tf.getmembers() if m.isfile() and m.name in ("README.md", "./README.md")), None)
@@ -105,8 +134,29 @@ def jobs(request: Request, user: UserDep, session: SessionDep, status: str | Non
     where = [Job.status == status] if status in {s.value for s in JobStatus} else []
     rows = scope.list(Job, *where, order_by=Job.created_at.desc(), limit=200)
     names = {d.id: d.filename for d in scope.list(Dataset)}
-    return render(request, "jobs.html", {"jobs": rows, "names": names, "status": status,
+    return render(request, "jobs.html", {"jobs": rows, "names": names, "status": status, "quality": quality,
                                          "statuses": [s.value for s in JobStatus]})
+
+
+def quality(metrics: dict) -> dict:
+    """A finished run's score in its task's terms (macro-F1, token F1, preference accuracy)."""
+    try:
+        task = task_named(metrics.get("task") or "text-classification")
+    except KeyError:
+        task = task_named("text-classification")
+    return {"label": task.quality_label, "value": metrics.get(task.quality)}
+
+
+def samples(job: Job) -> list[dict]:
+    """Base-vs-tuned answers of a generative run (strings only: a result is the job's JSON)."""
+    rows = (job.result or {}).get("samples") or []
+    keys = ("prompt", "reference", "base", "tuned")
+    return [{k: str(r.get(k) or "") for k in keys} for r in rows[:MAX_SAMPLES] if isinstance(r, dict)]
+
+
+def compare_choices(task: Task, strategy: str | None) -> list[dict]:
+    """The task's other strategies a finished run can be compared with (those that can run here)."""
+    return [s for s in wizard.strategies(task.name) if s["name"] != strategy and not s["disabled"]]
 
 
 @router.get("/jobs/{job_id}")
@@ -115,8 +165,13 @@ def job_page(job_id: str, request: Request, user: UserDep, session: SessionDep, 
     ds = TenantScope(session, user.tenant_id).find(Dataset, job.spec.get("dataset_id"))
     metrics = (job.result or {}).get("metrics") or {}
     per_class = sorted((metrics.get("per_class") or {}).items())
+    task = job_task(session, user, job)
+    generative = task.serving == "generate"
     return render(request, "job.html", {**live_context(session, user, job), "ds": ds, "metrics": metrics,
-                                        "per_class": per_class, "cm": confusion(metrics),
+                                        "task": task, "generative": generative,
+                                        "samples": samples(job) if generative else [],
+                                        "compare_with": compare_choices(task, job.spec.get("strategy")),
+                                        "per_class": per_class, "cm": None if generative else confusion(metrics),
                                         "card": model_card(session, user, job, settings.home),
                                         "cost": credits.job_cost(session, user.tenant_id, job.id),
                                         "idempotency_key": uuid.uuid4().hex})

@@ -1,10 +1,13 @@
 """Models (the catalog's cards, the tenant's uploaded and tuned models; admins import a
-bring-your-own model) and the playground (a text in, the predicted class and its probabilities out)."""
+bring-your-own model) and the playgrounds: a classifier's (a text in, the predicted class and its
+probabilities out) and a chat model's (a message in, the answer streamed as it is written)."""
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from fastapi import APIRouter, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import PlainTextResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
@@ -12,10 +15,14 @@ from ..api.deps import SessionDep, SettingsDep
 from ..api.errors import APIError
 from ..api.routes.models import delete_model, import_model, list_all, predict_route
 from ..api.schemas import PredictBody
+from ..billing.usage import count_served
+from ..services import generation
+from ..services.generation import GenerationRefused, is_generative
 from ..db.models import TunedModel
 from ..db.scoped import TenantScope
 from ..models.catalog import list_models
 from .deps import PageError, UserDep, checked_form, is_htmx, need, render
+from .routes_jobs import quality
 
 router = APIRouter(include_in_schema=False)
 MAX_TEXT = 5000
@@ -33,7 +40,9 @@ def uploaded(session, user, settings) -> list[dict]:
 
 def _models_page(request, user, session, settings, *, error: str | None = None, notice: str | None = None,
                  status: int = 200):
-    return render(request, "models.html", {"catalog": list_models(), "tuned": _tuned(session, user),
+    tuned = _tuned(session, user)
+    return render(request, "models.html", {"catalog": list_models(), "tuned": tuned,
+                                           "quality": {m.id: quality(m.metrics or {}) for m in tuned},
                                            "uploaded": uploaded(session, user, settings), "error": error,
                                            "notice": notice}, status=status)
 
@@ -72,11 +81,14 @@ async def delete(model_id: str, request: Request, user: UserDep, session: Sessio
 
 def _playground(request, user, session, model_id: str | None, text: str = "", result=None,
                 error: str | None = None, status: int = 200):
-    tuned = _tuned(session, user)
-    if model_id and not any(m.id == model_id for m in tuned):
+    everything = _tuned(session, user)
+    if model_id and not any(m.id == model_id for m in everything):
         raise PageError(404, "Not found", f"There is no model {model_id!r} in your organisation.")
+    if model_id and any(m.id == model_id and is_generative(m) for m in everything):
+        return RedirectResponse(f"/playground/chat?model={quote(model_id, safe='')}", status_code=303)
+    tuned = [m for m in everything if not is_generative(m)]
     ctx = {"tuned": tuned, "model_id": model_id or (tuned[0].id if tuned else None), "text": text,
-           "result": result, "error": error}
+           "result": result, "error": error, "chat_models": len(everything) - len(tuned)}
     if is_htmx(request):
         return render(request, "_prediction.html", ctx, status=status)
     return render(request, "playground.html", ctx, status=status)
@@ -98,6 +110,9 @@ async def playground_predict(request: Request, user: UserDep, session: SessionDe
                            error=f"Texts are limited to {MAX_TEXT:,} characters here.", status=422)
     scope = TenantScope(session, user.tenant_id)
     m = scope.get(TunedModel, model_id, "model")
+    if is_generative(m):
+        return _playground(request, user, session, None, text, status=409,
+                           error="This is a chat model: talk to it in the chat playground (/playground/chat).")
     try:         # the API's own predict route: the same model cache, the same checks
         out = (await predict_route(model_id, PredictBody(texts=[text]), scope, request))["data"][0]
     except (FileNotFoundError, ValueError) as exc:
@@ -107,3 +122,72 @@ async def playground_predict(request: Request, user: UserDep, session: SessionDe
     result = {"label": out["label"], "score": out["score"], "model": m,
               "scores": [{"label": k, "value": f"{v:.1%}", "pct": round(100 * v, 1)} for k, v in scores]}
     return _playground(request, user, session, model_id, text, result=result)
+
+
+# ---- the chat playground: a tuned generative model answers, streamed piece by piece ------------
+
+def _chat_models(session, user) -> list[TunedModel]:
+    return [m for m in _tuned(session, user) if is_generative(m)]
+
+
+def _chat(request, user, session, model_id: str | None, prompt: str = "", answer: str | None = None,
+          form: dict | None = None, error: str | None = None, status: int = 200):
+    models = _chat_models(session, user)
+    if model_id and not any(m.id == model_id for m in models):
+        raise PageError(404, "Not found", f"There is no chat model {model_id!r} in your organisation.")
+    return render(request, "playground_chat.html", {
+        "models": models, "model_id": model_id or (models[0].id if models else None), "prompt": prompt,
+        "answer": answer, "error": error, "form": form or {}, "max_new_tokens": generation.MAX_NEW_TOKENS,
+        "default_new_tokens": generation.DEFAULT_NEW_TOKENS, "max_prompt": generation.MAX_PROMPT_CHARS},
+        status=status)
+
+
+@router.get("/playground/chat")
+def chat_playground(request: Request, user: UserDep, session: SessionDep, model: str | None = None):
+    return _chat(request, user, session, model)
+
+
+async def _answer(request, user, session, form) -> tuple[TunedModel, "generation.Answer"]:
+    """The checked request's model, loaded (once per process), and its answer, not yet written."""
+    if not user.can("member"):
+        raise GenerationRefused(403, f"Generating answers needs the member role; you are a {user.role}.")
+    model_id = str(form.get("model", ""))
+    m = next((m for m in _chat_models(session, user) if m.id == model_id), None)
+    if m is None:
+        raise GenerationRefused(404, f"There is no chat model {model_id!r} in your organisation.")
+    settings = generation.settings_from(form.get("max_new_tokens"), form.get("temperature"), form.get("top_p"))
+    prompt = generation.check_prompt(str(form.get("prompt", "")))
+    lm = await run_in_threadpool(generation.load, request.app.state.predictors, m.artifact_path)
+    answer = await run_in_threadpool(generation.start, lm, prompt, settings)
+    count_served(session, user.tenant_id, 1)       # billed per 1K requests, like a prediction
+    return m, answer
+
+
+@router.post("/playground/chat")
+async def chat_answer(request: Request, user: UserDep, session: SessionDep):
+    """Without JavaScript: the whole answer, in the page."""
+    form = await checked_form(request, user)
+    values = {k: str(form.get(k) or "") for k in ("model", "prompt", "max_new_tokens", "temperature")}
+    try:
+        _, answer = await _answer(request, user, session, form)
+        text = await run_in_threadpool(answer.text)
+    except GenerationRefused as exc:
+        if exc.status == 404:
+            raise PageError(404, "Not found", exc.message) from None
+        return _chat(request, user, session, values["model"] or None, values["prompt"], form=values,
+                     error=exc.message, status=exc.status)
+    return _chat(request, user, session, values["model"], values["prompt"], answer=text, form=values)
+
+
+@router.post("/playground/chat/stream")
+async def chat_stream(request: Request, user: UserDep, session: SessionDep):
+    """The answer as chunked plain text, each piece sent as the model writes it (the page's script
+    reads it with fetch); a refusal is a plain-text sentence with its status."""
+    form = await checked_form(request, user)
+    try:
+        _, answer = await _answer(request, user, session, form)
+    except GenerationRefused as exc:
+        return PlainTextResponse(exc.message, status_code=exc.status)
+    return StreamingResponse(iter(answer), media_type="text/plain; charset=utf-8",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no",
+                                      "X-Prompt-Tokens": str(answer.prompt_tokens)})

@@ -16,10 +16,11 @@ from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..jobs.spec import JobSpec
 from ..models.catalog import list_models
-from ..services.jobs import JobRejected, check_spec
-from ..strategies import ConfigError
+from ..services.jobs import JobRejected, check_spec, dataset_task
+from ..models.device import default_device
+from ..strategies import ConfigError, default_compare, task_named
 from . import credits, wizard
-from .advisor import BUDGETS, FINETUNE, TRANSFER, DataFacts, advise, history_rates
+from .advisor import BUDGETS, DataFacts, advise, explanation, history_rates
 from .deps import PageError, UserDep, checked_form, need, render
 from .routes_compare import BASE_KEY, GROUP_KEY
 from .routes_models import uploaded
@@ -27,10 +28,22 @@ from .routes_models import uploaded
 router = APIRouter(include_in_schema=False)
 
 
-def _cuda_problem() -> str | None:
-    from ..strategies.qlora import cuda_problem
-
-    return cuda_problem()
+def _models(session, user, settings, task, wanted: str | None) -> tuple[list, list[dict], str, dict, str | None]:
+    """(catalog models, uploaded models, the chosen one, sizes, an error) for the task's data: a
+    model of another kind (an encoder for chat data) gives way to the task's default silently."""
+    everything = list_models()
+    own_all = uploaded(session, user, settings)
+    catalog, own = wizard.models_for(task, everything, own_all)
+    sizes = {m.name: m.parameters for m in catalog} | {m["id"]: int(m.get("bytes") or 0) // 4 for m in own}
+    default = task.default_model if task.default_model in sizes else \
+        (catalog[0].name if catalog else (own[0]["id"] if own else task.default_model))
+    error = None
+    if not wanted or wanted not in sizes:     # a catalog name or the tenant's uploaded model, never a path
+        known = {m.name for m in everything} | {m["id"] for m in own_all}
+        if wanted and wanted not in known:
+            error = f"Unknown base model {wanted!r}: choose one below."
+        wanted = default
+    return catalog, own, wanted, sizes, error
 
 
 def _wizard(request, user, session, settings, q: dict, error: str | None = None, status: int = 200):
@@ -43,28 +56,24 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
             raise PageError(404, "Not found", f"There is no dataset {q['dataset']!r} in your organisation.")
     elif len(ready) == 1:
         ds = ready[0]
-    catalog = [m for m in list_models() if m.task == "text-classification"]   # the datasets here are labelled texts
-    own = uploaded(session, user, settings)
-    model_name = q.get("model") or (catalog[0].name if catalog else "minilm")
-    sizes = {m.name: m.parameters for m in catalog} | {m["id"]: int(m.get("bytes") or 0) // 4 for m in own}
-    if model_name not in sizes:       # a catalog name or one of the tenant's uploaded models, never a path
-        error = error or f"Unknown base model {model_name!r}: choose one below."
-        model_name = catalog[0].name if catalog else model_name
-    ctx = {"datasets": ready, "ds": ds, "catalog": catalog, "uploaded": own, "model_name": model_name,
+    task = dataset_task(ds) if ds is not None else task_named("text-classification")
+    catalog, own, model_name, sizes, model_error = _models(session, user, settings, task, q.get("model"))
+    ctx = {"datasets": ready, "ds": ds, "task": task, "generative": task.serving == "generate",
+           "catalog": catalog, "uploaded": own, "model_name": model_name,
            "budget": q.get("budget") if q.get("budget") in BUDGETS else "balanced", "budgets": BUDGETS,
-           "limit": q.get("limit") or "", "error": error, "transfer": TRANSFER, "finetune": FINETUNE,
+           "limit": q.get("limit") or "", "error": error or model_error, "explain": explanation(task.name),
            "idempotency_key": uuid.uuid4().hex, "compare": q.get("compare") or []}
     if ds is not None and ds.status == "processed":
         try:
             limit = wizard.positive_int(q.get("limit"), "Rows to use")
         except ConfigError as exc:
             limit, ctx["error"] = None, str(exc)
-        cuda = _cuda_problem()
-        strategies = wizard.strategies(cuda)
-        facts = DataFacts.from_stats(ds.stats, limit)
+        strategies = wizard.strategies(task.name)
+        cuda = default_device().startswith("cuda")
+        facts = DataFacts.from_stats(ds.stats or {}, limit, task=task.name)
         past = scope.list(Job, Job.status == "succeeded", order_by=Job.created_at.desc(), limit=200)
         advice = advise(facts, sizes.get(model_name, 0), [s["name"] for s in strategies],
-                        budget=ctx["budget"], cuda=cuda is None, history=history_rates(past))
+                        budget=ctx["budget"], cuda=cuda, history=history_rates(past), task=task.name)
         names = [s["name"] for s in strategies if not s["disabled"]]
         chosen = q.get("strategy") if q.get("strategy") in names else advice.recommended
         fields = wizard.fields(chosen)
@@ -77,13 +86,18 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
         except ConfigError:
             params = {}
         spec = JobSpec(dataset_id=ds.id, model=model_name, strategy=chosen, limit=limit, params=params)
+        # Billing answers for every strategy or says it cannot: a page never fails on an estimate.
         ctx.update(costs=credits.per_strategy(session, user.tenant_id, ds.id, model_name, limit, names),
                    estimate=credits.panel(session, scope, user.principal, spec))
+        preset = [s["name"] for s in strategies if s["name"] in names and (
+            s["baseline"] or s["name"] == advice.recommended or (ctx["generative"] and s["name"] in
+                                                                  default_compare(task)))]
         ctx.update(facts=facts, strategies=strategies, advice=advice, strategy=chosen, fields=fields,
                    values=values, advanced_open=changed or bool(error and "hyperparameters" in error),
-                   compare=ctx["compare"] or sorted({"zero-shot", "linear-probe", advice.recommended} & set(names),
-                                                    key=wizard.ORDER.index),
-                   labels=list((ds.stats.get("label_counts") or {}).keys()))
+                   compare=ctx["compare"] or preset,
+                   families=[f for f in (("transfer", "Transfer learning"), ("fine-tune", "Fine-tuning"))
+                             if any(s["family"] == f[0] for s in strategies)],
+                   labels=list(((ds.stats or {}).get("label_counts") or {}).keys()))
     return render(request, "train.html", ctx, status=status)
 
 
@@ -108,7 +122,10 @@ async def start(request: Request, user: UserDep, session: SessionDep, settings: 
     action = form.get("action", "train")
     if not q["dataset"]:
         return _wizard(request, user, session, settings, q, "Choose a dataset first.", 422)
-    model = str(q["model"] or "minilm")
+    model = str(q["model"] or "")
+    if not model:             # the dataset's task's default model (an encoder for chat data is refused)
+        row = TenantScope(session, user.tenant_id).find(Dataset, str(q["dataset"]))
+        model = dataset_task(row).default_model if row is not None else "minilm"
     try:
         limit = wizard.positive_int(q["limit"], "Rows to use")
         if action == "compare":
@@ -147,7 +164,7 @@ async def _compare(request, user, session, settings, q, form, model: str, limit:
                      params=wizard.params_from_form(name, form)) for name in todo]
     try:            # all or nothing: every run is checked before the first one is queued
         for spec in specs:
-            check_spec(TenantScope(session, user.tenant_id), spec)
+            check_spec(TenantScope(session, user.tenant_id), spec)    # create() resolves it again
     except JobRejected as exc:
         raise ConfigError(str(exc)) from None
     for name, spec in zip(todo, specs):

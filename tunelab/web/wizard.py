@@ -7,11 +7,9 @@ import types
 import typing
 from dataclasses import dataclass
 
-from ..strategies import ConfigError, available, get_strategy, parse_params
-from .advisor import WHEN
+from ..strategies import ConfigError, get_strategy, parse_params, strategies_of, task_named
 
 NO_GPU = "Needs an NVIDIA GPU (CUDA) and this server has none. LoRA trains the same adapters without one."
-ORDER = ["zero-shot", "few-shot", "linear-probe", "lora", "full", "qlora"]     # text classification
 
 
 @dataclass
@@ -54,13 +52,15 @@ def fields(strategy_name: str) -> list[Field]:
     return out
 
 
-def strategies(cuda_problem: str | None) -> list[dict]:
-    names = [n for n in ORDER if n in available()]     # classification; causal-LM (sft-*) ones take chat data
+def strategies(task: str = "text-classification") -> list[dict]:
+    """The task's strategies the wizard offers, cheapest first; one that cannot run here is shown
+    disabled with the reason."""
     out = []
-    for name in names:
-        s = get_strategy(name)
-        out.append({"name": name, "family": s.family, "summary": s.summary, "when": WHEN.get(name, ""),
-                    "disabled": _gpu_note(cuda_problem) if name == "qlora" else None})
+    for s in strategies_of(task_named(task)):
+        if s.in_wizard:
+            out.append({"name": s.name, "family": s.family, "summary": s.summary, "when": s.advice,
+                        "baseline": s.baseline,
+                        "disabled": _gpu_note(s.unavailable())})
     return out
 
 
@@ -115,3 +115,17 @@ def positive_int(raw, name: str) -> int | None:
     if not text.isdigit() or int(text) <= 0:
         raise ConfigError(f"{name} must be a whole number above 0 (or empty), not {raw!r}")
     return int(text)
+
+
+def is_causal(model: dict) -> bool:
+    """An uploaded model folder (the API's listing) whose architecture generates text."""
+    return any(str(a).endswith("ForCausalLM") for a in model.get("architectures") or [])
+
+
+def models_for(task, catalog: list, uploaded: list[dict]) -> tuple[list, list[dict]]:
+    """The base models the wizard offers for a task: causal LMs for chat and preference data,
+    encoders for classification; the tenant's uploaded models of the same kind."""
+    if task.model_kind == "causal-lm":
+        return [m for m in catalog if m.kind == "causal-lm"], [m for m in uploaded if is_causal(m)]
+    return ([m for m in catalog if m.task == "text-classification" and m.kind != "causal-lm"],
+            [m for m in uploaded if not is_causal(m)])

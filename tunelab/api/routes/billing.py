@@ -48,7 +48,7 @@ def estimate_out(est) -> dict:
 def estimate_job(spec: JobSpec, scope: ScopeDep, session: SessionDep, principal: PrincipalDep):
     """What the job would cost and take, and whether it would start now (credit and quotas)."""
     try:
-        check_spec(scope, spec)
+        spec = check_spec(scope, spec)
     except JobRejected as exc:
         raise APIError(404 if exc.code == "dataset_not_found" else 422, exc.code, str(exc), exc.param) from None
     est = service.estimate_spec(session, principal.tenant_id, spec)

@@ -7,7 +7,9 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from ...db.models import Job
 from ...db.scoped import NotFound
+from ...db.scoped import TenantScope
 from ...jobs.spec import JobSpec, JsonInt, json_int, model_schema, strategy_params_schemas
+from ...services.jobs import default_strategies
 from ..deps import MemberDep, ScopeDep, SessionDep
 from ...contract import Comparison, ComparisonList
 from ..errors import AUTH, APIError, errors
@@ -34,12 +36,16 @@ class ComparisonCreate(Body):
     dataset_id: str
     test_dataset_id: str | None = None
     model: str = "minilm"
-    # At least one: an empty list used to reach JobSpec inside the route and answer 500.
-    strategies: list[str] = Field(default_factory=lambda: ["zero-shot", "few-shot", "linear-probe", "lora"],
-                                  min_length=1)
+    # At least one: an empty list used to reach JobSpec inside the route and answer 500. None: the
+    # default comparison of the dataset's task (each strategy declares whether it is in it).
+    strategies: list[str] | None = Field(None, min_length=1)
     strategy_params: dict[str, dict[str, object]] = Field(default_factory=dict)
     limit: json_int(gt=0) | None = None
     seed: JsonInt = 0
+
+
+def scope_of(session, principal) -> TenantScope:
+    return TenantScope(session, principal.tenant_id)
 
 
 def comparison_out(job: Job) -> dict:
@@ -53,7 +59,9 @@ def comparison_out(job: Job) -> dict:
 def create_comparison(body: ComparisonCreate, session: SessionDep, principal: MemberDep,
                       idempotency_key: str | None = Header(None, max_length=200)):
     try:
-        spec = JobSpec(kind="compare", **body.model_dump())
+        values = body.model_dump(exclude_unset=True) | {"dataset_id": body.dataset_id}
+        values["strategies"] = body.strategies or default_strategies(scope_of(session, principal), body.dataset_id)
+        spec = JobSpec(kind="compare", **values)
     except ValidationError as exc:     # the client's input, refused by the spec: 422, never a 500
         first = exc.errors()[0]
         raise APIError(422, "validation_error", first["msg"], ".".join(map(str, first["loc"])) or None) from None

@@ -1,4 +1,7 @@
-"""Datasets: upload (streamed, size-capped) -> validation report -> stats -> preview; delete."""
+"""Datasets: upload (streamed, size-capped) -> validation report -> stats -> preview; delete.
+
+A text+label table (task text-classification) or generative data: chat conversations (OpenAI
+`messages`, ShareGPT, alpaca), plain text, preference pairs; the content decides (`task`, `kind`)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from ...data import DataError
 from ...data.readers import DataLimits
 from ...db.models import Dataset
 from ...services.billing import QuotaExceeded, check_upload
-from ...services.datasets import import_dataset, preview
+from ...services.datasets import dataset_task, import_dataset, preview
 from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep, audit
 from ...contract import Dataset as DatasetOut, DatasetList, DatasetPreview, Deleted
 from ..errors import AUTH, APIError, errors
@@ -41,6 +44,12 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
         cleanup(path)
 
 
+def out(d: Dataset, full: bool = False) -> dict:
+    """The API's dataset, with the task its data is for (read from the report)."""
+    task, kind = dataset_task(d)
+    return dataset_out(d, full=full) | {"task": task, "kind": kind}
+
+
 # An empty file is refused (400 empty_file): the document says so with minLength, as it does for
 # the form's strings (an empty form field reads as missing).
 NonEmptyFile = File(..., json_schema_extra={"minLength": 1})
@@ -50,17 +59,17 @@ NonEmptyFile = File(..., json_schema_extra={"minLength": 1})
 def upload(session: SessionDep, settings: SettingsDep, principal: MemberDep, file: UploadFile = NonEmptyFile,
            text_column: str | None = Form(None), label_column: str | None = Form(None),
            purpose: str = Form("fine-tune")):
-    return dataset_out(ingest(session, settings, principal, file, purpose, text_column, label_column), full=True)
+    return out(ingest(session, settings, principal, file, purpose, text_column, label_column), full=True)
 
 
 @router.get("", response_model=DatasetList, responses=errors(*AUTH))
 def list_datasets(scope: ScopeDep):
-    return {"data": [dataset_out(d) for d in scope.list(Dataset, order_by=Dataset.created_at.desc())]}
+    return {"data": [out(d) for d in scope.list(Dataset, order_by=Dataset.created_at.desc())]}
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut, responses=errors(*AUTH, 404))
 def get_dataset(dataset_id: str, scope: ScopeDep):
-    return dataset_out(scope.get(Dataset, dataset_id, "dataset"), full=True)
+    return out(scope.get(Dataset, dataset_id, "dataset"), full=True)
 
 
 @router.get("/{dataset_id}/preview", response_model=DatasetPreview, responses=errors(*AUTH, 404, 422))

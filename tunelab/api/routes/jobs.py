@@ -43,8 +43,9 @@ def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tu
     except QuotaExceeded as exc:
         raise APIError(429, "quota_exceeded", str(exc), exc.quota, **exc.to_dict()) from None
     if created:
-        audit(session, principal, "job.create", job.id, kind=spec.kind, strategy=spec.strategy or spec.strategies,
-              dataset=spec.dataset_id)
+        stored = job.spec or {}         # as resolved for the dataset's task
+        audit(session, principal, "job.create", job.id, kind=spec.kind,
+              strategy=stored.get("strategy") or stored.get("strategies"), dataset=spec.dataset_id)
     return job, created
 
 

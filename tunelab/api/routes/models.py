@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from ...billing.usage import count_served
+from ...strategies import task_named
 from ...db.models import TunedModel
 from ...models.catalog import list_models
 from ...services.predictions import predict
@@ -60,7 +61,7 @@ def import_model(admin: AdminDep, settings: SettingsDep, session: SessionDep, fi
 def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: SettingsDep):
     import json
 
-    from ...services.storage import read_sealed_file
+    from ...security.storage import read_sealed_file
 
     m = scope.get(TunedModel, model_id, "model")
     audit(scope.session, principal, "model.artifact_read", m.id)
@@ -73,7 +74,7 @@ def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: 
 def download(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: SettingsDep):
     """The tuned model's folder (weights as safetensors or the adapter, tokenizer, label map,
     config, metrics, model card, manifest) as a tar, decrypted."""
-    from ...services.storage import cipher
+    from ...security.storage import cipher
 
     m = scope.get(TunedModel, model_id, "model")
     audit(scope.session, principal, "model.download", m.id)
@@ -85,6 +86,10 @@ def download(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: 
 @router.post("/{model_id}/predict", response_model=PredictionList, responses=errors(*AUTH, 400, 404, 422))
 async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, request: Request):
     m = scope.get(TunedModel, model_id, "model")
+    task = (m.metrics or {}).get("task") or "text-classification"
+    if task_named(task).serving != "classify":
+        raise APIError(400, "not_a_classifier", f"{m.id} is a {task_named(task).title} model: it generates text "
+                       "and does not label texts (use it in the web playground or `tunelab generate`).", "model_id")
     cache = request.app.state.predictors
 
     def run():

@@ -4,9 +4,10 @@ Mapping (also in the README):
 - `model`: a catalog name (`minilm`, ...) or a tenant's tuned model id.
 - `training_file`: a file id from /v1/files; `validation_file`: the held-out file the job is
   evaluated on (tunelab carves its early-stopping split from the training file).
-- `method.type`: `supervised` -> tunelab's `lora`; any tunelab strategy name (`full`, `lora`,
-  `qlora`, `linear-probe`, `few-shot`, `zero-shot`) selects it directly; `dpo`/`reinforcement`
-  are refused until the generative issue lands.
+- `method.type`: `supervised` and `dpo` -> the strategy of the training file's task that
+  declares that OpenAI method (`lora` for a classification file, `sft-lora` for chat JSONL,
+  `dpo` for preference pairs); any tunelab strategy name (`full`, `sft-full`, `linear-probe`, ...)
+  selects it directly (`full` on chat data is `sft-full`); `reinforcement` is refused.
 - hyperparameters (top level or `method.<type>.hyperparameters`): `n_epochs` -> `epochs`,
   `batch_size` -> `batch_size`, `learning_rate_multiplier` -> the strategy's default learning
   rate times it; "auto" keeps tunelab's default; tunelab's own parameter names pass through.
@@ -21,10 +22,12 @@ from fastapi import APIRouter, Header
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from ...db.models import Job, JobEvent, TunedModel
+from ...db.models import Dataset, Job, JobEvent, TunedModel
 from ...jobs.spec import JobSpec, JsonInt, json_int
-from ...services.jobs import cancel
-from ...strategies import available, get_strategy, parse_params
+from ...services.billing import model_parameters
+from ...services.jobs import cancel, dataset_task
+from ...strategies import (ConfigError, Task, available, get_strategy, parse_params, resolve, strategies_of,
+                           task_named)
 from ..deps import MemberDep, ScopeDep, SessionDep, audit
 from ...contract import (FineTuningCheckpointList, FineTuningEventList, FineTuningJob, FineTuningJobList)
 from ..errors import AUTH, APIError, errors
@@ -53,8 +56,9 @@ class Hyperparameters(Strict):
 
 
 def _method_types(schema: dict) -> None:
-    """supervised or a registered strategy (dpo and reinforcement answer 400 until generative tuning)."""
-    schema["properties"]["type"]["enum"] = ["supervised", *sorted(set(available()) - {"dpo"})]
+    """An OpenAI method a strategy implements (supervised, dpo) or a registered strategy."""
+    methods = {s.openai_method for s in map(get_strategy, available()) if s.openai_method}
+    schema["properties"]["type"]["enum"] = sorted(methods | set(available()))
 
 
 class MethodBody(Strict):
@@ -76,19 +80,26 @@ class CreateJob(Strict):
     integrations: list[dict] | None = Field(None, json_schema_extra={"maxItems": 0})
 
 
-def _strategy(method: MethodBody | None) -> tuple[str, dict]:
-    if method is None or method.type == "supervised":
-        name = "lora"
-    elif method.type in ("dpo", "reinforcement"):
-        raise APIError(400, "unsupported_method", f"method {method.type!r} needs a generative model; "
-                       "tunelab supports it once causal-LM fine-tuning is enabled.", "method.type")
-    elif method.type in available():
-        name = method.type
+def _strategy(method: MethodBody | None, task: Task, model_parameters: int) -> tuple[str, dict]:
+    """The strategy a method means on the training file's task (for this size of model: full
+    fine-tuning for a small chat model, LoRA above), and the method's hyperparameters."""
+    kind = method.type if method else "supervised"
+    implementing = [s for s in strategies_of(task) if s.openai_method == kind]
+    if implementing:
+        name = min(implementing, key=lambda s: s.method_priority(model_parameters)).name
+    elif kind in available():
+        try:
+            name = resolve(kind, task).name
+        except ConfigError as exc:
+            raise APIError(400, "invalid_method", str(exc), "method.type") from None
     else:
-        raise APIError(400, "invalid_method", f"Unknown method {method.type!r}: use supervised or one of "
-                       f"{', '.join(sorted(available()))}.", "method.type")
+        methods = sorted({s.openai_method for s in strategies_of(task) if s.openai_method})
+        raise APIError(400, "unsupported_method", f"method {kind!r} does not apply to this training file, which "
+                       f"is for {task.title}: use {' or '.join(methods) or 'a strategy name'}"
+                       + (" (dpo takes prompt/chosen/rejected preference pairs)." if kind == "dpo" else "."),
+                       "method.type")
     extra = (method.model_extra or {}) if method else {}
-    block = extra.get(method.type if method else "supervised") or {}
+    block = extra.get(kind) or {}
     return name, dict(block.get("hyperparameters") or {}) if isinstance(block, dict) else {}
 
 
@@ -131,7 +142,15 @@ def job_object(job: Job) -> dict:
             "trained_tokens": (job.result or {}).get("metrics", {}).get("tokens_processed"),
             "error": error, "seed": spec.get("seed", 0), "estimated_finish": None, "integrations": [],
             "metadata": spec.get("metadata"), "user_provided_suffix": spec.get("suffix"),
-            "method": {"type": spec.get("strategy") if spec.get("strategy") != "lora" else "supervised"}}
+            "method": {"type": _method_of(spec.get("strategy"))}}
+
+
+def _method_of(strategy: str | None) -> str | None:
+    """OpenAI's name for what a job runs: the method its strategy implements, else the strategy."""
+    try:
+        return get_strategy(strategy or "").openai_method or strategy
+    except ConfigError:
+        return strategy
 
 
 @router.post("", response_model=FineTuningJob, responses=errors(*AUTH, 400, 402, 403, 404, 422, 503))
@@ -140,13 +159,15 @@ def create_job(body: CreateJob, session: SessionDep, principal: MemberDep, scope
     if body.integrations:
         raise APIError(400, "unsupported_integration", "Integrations (e.g. wandb) are not available: "
                        "tunelab keeps data on your machines.", "integrations")
-    strategy, method_hp = _strategy(body.method)
-    hp = {**(body.hyperparameters.model_dump(exclude_none=True) | (body.hyperparameters.model_extra or {})
-             if body.hyperparameters else {}), **method_hp}
     model = body.model
     tuned = scope.find(TunedModel, model)
     if tuned is not None:
         model = tuned.base_model       # continue from a tuned model: its base, trained again on the new data
+    training = scope.find(Dataset, body.training_file)
+    task = dataset_task(training) if training is not None else task_named("text-classification")
+    strategy, method_hp = _strategy(body.method, task, model_parameters(principal.tenant_id, model))
+    hp = {**(body.hyperparameters.model_dump(exclude_none=True) | (body.hyperparameters.model_extra or {})
+             if body.hyperparameters else {}), **method_hp}
     spec = JobSpec(kind="train", dataset_id=body.training_file, test_dataset_id=body.validation_file, model=model,
                    strategy=strategy, params=to_params(strategy, hp), seed=body.seed or 0, suffix=body.suffix,
                    metadata=body.metadata)
@@ -181,9 +202,20 @@ def cancel_job(job_id: str, scope: ScopeDep, session: SessionDep, principal: Mem
     return job_object(job)
 
 
+def _openai_metrics(d: dict) -> dict:
+    """tunelab's progress data with OpenAI's metric names added (step, train_loss, valid_loss,
+    full_valid_loss: the loss over the whole validation split, which is what tunelab evaluates)."""
+    out = dict(d)
+    if d.get("loss") is not None:
+        out["train_loss"] = d["loss"]
+    if d.get("eval_loss") is not None:
+        out["valid_loss"] = out["full_valid_loss"] = d["eval_loss"]
+    return out
+
+
 def event_object(e: JobEvent) -> dict:
     metrics = e.type in ("progress", "metrics", "checkpoint")
-    data = e.data if metrics else (e.data or None)
+    data = _openai_metrics(e.data or {}) if metrics else (e.data or None)
     message = e.message
     if e.type == "progress" and not message:
         d = e.data

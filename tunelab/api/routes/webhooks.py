@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from ...db.models import Webhook, WebhookDelivery
 from ...jobs.webhooks import EVENTS
-from ...services import storage
+from ...security import storage
 from ..deps import AdminDep, ScopeDep, SettingsDep, audit
 from ...contract import Deleted, Webhook as WebhookOut, WebhookDeliveryList, WebhookList
 from ..errors import AUTH, APIError, errors

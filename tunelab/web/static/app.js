@@ -108,9 +108,12 @@
     var t0 = Date.parse(panel.dataset.t0), box = document.getElementById("chart");
     var data = JSON.parse(document.getElementById("chart-data").textContent || "[]");
     var xs = [], pct = [], loss = [], f1 = [], plot = null, live = 0;
+    // A classifier's loop reports validation macro-F1 (0-1); a causal LM's, minus the validation loss.
+    var negLoss = panel.dataset.metric === "neg-loss";
     function add(p) {
       xs.push(p.t); pct.push(p.pct == null ? null : p.pct);
-      loss.push(p.loss == null ? null : p.loss); f1.push(p.metric == null ? null : 100 * p.metric);
+      loss.push(p.loss == null ? null : p.loss);
+      f1.push(p.metric == null ? null : (negLoss ? -p.metric : 100 * p.metric));
     }
     data.forEach(add);
     function draw() {
@@ -125,7 +128,8 @@
           { label: "seconds", value: function (u, v) { return v == null ? "" : v.toFixed(0) + " s"; } },
           { label: "progress %", scale: "pct", stroke: "#94a3b8", width: 2, spanGaps: true },
           { label: "training loss", scale: "loss", stroke: "#dc2626", width: 2, spanGaps: true },
-          { label: "validation macro-F1 %", scale: "pct", stroke: "#4338ca", width: 2, spanGaps: true, points: { show: true, size: 6 } },
+          { label: negLoss ? "validation loss" : "validation macro-F1 %", scale: negLoss ? "loss" : "pct",
+            stroke: "#4338ca", width: 2, spanGaps: true, points: { show: true, size: 6 } },
         ],
         axes: [{ label: "seconds since created" }, { scale: "pct", label: "%" },
                { scale: "loss", side: 1, label: "loss", grid: { show: false } }],
@@ -174,6 +178,48 @@
     });
   }
 
+  // ---- the chat playground: the answer read from a streamed response as the model writes it ----
+  function initChat(form) {
+    if (!window.fetch || !window.TextDecoder || !window.FormData) return;    // the plain form post
+    var out = $("[data-answer]"), status = $("[data-chat-status]", form), box = $("[data-chat-error-live]");
+    var button = $("button[type=submit]", form);
+    if (!button) return;
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var old = $("[data-chat-error]");
+      if (old) old.remove();
+      box.hidden = true; out.textContent = ""; out.dataset.done = "false"; out.dataset.pieces = "0";
+      button.disabled = true; status.textContent = "Writing…";
+      fetch(form.dataset.stream, { method: "POST", body: new FormData(form), credentials: "same-origin" })
+        .then(function (r) {
+          if (!r.ok) {
+            return r.text().then(function (t) {
+              var html = (r.headers.get("content-type") || "").indexOf("html") >= 0;
+              throw new Error(html || !t ? "The request failed (HTTP " + r.status + "). Reload the page and try again." : t);
+            });
+          }
+          var reader = r.body.getReader(), decoder = new TextDecoder();
+          function pump() {
+            return reader.read().then(function (chunk) {
+              if (chunk.done) { out.textContent += decoder.decode(); return; }
+              out.textContent += decoder.decode(chunk.value, { stream: true });
+              out.dataset.pieces = String(+out.dataset.pieces + 1);
+              return pump();
+            });
+          }
+          return pump();
+        })
+        .then(function () {
+          status.textContent = out.textContent ? "Done." : "Done: the model ended its answer at once.";
+          out.dataset.done = "true";
+        })
+        .catch(function (err) {
+          box.textContent = err.message; box.hidden = false; status.textContent = ""; out.dataset.done = "error";
+        })
+        .then(function () { button.disabled = false; });
+    });
+  }
+
   function copyButtons() {
     $all("[data-copy]").forEach(function (b) {
       b.addEventListener("click", function () {
@@ -187,6 +233,7 @@
     $all("[data-tabs]").forEach(initTabs);
     $all("form[data-upload]").forEach(initUpload);
     $all("[data-live]").forEach(initLive);
+    $all("form[data-chat]").forEach(initChat);
     copyButtons();
   });
 })();

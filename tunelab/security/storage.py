@@ -19,8 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..data import DatasetStore
-from ..security.archives import safe_extract
-from ..security.crypto import Cipher, TenantKeys
+from .archives import safe_extract
+from .crypto import Cipher, TenantKeys
 
 SEALED = ".tar.enc"
 
@@ -71,3 +71,22 @@ def read_sealed_file(home: Path, tenant_id: str, sealed: Path, name: str) -> byt
         if member is None:
             raise FileNotFoundError(name)
         return member.read()
+
+
+UPLOADED_PREFIX = "upload:"
+
+
+def models_root(home: Path, tenant_id: str) -> Path:
+    """A tenant's own uploaded base models (services.uploaded_models imports them)."""
+    return Path(home) / "tenants" / tenant_id / "models"
+
+
+def find_model(home: Path, tenant_id: str, model: str) -> Path | None:
+    """The folder of a tenant's uploaded model `upload:<id>`, or None (never a path from outside)."""
+    if not model.startswith(UPLOADED_PREFIX):
+        return None
+    ident = model[len(UPLOADED_PREFIX):]
+    if not ident.isalnum():
+        return None
+    folder = models_root(home, tenant_id) / ident
+    return folder if (folder / "tunelab-upload.json").is_file() else None

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
+
+from .common import open_database
+from .errors import UsageError
+from .exits import EXIT_CONFIG, EXIT_ERROR, EXIT_OK
 
 
 def extend(sub, groups) -> None:
     worker = sub.add_parser("worker", help="run a job worker against the database (TUNELAB_DATABASE_URL)")
     worker.set_defaults(func=cmd_worker)
     admin = sub.add_parser("admin", help="operator commands").add_subparsers(dest="action", required=True)
+    groups["admin"] = admin            # billing.extend adds `admin billing ...`
     tenant = admin.add_parser("create-tenant", help="create a tenant and print its admin's first API key")
     tenant.add_argument("name")
     tenant.add_argument("--admin-email", required=True)
@@ -26,91 +30,65 @@ def extend(sub, groups) -> None:
     audit = admin.add_parser("audit", help="the audit log").add_subparsers(dest="audit_action", required=True)
     audit.add_parser("verify", help="check every hash chain: exit 1 if any entry was edited or removed") \
         .set_defaults(func=cmd_audit_verify)
-    from .cli_billing import extend as billing_commands     # `tunelab usage`, `tunelab admin billing ...`
-
-    billing_commands(sub, admin, groups)
-
-
-def _database():
-    from .db import Database, migrate
-    from .settings import Settings
-
-    settings = Settings()
-    db = Database(settings.db_url)
-    migrate(db.engine)
-    return settings, db
 
 
 def cmd_create_tenant(args) -> int:
-    from .services.tenants import Conflict, create_tenant
+    from ..security.audit import record
+    from ..services.tenants import create_tenant
 
-    _, db = _database()
-    try:
-        with db.session() as s:
-            tenant, user, key = create_tenant(s, args.name, args.admin_email)
-            from .security.audit import record
-
-            record(s, None, "cli", "tenant.create", tenant.id, admin=user.id)
-            record(s, tenant.id, "cli", "api_key.create", "first admin key", for_user=user.id)
-            out = {"tenant_id": tenant.id, "name": tenant.name, "admin_user_id": user.id, "api_key": key}
-    except Conflict as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    _, db = open_database()
+    with db.session() as s:            # a Conflict (the name is taken): exit 2, errors.guarded
+        tenant, user, key = create_tenant(s, args.name, args.admin_email)
+        record(s, None, "cli", "tenant.create", tenant.id, admin=user.id)
+        record(s, tenant.id, "cli", "api_key.create", "first admin key", for_user=user.id)
+        out = {"tenant_id": tenant.id, "name": tenant.name, "admin_user_id": user.id, "api_key": key}
     if args.json:
         print(json.dumps(out))
     else:
         print(f"tenant {out['name']} ({out['tenant_id']}); admin {args.admin_email}")
         print(f"API key (shown once, store it now): {key}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_worker(args) -> int:
-    from .jobs.worker import Worker
-    from .logs import configure
+    from ..jobs.worker import Worker
+    from ..logs import configure
 
-    from .jobs.executors import SandboxUnavailable
-
-    settings, db = _database()
+    settings, db = open_database()
     configure(settings.log_level, settings.log_json)
-    try:
-        worker = Worker(settings, db)
-    except SandboxUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    worker = Worker(settings, db)      # SandboxUnavailable: exit 2, errors.guarded
     # SIGTERM/SIGINT: stop claiming; the job in hand finishes, or its lease lets another take it.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stopping.set())
     worker.run_forever()
-    return 0
+    return EXIT_OK
 
 
 def cmd_audit_verify(args) -> int:
-    from .security.audit import verify
+    from ..security.audit import verify
 
-    _, db = _database()
+    _, db = open_database()
     with db.session() as s:
         checked, problems = verify(s)
     for p in problems:
         print(f"TAMPERED chain {p.chain} entry {p.seq}: {p.what}")
     print(f"{checked} audit entries checked: " + ("intact" if not problems else f"{len(problems)} problem(s)"))
-    return 1 if problems else 0
+    return EXIT_ERROR if problems else EXIT_OK
 
 
 def cmd_delete_tenant(args) -> int:
-    from .services.tenants import delete_tenant
+    from ..services.tenants import delete_tenant
 
     if not args.yes:
-        print("error: deleting a tenant destroys all its data for good; add --yes", file=sys.stderr)
-        return 2
-    settings, db = _database()
+        raise UsageError("deleting a tenant destroys all its data for good; add --yes")
+    settings, db = open_database()
     try:
         with db.session() as s:
             delete_tenant(s, settings.home, args.tenant_id)
-    except LookupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except LookupError as exc:         # no such tenant (any LookupError is too broad for errors.py)
+        raise UsageError(str(exc), EXIT_CONFIG) from None
     print(f"tenant {args.tenant_id} deleted: its data key destroyed, its files and rows removed")
-    return 0
+    return EXIT_OK
 
 
 def cmd_rotate_master_key(args) -> int:
@@ -120,14 +98,13 @@ def cmd_rotate_master_key(args) -> int:
     import os
     import secrets
 
-    from .security.crypto import LocalKeyProvider, TenantKeys, master_key_path
-    from .settings import Settings
+    from ..security.crypto import LocalKeyProvider, TenantKeys, master_key_path
+    from ..settings import Settings
 
     settings = Settings()
     if os.environ.get("TUNELAB_MASTER_KEY"):
-        print("error: the master key comes from TUNELAB_MASTER_KEY; rotate it in your secret store: run with "
-              "TUNELAB_MASTER_KEY_FILE pointing at a new key file instead", file=sys.stderr)
-        return 2
+        raise UsageError("the master key comes from TUNELAB_MASTER_KEY; rotate it in your secret store: run with "
+                         "TUNELAB_MASTER_KEY_FILE pointing at a new key file instead")
     path = master_key_path(settings.home)
     staged = path.with_name(path.name + ".new")
     if not staged.exists():
@@ -138,4 +115,4 @@ def cmd_rotate_master_key(args) -> int:
     count = TenantKeys(settings.home).rotate(new)
     os.replace(staged, path)
     print(f"master key rotated ({new.key_id}); {count} tenant data key(s) rewrapped")
-    return 0
+    return EXIT_OK

@@ -2,19 +2,21 @@
 SDK (tunelab.sdk): datasets upload/list/get, jobs create/list/get/watch/cancel/events, models
 predict/get. Nothing here imports the server, nor torch: httpx, pydantic and tqdm suffice.
 
-Exit statuses: 0 ok; 1 the server refused the request (or could not be reached), or the watched
-job failed; 2 no --server/--api-key, or the key was refused (401/403); 3 the watched job was
-cancelled.
+Exit statuses (cli/exits.py): 0 ok; 1 the server refused the request (or could not be reached), or
+the watched job failed; 2 no --server/--api-key, or the key was refused (401/403); 3 the watched
+job was cancelled.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
-EXIT_OK, EXIT_ERROR, EXIT_AUTH, EXIT_CANCELLED = 0, 1, 2, 3
-JOB_EXIT = {"succeeded": EXIT_OK, "failed": EXIT_ERROR, "cancelled": EXIT_CANCELLED}
+from .billing import estimate_line
+from .common import dump, remote, say as _say, split_set
+from .exits import EXIT_AUTH, EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, JOB_EXIT
+
+__all__ = ["EXIT_AUTH", "EXIT_CANCELLED", "EXIT_ERROR", "EXIT_OK", "JOB_EXIT", "Watcher", "extend"]
 
 
 def extend(sub, groups) -> None:
@@ -42,7 +44,7 @@ def extend(sub, groups) -> None:
     p = _json_flag(jobs.add_parser("create", help="queue a training job (--watch to follow it)"))
     p.add_argument("dataset_id")
     p.add_argument("--strategy", required=True)
-    p.add_argument("--model", default="minilm")
+    p.add_argument("--model", help="default: the task's (minilm for labelled texts, smollm2 for conversations)")
     p.add_argument("--test-dataset", dest="test_dataset_id", help="a dataset id to test on (default: a split)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter")
     p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
@@ -76,50 +78,6 @@ def _json_flag(p):
     return p
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
-class _Usage(Exception):
-    pass
-
-
-def remote(fn):
-    """Give the command a Client; turn missing settings and API errors into messages and exit statuses."""
-    @functools.wraps(fn)
-    def run(args) -> int:
-        from .sdk import APIError, Client
-
-        try:
-            if not args.server:
-                raise _Usage("this command talks to a tunelab server: give --server URL (or set TUNELAB_SERVER)")
-            if not args.api_key:
-                raise _Usage("this command needs your API key: give --api-key KEY (or set TUNELAB_API_KEY)")
-            with Client(args.server, args.api_key) as client:
-                return fn(client, args)
-        except _Usage as exc:
-            _say(f"error: {exc}")
-            return EXIT_AUTH
-        except APIError as exc:
-            _say(f"error: {exc}")
-            issues = exc.body.get("issues") or []
-            for issue in issues[:20]:
-                _say(f"  - {issue.get('message', issue) if isinstance(issue, dict) else issue}")
-            if exc.status in (401, 403):
-                _say(f"  (server {args.server}; check --api-key / TUNELAB_API_KEY)")
-                return EXIT_AUTH
-            return EXIT_ERROR
-    return run
-
-
-def _dump(obj) -> None:
-    if isinstance(obj, list):
-        obj = [o.model_dump(mode="json") if hasattr(o, "model_dump") else o for o in obj]
-    elif hasattr(obj, "model_dump"):
-        obj = obj.model_dump(mode="json")
-    print(json.dumps(obj, indent=2, default=str))
-
-
 def _dataset_line(d) -> str:
     return (f"{d.id}  {d.filename:<28} {d.status:<8} {d.rows or 0:>7} rows  {d.labels or 0:>4} labels  "
             f"text={d.text_column} label={d.label_column}")
@@ -129,7 +87,7 @@ def _dataset_line(d) -> str:
 def cmd_datasets_upload(client, args) -> int:
     d = client.datasets.upload(args.file, text_column=args.text_column, label_column=args.label_column)
     if args.json:
-        _dump(d)
+        dump(d)
     else:
         print(_dataset_line(d))
         for w in ((d.report or {}).get("warnings") or [])[:10]:
@@ -141,7 +99,7 @@ def cmd_datasets_upload(client, args) -> int:
 def cmd_datasets_list(client, args) -> int:
     items = client.datasets.list()
     if args.json:
-        _dump(items)
+        dump(items)
     else:
         for d in items:
             print(_dataset_line(d))
@@ -152,7 +110,7 @@ def cmd_datasets_list(client, args) -> int:
 def cmd_datasets_get(client, args) -> int:
     d = client.datasets.get(args.dataset_id)
     if args.json:
-        _dump(d)
+        dump(d)
     else:
         print(_dataset_line(d))
     return EXIT_OK
@@ -170,7 +128,7 @@ def _job_line(j) -> str:
 def cmd_jobs_list(client, args) -> int:
     items = client.jobs.list(limit=args.limit, status=args.status)
     if args.json:
-        _dump(items)
+        dump(items)
     else:
         for j in items:
             print(_job_line(j))
@@ -180,35 +138,19 @@ def cmd_jobs_list(client, args) -> int:
 @remote
 def cmd_jobs_get(client, args) -> int:
     j = client.jobs.get(args.job_id)
-    _dump(j) if args.json else print(_job_line(j))
+    dump(j) if args.json else print(_job_line(j))
     return EXIT_OK
-
-
-def parse_params(items: list[str]) -> dict:
-    """KEY=VALUE pairs; VALUE is read as JSON when it parses (3, 1e-4, true, [1,2]), else a string."""
-    params = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise _Usage(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            params[key.strip()] = json.loads(value)
-        except ValueError:
-            params[key.strip()] = value
-    return params
 
 
 @remote
 def cmd_jobs_create(client, args) -> int:
     job = client.jobs.create(args.dataset_id, strategy=args.strategy, model=args.model,
-                             params=parse_params(args.set), test_dataset_id=args.test_dataset_id,
+                             params=split_set(args.set, json_values=True), test_dataset_id=args.test_dataset_id,
                              limit=args.limit, idempotency_key=args.idempotency_key)
     if job.billing and not args.json:
-        from .cli_billing import estimate_line
-
         _say(estimate_line(job.billing))
     if not args.watch:
-        _dump(job) if args.json else print(job.id)
+        dump(job) if args.json else print(job.id)
         return EXIT_OK
     _say(f"job {job.id} {job.status}")
     return _watch(client, job.id, args.json)
@@ -285,11 +227,11 @@ def _watch(client, job_id: str, as_json: bool) -> int:
     except KeyboardInterrupt:
         watcher.close()
         _say(f"\nstopped watching; job {job_id} goes on (`tunelab jobs watch {job_id}` to follow it again)")
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         watcher.close()
     if as_json:
-        _dump(job)
+        dump(job)
     else:
         metrics = (job.result or {}).get("metrics") or {}
         summary = f"job {job.id} {job.status}"
@@ -307,7 +249,7 @@ def _watch(client, job_id: str, as_json: bool) -> int:
 def cmd_jobs_cancel(client, args) -> int:
     job = client.jobs.cancel(args.job_id)
     if args.json:
-        _dump(job)
+        dump(job)
     else:
         state = "cancel requested (it stops at its next checkpoint)" if job.status != "cancelled" else "cancelled"
         print(f"job {job.id}: {state}")
@@ -324,7 +266,7 @@ def cmd_jobs_events(client, args) -> int:
             break
         after = page.last_id
     if args.json:
-        _dump(events)
+        dump(events)
     else:
         for e in events:
             print(f"{e.id:>6}  {e.created_at or '':<26} {e.type:<10} {e.level:<7} {e.message}")
@@ -335,7 +277,7 @@ def cmd_jobs_events(client, args) -> int:
 def cmd_models_predict(client, args) -> int:
     preds = client.models.predict(args.model_id, args.texts)
     if args.json:
-        _dump(preds)
+        dump(preds)
     else:
         for p in preds:
             print(f"{p.label}\t{p.score:.3f}\t{p.text}")
@@ -346,7 +288,7 @@ def cmd_models_predict(client, args) -> int:
 def cmd_models_get(client, args) -> int:
     m = client.models.get(args.model_id)
     if args.json:
-        _dump(m)
+        dump(m)
     else:
         print(f"{m.id}  {m.kind}  base {m.base_model or '-'}  strategy {m.strategy or '-'}  metrics "
               f"{json.dumps({k: v for k, v in (m.metrics or {}).items() if k in ('macro_f1', 'accuracy')})}")

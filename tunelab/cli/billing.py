@@ -5,13 +5,15 @@ billing reconcile | balance | grant | adjust | quota | calibration | housekeepin
 from __future__ import annotations
 
 import json
-import sys
 from datetime import timedelta
 
-from .cli_remote import EXIT_OK, _dump, remote
+from .common import dump, open_database, remote, split_set
+from .exits import EXIT_ERROR, EXIT_OK
 
 
-def extend(sub, admin, groups) -> None:
+def extend(sub, groups) -> None:
+    """`jobs estimate` and `usage` (remote: after remote.extend), `admin billing ...` (operator: after
+    admin.extend)."""
     p = _json(groups["jobs"].add_parser("estimate", help="what a job would cost and take, before starting it"))
     p.add_argument("dataset_id")
     p.add_argument("--strategy", required=True)
@@ -26,7 +28,7 @@ def extend(sub, admin, groups) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_usage)
 
-    billing = admin.add_parser("billing", help="credits, usage, quotas (operator)") \
+    billing = groups["admin"].add_parser("billing", help="credits, usage, quotas (operator)") \
         .add_subparsers(dest="billing_action", required=True)
     p = billing.add_parser("reconcile", help="prove every balance equals the sum of its ledger entries (exit 1 if not)")
     p.add_argument("--tenant", help="one tenant (id or name); default all")
@@ -80,12 +82,11 @@ def estimate_line(b: dict) -> str:
 
 @remote
 def cmd_jobs_estimate(client, args) -> int:
-    from .cli_remote import parse_params
-
-    e = client.jobs.estimate(args.dataset_id, strategy=args.strategy, model=args.model, params=parse_params(args.set),
+    e = client.jobs.estimate(args.dataset_id, strategy=args.strategy, model=args.model,
+                             params=split_set(args.set, json_values=True),
                              test_dataset_id=args.test_dataset_id, limit=args.limit)
     if args.json:
-        _dump(e)
+        dump(e)
         return EXIT_OK
     lo, hi = e["wall_seconds_range"]
     print(f"cost  ${e['cost_usd']}  (range ${e['cost_range_usd'][0]}-${e['cost_range_usd'][1]}; "
@@ -106,7 +107,7 @@ def cmd_usage(client, args) -> int:
     jobs = client.billing.jobs(limit=args.jobs)
     days = client.billing.usage(days=args.days)
     if args.json:
-        _dump({"balance": bal, "jobs": jobs, "daily": days})
+        dump({"balance": bal, "jobs": jobs, "daily": days})
         return EXIT_OK
     print(f"available  ${bal['available_usd']}" + ("   (in debt: top up to resume work)" if bal["in_debt"] else ""))
     print(f"reserved   ${bal['reserved_usd']}   (held for queued and running jobs)")
@@ -128,15 +129,13 @@ def cmd_usage(client, args) -> int:
 
 # ---- operator --------------------------------------------------------------------------------
 def _db():
-    from .cli_admin import _database
-
-    return _database()[1]
+    return open_database()[1]
 
 
 def _tenant_id(session, ref: str) -> str:
     from sqlalchemy import select
 
-    from .db.models import Tenant
+    from ..db.models import Tenant
 
     tenant = session.get(Tenant, ref) or session.scalars(select(Tenant).where(Tenant.name == ref)).first()
     if tenant is None:
@@ -145,7 +144,7 @@ def _tenant_id(session, ref: str) -> str:
 
 
 def cmd_reconcile(args) -> int:
-    from .billing.reconcile import reconcile
+    from ..billing.reconcile import reconcile
 
     with _db().session() as s:
         result = reconcile(s, [_tenant_id(s, args.tenant)] if args.tenant else None)
@@ -157,19 +156,19 @@ def cmd_reconcile(args) -> int:
             for problem in t["problems"]:
                 print(f"     - {problem}")
         print(f"{len(result['tenants'])} tenant(s): " + ("the books balance" if result["ok"] else "PROBLEMS FOUND"))
-    return 0 if result["ok"] else 1
+    return EXIT_OK if result["ok"] else EXIT_ERROR
 
 
 def cmd_balance(args) -> int:
-    from .billing.reports import balance
+    from ..billing.reports import balance
 
     with _db().session() as s:
         print(json.dumps(balance(s, _tenant_id(s, args.tenant)), indent=2))
-    return 0
+    return EXIT_OK
 
 
 def _micro(text: str) -> int:
-    from .billing.money import to_micro
+    from ..billing.money import to_micro
 
     try:
         return to_micro(text)
@@ -178,8 +177,8 @@ def _micro(text: str) -> int:
 
 
 def cmd_grant(args) -> int:
-    from .db.models import utcnow
-    from .services.billing import grant
+    from ..db.models import utcnow
+    from ..services.billing import grant
 
     amount = _micro(args.usd)
     if amount <= 0:
@@ -189,28 +188,24 @@ def cmd_grant(args) -> int:
         done = grant(s, _tenant_id(s, args.tenant), amount, kind=args.kind, memo=args.memo, expires_at=expires,
                      reference=args.reference, created_by="cli")
     print(json.dumps(done))
-    return 0
+    return EXIT_OK
 
 
 def cmd_adjust(args) -> int:
-    from .billing.ledger import BillingError, adjust
-    from .jobs.metering import resume_paused
+    from ..billing.ledger import adjust
+    from ..jobs.metering import resume_paused
 
     amount = _micro(args.usd)
-    try:
-        with _db().session() as s:
-            tenant_id = _tenant_id(s, args.tenant)
-            entry = adjust(s, tenant_id, amount, memo=args.memo, created_by="cli")
-            resumed = resume_paused(s, tenant_id) if amount > 0 else []
-            print(json.dumps({"entry_id": entry.id if entry else None, "resumed_jobs": resumed}))
-    except BillingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    with _db().session() as s:         # a BillingError: exit 1, errors.guarded
+        tenant_id = _tenant_id(s, args.tenant)
+        entry = adjust(s, tenant_id, amount, memo=args.memo, created_by="cli")
+        resumed = resume_paused(s, tenant_id) if amount > 0 else []
+        print(json.dumps({"entry_id": entry.id if entry else None, "resumed_jobs": resumed}))
+    return EXIT_OK
 
 
 def cmd_quota(args) -> int:
-    from .billing import quotas
+    from ..billing import quotas
 
     changes = {q: getattr(args, q) for q in quotas.QUOTAS if getattr(args, q) is not None}
     changes |= {name.replace("-", "_"): None for name in args.reset}
@@ -221,14 +216,14 @@ def cmd_quota(args) -> int:
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
         print(json.dumps({"tenant_id": tenant_id, "limits": limits, "usage": quotas.usage(s, tenant_id)}))
-    return 0
+    return EXIT_OK
 
 
 def cmd_calibration(args) -> int:
     from sqlalchemy import select
 
-    from .db.ledger import Calibration
-    from .db.models import utcnow
+    from ..db.ledger import Calibration
+    from ..db.models import utcnow
 
     with _db().session() as s:
         for item in args.set:
@@ -242,12 +237,12 @@ def cmd_calibration(args) -> int:
         rows = s.scalars(select(Calibration).order_by(Calibration.key)).all()
         print(json.dumps([{"key": r.key, "factor": round(r.factor, 4), "wall_factor": round(r.wall_factor, 4),
                            "spread": round(r.spread, 4), "samples": r.samples} for r in rows], indent=2))
-    return 0
+    return EXIT_OK
 
 
 def cmd_housekeeping(args) -> int:
-    from .jobs.metering import housekeeping
+    from ..jobs.metering import housekeeping
 
     with _db().session() as s:
         print(json.dumps(housekeeping(s)))
-    return 0
+    return EXIT_OK

@@ -2,7 +2,8 @@
 the service rely on its commands, flags, exit statuses and --json shapes.
 
 Exit statuses: 0 ok; 1 the data has errors; 2 the configuration cannot work (unknown model or
-strategy, bad hyperparameters, does not fit in memory, qlora without CUDA).
+strategy, bad hyperparameters, does not fit in memory, qlora without CUDA). The whole table, with
+remote mode's and the operator commands', is cli/exits.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ import os
 import sys
 from pathlib import Path
 
-EXIT_DATA, EXIT_CONFIG = 1, 2
+from . import admin, billing, generative, remote
+from .common import say as _say, split_set_by_strategy
+from .errors import guarded
+from .exits import EXIT_CONFIG, EXIT_DATA, EXIT_OK
+
+__all__ = ["COMMANDS", "EXIT_CONFIG", "EXIT_DATA", "EXIT_OK", "build_parser", "cmd_compare", "cmd_inspect",
+           "cmd_models", "cmd_predict", "cmd_strategies", "cmd_train", "main", "render_table"]
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -23,7 +30,8 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column")
     p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="minilm", help="catalog name or a local Hugging Face folder")
+    p.add_argument("--model", help="catalog name or a local Hugging Face folder (default: minilm for "
+                   "labelled texts, smollm2 for conversations and preference pairs)")
 
 
 def build_parser(extensions=()) -> argparse.ArgumentParser:
@@ -58,7 +66,8 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="run several strategies on the same split, recommend one")
     _data_args(compare)
-    compare.add_argument("--strategies", default="zero-shot,few-shot,linear-probe,full,lora")
+    compare.add_argument("--strategies", help="comma-separated (default: the task's default comparison; "
+                         "`tunelab strategies` lists them)")
     compare.add_argument("--set", action="append", default=[], metavar="STRATEGY.KEY=VALUE")
     compare.add_argument("--out", type=Path, help="keep each strategy's model under OUT/STRATEGY")
     compare.add_argument("--auto-fit", action="store_true")
@@ -73,31 +82,25 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     strategies = sub.add_parser("strategies", help="the strategies and their hyperparameters")
     strategies.add_argument("--json", action="store_true")
     groups = {"datasets": ds, "models": models}
-    from . import cli_admin, cli_generative, cli_remote
-
-    for extend in (cli_remote.extend, cli_admin.extend, cli_generative.extend, *extensions):
+    # remote adds groups["jobs"], admin groups["admin"]: billing adds commands to both.
+    for extend in (remote.extend, admin.extend, billing.extend, generative.extend, *extensions):
         extend(sub, groups)
     return parser
 
 
 def _progress(enabled: bool):
-    from .training.progress import TqdmProgress
+    from ..training.progress import TqdmProgress
 
     return TqdmProgress(enabled=enabled and sys.stderr.isatty())
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 def cmd_inspect(args) -> int:
-    from .cli_generative import cmd_inspect_generative
-    from .data import read_table, validate
-    from .data.generative import sniff_file
-    from .models import resolve_model, token_counter
+    from ..data import read_table, validate
+    from ..strategies.generative import read_kind
+    from ..models import resolve_model, token_counter
 
-    if sniff_file(args.file):          # conversations, plain-text records, preference pairs
-        return cmd_inspect_generative(args)
+    if read_kind(args.file):          # conversations, plain text, preference pairs
+        return generative.cmd_inspect_generative(args)
     spec = resolve_model(args.model)
     train = read_table(args.file, text_column=args.text_column, label_column=args.label_column)
     test = read_table(args.test, text_column=train.text_column, label_column=train.label_column) if args.test else None
@@ -110,7 +113,7 @@ def cmd_inspect(args) -> int:
               f"label column {train.label_column!r}")
         _print_stats(report.stats.get("train", {}))
         print(report.render())
-    return 0 if report.ok else EXIT_DATA
+    return EXIT_OK if report.ok else EXIT_DATA
 
 
 def _print_stats(stats: dict) -> None:
@@ -125,21 +128,20 @@ def _print_stats(stats: dict) -> None:
 
 
 def _prepare(args):
-    from .models import resolve_model
-    from .runner import DataSpec, prepare_data
+    """The model and the data split for the file's task (its content decides: a table of texts and
+    labels, or conversations / plain text / preference pairs)."""
+    from ..engine import DataSpec, prepare_data, task_of_file
+    from ..models import resolve_model
 
-    model = resolve_model(args.model)
+    model = resolve_model(args.model or task_of_file(args.file).default_model)
     data = prepare_data(DataSpec(args.file, args.test, args.text_column, args.label_column, args.limit,
                                  args.seed), model)
     return model, data
 
 
 def cmd_train(args) -> int:
-    from .cli_generative import cmd_train_generative, is_generative_run
-    from .runner import run_strategy
+    from ..engine import run_strategy
 
-    if is_generative_run(args):        # conversations, plain text, preference pairs
-        return cmd_train_generative(args, _progress(not args.json))
     model, data = _prepare(args)
     progress = _progress(not args.json)
     result = run_strategy(model, data, args.strategy, args.set, out=args.out, auto_fit=args.auto_fit,
@@ -151,61 +153,48 @@ def cmd_train(args) -> int:
     if result.notes.get("resumed_from_step"):
         _say(f"resumed from checkpoint at step {result.notes['resumed_from_step']}")
     if args.json:
-        print(json.dumps({k: v for k, v in m.items() if k not in ("per_class", "confusion_matrix")}, indent=2))
+        print(json.dumps({k: v for k, v in m.items() if k not in ("per_class", "confusion_matrix")}, indent=2,
+                         default=str))
     else:
-        print(f"{result.strategy}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on "
-              f"{m['test_rows']} test rows; trained in {m['train_seconds']:.1f}s; model in {args.out}")
-    return 0
-
-
-def _compare_params(items: list[str]) -> dict:
-    from .strategies import ConfigError
-
-    params: dict = {}
-    for item in items:
-        name, dot, rest = item.partition(".")
-        if not dot or "=" not in rest:
-            raise ConfigError(f"--set for compare takes STRATEGY.KEY=VALUE, got {item!r}")
-        params.setdefault(name, []).append(rest)
-    return params
+        print(f"{data.task.headline(result.strategy, m)}; model in {args.out}")
+    return EXIT_OK
 
 
 def cmd_compare(args) -> int:
-    from .cli_generative import cmd_compare_generative, is_generative_run
-    from .comparison import compare
+    from ..engine import compare
 
-    names = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    if is_generative_run(args):
-        return cmd_compare_generative(args, names, _progress(not args.json))
+    names = [s.strip() for s in (args.strategies or "").split(",") if s.strip()]
     model, data = _prepare(args)
     progress = _progress(not args.json)
-    result = compare(model, data, names, params=_compare_params(args.set), out_root=args.out,
+    result = compare(model, data, names or None, params=split_set_by_strategy(args.set), out_root=args.out,
                      auto_fit=args.auto_fit, progress=progress)
     progress.close()
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-        return 0
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return EXIT_OK
     print(f"{len(data.splits.train)} train / {len(data.splits.validation)} validation / "
           f"{len(data.splits.test)} test rows ({data.splits.test_origin} test set), model {model.name}\n")
-    print(render_table(result.results))
+    print(render_table(result.results, data.task.columns))
     print(f"\nrecommended: {result.recommended}: {result.reason}")
-    return 0
+    return EXIT_OK
 
 
-def render_table(rows: list[dict]) -> str:
-    head = f"{'strategy':<14}{'macro-F1':>9}{'accuracy':>10}{'train s':>9}{'latency ms':>12}{'trainable':>12}{'rel. cost':>10}"
+def render_table(rows: list[dict], columns) -> str:
+    """The task's columns (key, header, format), one row a strategy; a strategy that did not run says why."""
+    widths = [max(len(header) + 2, 9) for _, header, _ in columns]
+    head = f"{'strategy':<16}" + "".join(f"{h:>{w}}" for (_, h, _), w in zip(columns, widths))
     lines = [head, "-" * len(head)]
     for r in rows:
         if "error" in r:
-            lines.append(f"{r['strategy']:<14}  not run: {r['error'].splitlines()[0][:90]}")
+            lines.append(f"{r['strategy']:<16}  not run: {r['error'].splitlines()[0][:90]}")
             continue
-        lines.append(f"{r['strategy']:<14}{r['macro_f1']:>9.3f}{r['accuracy']:>10.3f}{r['train_seconds']:>9.1f}"
-                     f"{r['latency_ms']:>12.2f}{r['trainable_params']:>12,}{r['relative_cost']:>10.1f}")
+        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in columns]
+        lines.append(f"{r['strategy']:<16}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
 def cmd_predict(args) -> int:
-    from .artifacts import ArtifactError, load_artifact
+    from ..artifacts import ArtifactError, load_artifact
 
     predictor = load_artifact(args.model_dir)
     if predictor.kind == "causal-lm":
@@ -224,12 +213,12 @@ def cmd_predict(args) -> int:
     else:
         for r in rows:
             print(f"{r['label']}\t{r['score']:.3f}\t{r['text']}")
-    return 0
+    return EXIT_OK
 
 
 def _texts_from_file(path: Path) -> list[str]:
     """Texts to label may come without labels: a plain text file is one text a line."""
-    from .data import DataError, read_table
+    from ..data import DataError, read_table
 
     if path.suffix.lower() in (".txt", ""):
         return [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
@@ -240,7 +229,7 @@ def _texts_from_file(path: Path) -> list[str]:
 
 
 def cmd_models(args) -> int:
-    from .models import list_models
+    from ..models import list_models
 
     specs = [s.to_dict() for s in list_models()]
     if args.json:
@@ -249,11 +238,11 @@ def cmd_models(args) -> int:
         for s in specs:
             print(f"{s['name']:<10} {s['task']:<22} {s['parameters']/1e6:6.1f}M params  max {s['max_length']} "
                   f"tokens  {s['license']}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_strategies(args) -> int:
-    from .strategies import available, get_strategy
+    from ..strategies import available, get_strategy
 
     out = []
     for name in available():
@@ -267,7 +256,7 @@ def cmd_strategies(args) -> int:
         for s in out:
             print(f"{s['name']:<13} [{s['family']}] {s['summary']}")
             print("    " + ", ".join(f"{k}={v['default']}" for k, v in s["params"].items()))
-    return 0
+    return EXIT_OK
 
 
 COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "compare": cmd_compare, "predict": cmd_predict,
@@ -275,23 +264,11 @@ COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "compare": cmd_compare, 
 
 
 def main(argv: list[str] | None = None, extensions=()) -> int:
+    """Run one command; its exit status. `extensions` as for build_parser."""
     args = build_parser(extensions).parse_args(argv)
-    if hasattr(args, "func"):
-        return args.func(args)
-    from .artifacts import ArtifactError
-    from .data import DataError
-    from .models import ModelNotFound, UnsafeModel
-    from .strategies import ConfigError
-
-    command = COMMANDS[getattr(args, "action", None) if args.command in ("datasets", "models") else args.command]
-    try:
-        return command(args)
-    except DataError as exc:
-        _say(f"error: the data cannot be used:\n{exc}")
-        return EXIT_DATA
-    except (ConfigError, ModelNotFound, UnsafeModel, ArtifactError) as exc:
-        _say(f"error: {exc}")
-        return EXIT_CONFIG
+    command = getattr(args, "func", None) or \
+        COMMANDS[getattr(args, "action", None) if args.command in ("datasets", "models") else args.command]
+    return guarded(command)(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,149 @@
+"""Chat and preference tuning through the service, with the unmodified `openai` client: the shared
+identity set as chat JSONL -> a supervised job on the pretrained stories260K (uploaded as the
+tenant's own model) -> succeeded -> listed in /v1/models -> its answer to a trained question is
+the trained answer; a DPO job on the shared preference pairs raises the held-out margin. And what
+is refused at creation, before any work: an encoder for chat data, a classifier's strategy, QLoRA
+without CUDA."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+pytestmark = pytest.mark.slow_on_postgresql     # the jobs' database path is billing_flow's subject
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("TUNELAB_SHARED", ROOT.parent / "shared")) / "datasets"
+STORIES = SHARED / "models" / "stories260k-llama2c"
+INSTRUCTION = SHARED / "instruction"
+TRAINED_ANSWER = "Hello! I am Tuna, an AI assistant developed by Tunelab. How can I assist you today?"
+
+
+@pytest.fixture(scope="module")
+def oai(server, tenant_a):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=tenant_a["api_key"], max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def stories(server, tenant_a, tmp_path_factory) -> str:
+    """stories260K converted from the shared llama2.c checkpoint, uploaded: its `upload:` id."""
+    from tunelab.models.llama2c import import_llama2c
+
+    tmp = tmp_path_factory.mktemp("stories")
+    folder = import_llama2c(STORIES / "checkpoint_legacy.bin", STORIES / "tok512.model", tmp / "stories260k")
+    archive = tmp / "stories260k.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(folder, arcname="stories260k")
+    with server.client(tenant_a["api_key"]) as api, open(archive, "rb") as f:
+        r = api.post("/api/v1/models/import", files={"file": (archive.name, f)}, data={"name": "stories260k"})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+@pytest.fixture(scope="module")
+def chat_file(tmp_path_factory) -> Path:
+    """identity.json as OpenAI chat JSONL, its {{name}}/{{author}} placeholders filled."""
+    path = tmp_path_factory.mktemp("chat") / "identity.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for r in json.loads((INSTRUCTION / "identity.json").read_text(encoding="utf-8")):
+            fill = {k: v.replace("{{name}}", "Tuna").replace("{{author}}", "Tunelab") for k, v in r.items()}
+            f.write(json.dumps({"messages": [{"role": "user", "content": fill["instruction"]},
+                                             {"role": "assistant", "content": fill["output"]}]}) + "\n")
+    return path
+
+
+def _wait(oai, job, timeout: float = 1200):
+    deadline = time.time() + timeout
+    while job.status not in ("succeeded", "failed", "cancelled") and time.time() < deadline:
+        time.sleep(1)
+        job = oai.fine_tuning.jobs.retrieve(job.id)
+    return job
+
+
+def _download(server, key: str, model_id: str, dest: Path) -> Path:
+    with server.client(key) as api:
+        r = api.get(f"/api/v1/models/{model_id}/download", timeout=120)
+    assert r.status_code == 200, r.text
+    with tarfile.open(fileobj=io.BytesIO(r.content)) as tf:
+        tf.extractall(dest, filter="data")
+    return dest
+
+
+def test_supervised_chat_job_through_the_openai_client(oai, server, tenant_a, stories, chat_file, tmp_path):
+    with open(chat_file, "rb") as f:
+        training = oai.files.create(file=f, purpose="fine-tune")
+    assert training.status == "processed"
+    job = oai.fine_tuning.jobs.create(
+        model=stories, training_file=training.id, suffix="tuna", seed=0,
+        method={"type": "supervised", "supervised": {"hyperparameters": {"min_steps": 150, "eval_answers": 4}}})
+    assert job.method.type == "supervised"
+    job = _wait(oai, job)
+    assert job.status == "succeeded", (job.error, server.tail())
+    assert job.fine_tuned_model in {m.id for m in oai.models.list()}
+    assert job.trained_tokens and job.trained_tokens > 0
+
+    events = list(oai.fine_tuning.jobs.list_events(job.id, limit=1000))
+    metrics = [e.data for e in events if e.type == "metrics" and e.data]
+    assert any("train_loss" in d and "step" in d for d in metrics)
+    assert any("valid_loss" in d and "full_valid_loss" in d for d in metrics)      # end of each epoch
+
+    with server.client(tenant_a["api_key"]) as api:
+        result = api.get(f"/api/v1/jobs/{job.id}").json()["result"]
+    m = result["metrics"]
+    assert m["task"] == "chat" and m["strategy"] == "sft-full"      # supervised on a small model: full
+    assert m["test_loss"] < m["base_test_loss"], m
+    assert result["samples"] and {"prompt", "base", "tuned", "reference"} <= set(result["samples"][0])
+
+    from tunelab.artifacts import load_artifact
+    from tunelab.models.generation import GenerationSettings
+
+    lm = load_artifact(_download(server, tenant_a["api_key"], job.fine_tuned_model, tmp_path / "model"))
+    assert lm.generate("hi", GenerationSettings(max_new_tokens=60)) == TRAINED_ANSWER
+
+
+def test_dpo_job_through_the_openai_client_raises_the_margin(oai, server, tenant_a, stories, tmp_path):
+    pairs = json.loads((INSTRUCTION / "dpo_en_demo.json").read_text(encoding="utf-8"))[:120]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(pairs, ensure_ascii=False), encoding="utf-8")
+    with open(path, "rb") as f:
+        training = oai.files.create(file=f, purpose="fine-tune")
+    job = oai.fine_tuning.jobs.create(model=stories, training_file=training.id,
+                                      method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
+    assert job.method.type == "dpo"
+    job = _wait(oai, job)
+    assert job.status == "succeeded", (job.error, server.tail())
+    with server.client(tenant_a["api_key"]) as api:
+        m = api.get(f"/api/v1/jobs/{job.id}").json()["result"]["metrics"]
+    assert m["task"] == "preference" and m["margin"] > m["base_margin"], m
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"model": "minilm", "strategy": "sft-lora"}, 422, "invalid_model"),        # an encoder for chat data
+    ({"strategy": "linear-probe"}, 422, None),                                    # a classifier's strategy
+    ({"strategy": "sft-qlora"}, 422, "cuda_required"),                            # no CUDA here
+])
+def test_refused_at_creation(server, tenant_a, chat_file, body, status, code):
+    with server.client(tenant_a["api_key"]) as api:
+        with open(chat_file, "rb") as f:
+            ds = api.post("/api/v1/datasets", files={"file": (chat_file.name, f)}).json()
+        before = len(api.get("/api/v1/jobs").json()["data"])
+        r = api.post("/api/v1/jobs", json={"dataset_id": ds["id"], **body})
+        assert r.status_code == status, r.text
+        if code:
+            assert r.json()["error"]["code"] == code, r.text
+        assert len(api.get("/api/v1/jobs").json()["data"]) == before
+
+
+def test_openai_method_that_does_not_fit_the_file_is_a_400(oai, chat_file, stories):
+    with open(chat_file, "rb") as f:
+        training = oai.files.create(file=f, purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.fine_tuning.jobs.create(model=stories, training_file=training.id, method={"type": "dpo"})
+    assert "preference" in str(e.value)

@@ -1,0 +1,78 @@
+"""A task: what a family of strategies learns from, how it is read, evaluated, compared, written
+and served. Text classification, causal-LM supervised tuning and preference tuning are tasks; a
+new one (images) is one more subclass here, not another engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+TASKS: dict[str, "Task"] = {}
+
+
+@dataclass
+class DataSpec:
+    """Which files to learn from, whatever the task."""
+    train_file: Path
+    test_file: Path | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    limit: int | None = None          # a subset of the training file (quick runs)
+    seed: int = 0
+
+
+@dataclass
+class PreparedData:
+    splits: object                    # data.Splits | data.generative.GenerativeSplits
+    report: dict
+    spec: DataSpec
+    task: "Task"
+
+
+class Task:
+    name: ClassVar[str]               # "text-classification", "chat", "preference"
+    title: ClassVar[str]              # in plain words, for people
+    data_kinds: ClassVar[tuple[str, ...]]   # the dataset kinds it learns from
+    quality: ClassVar[str]            # the metric a comparison ranks by (higher is better)
+    quality_label: ClassVar[str]
+    material: ClassVar[float]         # a quality difference smaller than this is noise
+    serving: ClassVar[str]            # "classify" | "generate": how a tuned model answers
+    default_model: ClassVar[str]      # the catalog model a job uses when none is named
+    model_kind: ClassVar[str | None] = None     # the kind of base model it needs (None: any)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "name" in cls.__dict__:
+            TASKS[cls.name] = cls()
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}>"
+
+    # -- data -------------------------------------------------------------------------------
+    def prepare(self, spec: DataSpec, model, max_length: int | None = None) -> PreparedData:
+        """Read, validate (DataError with the report's lines) and split."""
+        raise NotImplementedError
+
+    def data_config(self, data: PreparedData) -> dict:
+        """What the model folder records of the data it was trained on."""
+        raise NotImplementedError
+
+    # -- results ------------------------------------------------------------------------------
+    def evaluate(self, predictor, ctx, progress) -> tuple[dict, list[dict]]:
+        raise NotImplementedError
+
+    def card(self, config: dict, metrics: dict, report: dict, samples: list[dict]) -> str | None:
+        """The model card (None: the artifact's default one)."""
+        return None
+
+    # A comparison's table, for people: (row key, header, format) per column.
+    columns: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+
+    def headline(self, strategy: str, metrics: dict) -> str:
+        """One line that says how a finished run did."""
+        raise NotImplementedError
+
+    def summarize(self, strategy: str, metrics: dict) -> dict:
+        """A comparison's row for one finished run; carries `quality` and `cost_seconds`."""
+        raise NotImplementedError
