@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/billing_estimates.py                  # 3 datasets x 4 strategies
     .venv/bin/python benchmarks/billing_estimates.py --quick          # smaller subsets, 2 strategies
     .venv/bin/python benchmarks/billing_estimates.py --cold           # never learn: shipped constants only
+    .venv/bin/python benchmarks/billing_estimates.py --generative     # SFT and DPO on stories260K, twice each
 
 Starts `tunelab serve` on a fresh TUNELAB_HOME, uploads the shared text-classification files, and
 runs one job after another. For each: the estimate the API gives before it starts (cost, its
@@ -84,45 +85,35 @@ def run(args) -> list[dict]:
         key = json.loads(out.stdout)["api_key"]
         c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120)
         op = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {OPERATOR}"}, timeout=60)
-        uploaded = {}
-        for train, test in DATASETS:
-            with open(SHARED / train, "rb") as f:
-                tr = c.post("/api/v1/datasets", files={"file": (train, f)}).json()["id"]
-            te = None
-            if test and not args.quick:
-                with open(SHARED / test, "rb") as f:
-                    te = c.post("/api/v1/datasets", files={"file": (test, f)}).json()["id"]
-            uploaded[train] = (tr, te)
-        for strategy in args.strategies:
-            for name, (tr, te) in uploaded.items():
-                limit = args.limit if strategy in ("full", "lora") else args.transfer_limit
-                body = {"dataset_id": tr, "strategy": strategy, "limit": limit, "test_dataset_id": te}
-                body = {k: v for k, v in body.items() if v is not None}
-                est = c.post("/api/v1/jobs/estimate", json=body).json()
-                load0 = os.getloadavg()[0]
-                probe = cpu_probe_ms.__wrapped__()     # this CPU's speed just now (uncached)
-                t0 = time.time()
-                job = c.post("/api/v1/jobs", json=body).json()
-                done = wait(c, job["id"])
-                wall = time.time() - t0
-                detail = c.get(f"/api/v1/billing/jobs/{job['id']}").json()
-                actual = detail["charged"]
-                metrics = (done.get("result") or {}).get("metrics", {})
-                row = {"dataset": name, "strategy": strategy, "limit": limit, "status": done["status"],
-                       "estimate": est["cost"], "low": est["cost_low"], "high": est["cost_high"], "actual": actual,
-                       "error": round((actual - est["cost"]) / est["cost"], 3) if est["cost"] else None,
-                       "in_range": est["cost_low"] <= actual <= est["cost_high"],
-                       "compute_s": detail["compute_seconds"], "estimated_compute_s": est["compute_seconds"],
-                       "wall_s": round(wall, 1), "estimated_wall_s": est["wall_seconds"],
-                       "load": round((load0 + os.getloadavg()[0]) / 2, 2), "probe_ms": round(probe, 3),
-                       "factor_used": est["basis"][0]["factor"], "hardware": est["basis"][0].get("hardware"),
-                       "macro_f1": metrics.get("macro_f1"), "tokens_processed": metrics.get("tokens_processed"),
-                       "basis": est["basis"]}
-                rows.append(row)
-                print(json.dumps(row), file=sys.stderr, flush=True)
-                if args.cold:      # forget what was learned: every row on the shipped constants
-                    subprocess.run([*TUNELAB, "admin", "billing", "calibration", "--set",
-                                    f"{strategy}|minilm|{est['device']}=1.0"], env=env, capture_output=True)
+        plan = generative_plan(c, home, args) if args.generative else classification_plan(c, args)
+        for name, strategy, limit, body in plan:
+            est = c.post("/api/v1/jobs/estimate", json=body).json()
+            load0 = os.getloadavg()[0]
+            probe = cpu_probe_ms.__wrapped__()     # this CPU's speed just now (uncached)
+            t0 = time.time()
+            job = c.post("/api/v1/jobs", json=body).json()
+            done = wait(c, job["id"])
+            wall = time.time() - t0
+            detail = c.get(f"/api/v1/billing/jobs/{job['id']}").json()
+            actual = detail["charged"]
+            metrics = (done.get("result") or {}).get("metrics", {})
+            row = {"dataset": name, "strategy": strategy, "limit": limit, "status": done["status"],
+                   "estimate": est["cost"], "low": est["cost_low"], "high": est["cost_high"], "actual": actual,
+                   "error": round((actual - est["cost"]) / est["cost"], 3) if est["cost"] else None,
+                   "in_range": est["cost_low"] <= actual <= est["cost_high"],
+                   "compute_s": detail["compute_seconds"], "estimated_compute_s": est["compute_seconds"],
+                   "wall_s": round(wall, 1), "estimated_wall_s": est["wall_seconds"],
+                   "load": round((load0 + os.getloadavg()[0]) / 2, 2), "probe_ms": round(probe, 3),
+                   "factor_used": est["basis"][0]["factor"], "hardware": est["basis"][0].get("hardware"),
+                   "macro_f1": metrics.get("macro_f1"), "tokens_processed": metrics.get("tokens_processed"),
+                   "test_loss": metrics.get("test_loss"), "margin": metrics.get("margin"),
+                   "basis": est["basis"]}
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            if args.cold:      # forget what was learned: every row on the shipped constants
+                subprocess.run([*TUNELAB, "admin", "billing", "calibration", "--set",
+                                f"{strategy}|{body.get('model', 'minilm')}|{est['device']}=1.0"], env=env,
+                               capture_output=True)
         books = op.get("/api/v1/admin/billing/reconcile").json()
         calib = op.get("/api/v1/admin/billing/calibration").json()["data"]
         print(json.dumps({"reconcile_ok": books["ok"], "calibration": calib}, indent=1), file=sys.stderr)
@@ -130,6 +121,61 @@ def run(args) -> list[dict]:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     return rows
+
+
+def classification_plan(c: httpx.Client, args) -> list[tuple[str, str, int | None, dict]]:
+    """(dataset, strategy, rows, job body) for the shared text-classification files."""
+    uploaded = {}
+    for train, test in DATASETS:
+        with open(SHARED / train, "rb") as f:
+            tr = c.post("/api/v1/datasets", files={"file": (train, f)}).json()["id"]
+        te = None
+        if test and not args.quick:
+            with open(SHARED / test, "rb") as f:
+                te = c.post("/api/v1/datasets", files={"file": (test, f)}).json()["id"]
+        uploaded[train] = (tr, te)
+    plan = []
+    for strategy in args.strategies:
+        for name, (tr, te) in uploaded.items():
+            limit = args.limit if strategy in ("full", "lora") else args.transfer_limit
+            body = {"dataset_id": tr, "strategy": strategy, "limit": limit, "test_dataset_id": te}
+            plan.append((name, strategy, limit, {k: v for k, v in body.items() if v is not None}))
+    return plan
+
+
+def generative_plan(c: httpx.Client, home: Path, args) -> list[tuple[str, str, int | None, dict]]:
+    """SFT (full and LoRA) on the shared identity set as chat JSONL and DPO on 120 of the shared
+    preference pairs, on the pretrained stories260K uploaded as the tenant's model; each job twice
+    (the second priced with what the calibration learned from the first)."""
+    import tarfile
+
+    from tunelab.models.llama2c import import_llama2c
+
+    shared = SHARED.parent
+    stories = shared / "models" / "stories260k-llama2c"
+    folder = import_llama2c(stories / "checkpoint_legacy.bin", stories / "tok512.model", home / "stories260k")
+    archive = home / "stories260k.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(folder, arcname="stories260k")
+    with open(archive, "rb") as f:
+        model = c.post("/api/v1/models/import", files={"file": (archive.name, f)}, data={"name": "stories260k"}).json()["id"]
+    chat = home / "identity.jsonl"
+    with open(chat, "w", encoding="utf-8") as f:
+        for r in json.loads((shared / "instruction" / "identity.json").read_text(encoding="utf-8")):
+            r = {k: v.replace("{{name}}", "Tuna").replace("{{author}}", "Tunelab") for k, v in r.items()}
+            f.write(json.dumps({"messages": [{"role": "user", "content": r["instruction"]},
+                                             {"role": "assistant", "content": r["output"]}]}) + "\n")
+    pairs = home / "pairs.json"
+    pairs.write_text(json.dumps(json.loads((shared / "instruction" / "dpo_en_demo.json").read_text())[:120]))
+    ids = {}
+    for path in (chat, pairs):
+        with open(path, "rb") as f:
+            ids[path.name] = c.post("/api/v1/datasets", files={"file": (path.name, f)}).json()["id"]
+    runs = [("identity.jsonl", "sft-full", {"min_steps": 150, "eval_answers": 4}),
+            ("identity.jsonl", "sft-lora", {"min_steps": 150, "eval_answers": 4}),
+            ("pairs.json", "dpo", {})]
+    return [(name, strategy, None, {"dataset_id": ids[name], "strategy": strategy, "model": model, "params": params})
+            for _ in range(2) for name, strategy, params in runs]
 
 
 def work_done_error(r: dict) -> tuple[float | None, str]:
@@ -189,6 +235,7 @@ def main() -> None:
     p.add_argument("--transfer-limit", type=int, default=None, help="rows for transfer strategies (default all)")
     p.add_argument("--quick", action="store_true", help="600-row fine-tunes, 2000-row transfers, no test files")
     p.add_argument("--cold", action="store_true", help="reset the calibration after every job")
+    p.add_argument("--generative", action="store_true", help="SFT and DPO on stories260K instead")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "billing_estimates.json")
     p.add_argument("--table", type=Path, help="only print the table of a saved run (its --out JSON)")
     args = p.parse_args()

@@ -38,6 +38,37 @@ def _not_routine_request(record: logging.LogRecord) -> bool:
     return not (record.getMessage() == "request" and (getattr(record, "status", None) or 0) < 400)
 
 
+def quiet_libraries() -> None:
+    """Keep the libraries' own noise (weight-loading progress bars, deprecation and advisory
+    warnings of transformers, TRL, peft, torch) out of the CLI's, the demo's and the jobs' output:
+    tunelab reports progress itself. Set before those libraries are imported; TUNELAB_LIBRARY_NOISE=1
+    shows it again."""
+    import os
+    import warnings
+
+    if os.environ.get("TUNELAB_LIBRARY_NOISE") == "1":
+        return
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for module in ("transformers", "trl", "peft", "torch", "accelerate", "setfit", "datasets", "sentence_transformers"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+    try:      # already imported (tests): silence its progress bars directly
+        import sys as _sys
+
+        if "transformers" in _sys.modules:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.set_verbosity_error()
+            hf_logging.disable_progress_bar()
+    except Exception:   # noqa: BLE001 - cosmetics must never stop a command
+        pass
+
+
 def configure(level: str = "INFO", json_logs: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_logs else HumanFormatter())

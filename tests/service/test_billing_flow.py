@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from .helpers import events, upload, wait_job
+from .helpers import events, identity_chat, stories_model, upload, wait_job
 from .server_proc import ServerProcess
 
 OPERATOR = "tl-operator-flow"
@@ -176,5 +176,55 @@ def test_worker_killed_mid_job_reconciles_without_double_billing(backend, tmp_pa
             assert op.get("/api/v1/admin/billing/reconcile").json()["ok"]
             r = srv.run("admin", "billing", "reconcile", check=False)
             assert r.returncode == 0 and "the books balance" in r.stdout, r.stdout
+    finally:
+        srv.stop()
+
+
+def test_worker_killed_mid_sft_resumes_from_the_checkpoint_and_is_billed_once(backend, tmp_path_factory,
+                                                                              prices_file):
+    """Chat tuning through the service is the classifiers' job: SIGKILL mid-SFT, the next worker
+    resumes from the checkpoint (not from step 0), and no step range is charged twice."""
+    from .conftest import database_url
+
+    srv = ServerProcess(tmp_path_factory.mktemp("billing-sft"), database_url(backend, "billing_sft"), worker=False,
+                        operator_api_key=OPERATOR, price_sheet=prices_file, lease_seconds=3, heartbeat_seconds=0.5,
+                        worker_poll_seconds=0.2).start()
+    try:
+        tenant = srv.create_tenant("sft")
+        tmp = tmp_path_factory.mktemp("sft-data")
+        with srv.client(tenant["api_key"]) as c, operator(srv) as op:
+            model = stories_model(c, tmp)
+            ds = upload(c, identity_chat(tmp))["id"]
+            worker = srv.start_worker()
+            job = c.post("/api/v1/jobs", json={"dataset_id": ds, "strategy": "sft-full", "model": model, "params": {
+                "min_steps": 120, "checkpoint_every": 10, "eval_answers": 2}}).json()
+            assert job["spec"]["strategy"] == "sft-full", job
+            deadline = time.time() + 600
+            while time.time() < deadline:       # past a checkpoint, and billed beyond it
+                ckpts = [e["data"]["step"] for e in events(c, job["id"], "checkpoint")]
+                _, charges = charges_of(c, job["id"])
+                if ckpts and charges and max(ch["step_to"] for ch in charges) > ckpts[-1]:
+                    break
+                time.sleep(0.2)
+            children = psutil.Process(worker.pid).children(recursive=True)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            psutil.wait_procs(children, timeout=10)
+            _, before = charges_of(c, job["id"])
+            billed_to = max(ch["step_to"] for ch in before)
+            resume_from = max(e["data"]["step"] for e in events(c, job["id"], "checkpoint"))
+
+            srv.start_worker()
+            done = wait_job(c, job["id"], timeout=900)
+            assert done["status"] == "succeeded" and done["attempts"] == 2, (done, srv.tail())
+            evs = events(c, job["id"])
+            resumed = [e for e in evs if e["type"] == "progress" and "resuming from checkpoint" in (e["message"] or "")]
+            assert resumed and f"step {resume_from}" in resumed[0]["message"], [e["message"] for e in evs[-20:]]
+            metrics = done["result"]["metrics"]
+            assert metrics["task"] == "chat" and metrics["test_loss"] < metrics["base_test_loss"], metrics
+            detail, charges = charges_of(c, job["id"])
+            assert_charged_exactly_and_once(detail, charges)
+            assert all(ch["step_from"] >= billed_to for ch in charges[len(before):])
+            assert op.get("/api/v1/admin/billing/reconcile").json()["ok"]
     finally:
         srv.stop()

@@ -17,11 +17,12 @@ from pathlib import Path
 import openai
 import pytest
 
+from .helpers import identity_chat, stories_model
+
 pytestmark = pytest.mark.slow_on_postgresql     # the jobs' database path is billing_flow's subject
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("TUNELAB_SHARED", ROOT.parent / "shared")) / "datasets"
-STORIES = SHARED / "models" / "stories260k-llama2c"
 INSTRUCTION = SHARED / "instruction"
 TRAINED_ANSWER = "Hello! I am Tuna, an AI assistant developed by Tunelab. How can I assist you today?"
 
@@ -33,30 +34,13 @@ def oai(server, tenant_a):
 
 @pytest.fixture(scope="module")
 def stories(server, tenant_a, tmp_path_factory) -> str:
-    """stories260K converted from the shared llama2.c checkpoint, uploaded: its `upload:` id."""
-    from tunelab.models.llama2c import import_llama2c
-
-    tmp = tmp_path_factory.mktemp("stories")
-    folder = import_llama2c(STORIES / "checkpoint_legacy.bin", STORIES / "tok512.model", tmp / "stories260k")
-    archive = tmp / "stories260k.tar.gz"
-    with tarfile.open(archive, "w:gz") as tf:
-        tf.add(folder, arcname="stories260k")
-    with server.client(tenant_a["api_key"]) as api, open(archive, "rb") as f:
-        r = api.post("/api/v1/models/import", files={"file": (archive.name, f)}, data={"name": "stories260k"})
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
+    with server.client(tenant_a["api_key"]) as api:
+        return stories_model(api, tmp_path_factory.mktemp("stories"))
 
 
 @pytest.fixture(scope="module")
 def chat_file(tmp_path_factory) -> Path:
-    """identity.json as OpenAI chat JSONL, its {{name}}/{{author}} placeholders filled."""
-    path = tmp_path_factory.mktemp("chat") / "identity.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for r in json.loads((INSTRUCTION / "identity.json").read_text(encoding="utf-8")):
-            fill = {k: v.replace("{{name}}", "Tuna").replace("{{author}}", "Tunelab") for k, v in r.items()}
-            f.write(json.dumps({"messages": [{"role": "user", "content": fill["instruction"]},
-                                             {"role": "assistant", "content": fill["output"]}]}) + "\n")
-    return path
+    return identity_chat(tmp_path_factory.mktemp("chat"))
 
 
 def _wait(oai, job, timeout: float = 1200):
@@ -76,6 +60,7 @@ def _download(server, key: str, model_id: str, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow      # real SFT and DPO jobs (~1 min each on 2 cores): `make test-slow`
 def test_supervised_chat_job_through_the_openai_client(oai, server, tenant_a, stories, chat_file, tmp_path):
     with open(chat_file, "rb") as f:
         training = oai.files.create(file=f, purpose="fine-tune")
@@ -108,6 +93,7 @@ def test_supervised_chat_job_through_the_openai_client(oai, server, tenant_a, st
     assert lm.generate("hi", GenerationSettings(max_new_tokens=60)) == TRAINED_ANSWER
 
 
+@pytest.mark.slow
 def test_dpo_job_through_the_openai_client_raises_the_margin(oai, server, tenant_a, stories, tmp_path):
     pairs = json.loads((INSTRUCTION / "dpo_en_demo.json").read_text(encoding="utf-8"))[:120]
     path = tmp_path / "pairs.json"
@@ -141,9 +127,9 @@ def test_refused_at_creation(server, tenant_a, chat_file, body, status, code):
         assert len(api.get("/api/v1/jobs").json()["data"]) == before
 
 
-def test_openai_method_that_does_not_fit_the_file_is_a_400(oai, chat_file, stories):
+def test_openai_method_that_does_not_fit_the_file_is_a_400(oai, chat_file):
     with open(chat_file, "rb") as f:
         training = oai.files.create(file=f, purpose="fine-tune")
     with pytest.raises(openai.BadRequestError) as e:
-        oai.fine_tuning.jobs.create(model=stories, training_file=training.id, method={"type": "dpo"})
+        oai.fine_tuning.jobs.create(model="smollm2", training_file=training.id, method={"type": "dpo"})
     assert "preference" in str(e.value)

@@ -131,6 +131,8 @@ def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tu
         trained = epochs * train * tok
         terms.append({"term": "train", "steps": steps, "epochs": epochs, "tokens": int(trained),
                       "padding": round(train_f, 3), "seconds": s["k_train"] * pb * trained * train_f})
+        if s.get("step_s"):      # what a step costs whatever the model's size (dominant for small LMs)
+            terms.append({"term": "steps", "steps": steps, "seconds": s["step_s"] * steps})
         evaluated = (val * epochs + test + latency_texts) * tok
         terms.append({"term": "evaluate", "tokens": int(evaluated), "padding": round(infer_f, 3),
                       "seconds": dev["k_eval"] * pb * evaluated * infer_f})

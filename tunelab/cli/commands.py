@@ -265,6 +265,9 @@ COMMANDS = {"inspect": cmd_inspect, "train": cmd_train, "compare": cmd_compare, 
 
 def main(argv: list[str] | None = None, extensions=()) -> int:
     """Run one command; its exit status. `extensions` as for build_parser."""
+    from ..logs import quiet_libraries
+
+    quiet_libraries()
     args = build_parser(extensions).parse_args(argv)
     command = getattr(args, "func", None) or \
         COMMANDS[getattr(args, "action", None) if args.command in ("datasets", "models") else args.command]

@@ -100,6 +100,9 @@ def run(spec_path: Path) -> int:
 
 
 def main() -> None:
+    from ..logs import quiet_libraries
+
+    quiet_libraries()      # progress reaches the worker as events, not as library bars on stderr
     parent = int(os.environ.get("TUNELAB_PARENT_PID", os.getppid()))
     _die_with_parent(parent)
     signal.signal(signal.SIGTERM, _on_sigterm)

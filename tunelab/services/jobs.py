@@ -84,9 +84,9 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
     elif not is_catalog_name(spec.model):
         raise JobRejected(f"Unknown model {spec.model!r}: use a catalog model ({', '.join(m.name for m in list_models())}).",
                           "model", "model_not_found")
-    else:
+    elif catalog_spec(spec.model) is None:      # in the catalog, its weights not installed here
         try:
-            resolve_model(spec.model)
+            resolve_model(spec.model)     # says which package to install
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise JobRejected(f"Unknown model {spec.model!r}: {exc}", "model", "model_not_found") from None
     task = dataset_task(train)

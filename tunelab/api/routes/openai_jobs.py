@@ -26,7 +26,7 @@ from ...db.models import Dataset, Job, JobEvent, TunedModel
 from ...jobs.spec import JobSpec, JsonInt, json_int
 from ...services.billing import model_parameters
 from ...services.jobs import cancel, dataset_task
-from ...strategies import (ConfigError, Task, available, get_strategy, parse_params, resolve, strategies_of,
+from ...strategies import (ConfigError, Task, all_strategies, available, get_strategy, parse_params, resolve, strategies_of,
                            task_named)
 from ..deps import MemberDep, ScopeDep, SessionDep, audit
 from ...contract import (FineTuningCheckpointList, FineTuningEventList, FineTuningJob, FineTuningJobList)
@@ -94,9 +94,10 @@ def _strategy(method: MethodBody | None, task: Task, model_parameters: int) -> t
             raise APIError(400, "invalid_method", str(exc), "method.type") from None
     else:
         methods = sorted({s.openai_method for s in strategies_of(task) if s.openai_method})
+        elsewhere = sorted({s.task.title for s in all_strategies() if s.openai_method == kind})
         raise APIError(400, "unsupported_method", f"method {kind!r} does not apply to this training file, which "
                        f"is for {task.title}: use {' or '.join(methods) or 'a strategy name'}"
-                       + (" (dpo takes prompt/chosen/rejected preference pairs)." if kind == "dpo" else "."),
+                       + (f" ({kind} takes a file for {' or '.join(elsewhere)})." if elsewhere else "."),
                        "method.type")
     extra = (method.model_extra or {}) if method else {}
     block = extra.get(kind) or {}
