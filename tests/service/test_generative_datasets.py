@@ -9,7 +9,11 @@ import json
 import re
 
 import httpx
+import openai
 import pytest
+
+# The datasets' database path runs on both backends in test_api_basics: PostgreSQL here in make test-slow.
+pytestmark = pytest.mark.slow_on_postgresql
 
 TOPICS = ["the weather", "a recipe for pancakes", "the capital of France", "how to sort a list in Python",
           "a good book about history", "why the sky is blue", "how to tie a tie", "the rules of chess",
@@ -182,3 +186,38 @@ def test_sdk_shows_the_task(server, tenant_a, tmp_path):
         assert (ds.task, ds.kind, ds.rows) == ("preference", "preference", len(TOPICS) + 1)
         assert next(d for d in sdk.datasets.list() if d.id == ds.id).task == "preference"
         assert sdk.datasets.preview(ds.id, limit=1)[0]["chosen"]
+
+
+# Jobs on chat data: what is refused at creation, before any work (the jobs themselves:
+# test_generative_jobs.py, in `make test-slow`).
+@pytest.fixture(scope="module")
+def chat_jsonl(tmp_path_factory):
+    from .helpers import identity_chat
+
+    return identity_chat(tmp_path_factory.mktemp("chat"))
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"model": "minilm", "strategy": "sft-lora"}, 422, "invalid_model"),        # an encoder for chat data
+    ({"strategy": "linear-probe"}, 422, None),                                    # a classifier's strategy
+    ({"strategy": "sft-qlora"}, 422, "cuda_required"),                            # no CUDA here
+])
+def test_jobs_refused_at_creation(server, tenant_a, chat_jsonl, body, status, code):
+    with server.client(tenant_a["api_key"]) as api:
+        with open(chat_jsonl, "rb") as f:
+            ds = api.post("/api/v1/datasets", files={"file": (chat_jsonl.name, f)}).json()
+        before = len(api.get("/api/v1/jobs").json()["data"])
+        r = api.post("/api/v1/jobs", json={"dataset_id": ds["id"], **body})
+        assert r.status_code == status, r.text
+        if code:
+            assert r.json()["error"]["code"] == code, r.text
+        assert len(api.get("/api/v1/jobs").json()["data"]) == before
+
+
+def test_openai_method_that_does_not_fit_the_file_is_a_400(server, tenant_a, chat_jsonl):
+    oai = openai.OpenAI(base_url=server.url + "/v1", api_key=tenant_a["api_key"], max_retries=0)
+    with open(chat_jsonl, "rb") as f:
+        training = oai.files.create(file=f, purpose="fine-tune")
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.fine_tuning.jobs.create(model="smollm2", training_file=training.id, method={"type": "dpo"})
+    assert "preference" in str(e.value)

@@ -165,6 +165,15 @@ class DatasetStore:
         }
         return self._write_entry(data, meta)
 
+    def import_bytes(self, data: bytes, name: str, kind: str) -> StoredDataset:
+        """Store bytes the platform made itself (a job's metrics CSV), never parsed as data."""
+        sha = hashlib.sha256(data).hexdigest()
+        existing = self.get(sha)
+        if existing is not None:
+            return existing
+        return self._write_entry(data, {"sha256": sha, "name": Path(name).name, "kind": kind, "rows": data.count(b"\n"),
+                                        "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
     def get(self, sha256: str) -> StoredDataset | None:
         folder = self._folder(sha256)
         meta_path = folder / META

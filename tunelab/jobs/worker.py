@@ -23,6 +23,7 @@ from ..settings import Settings
 from . import metering, store, webhooks
 from .child import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STOPPED
 from .executors import Executor, executor_for
+from .results import store_result_file
 from .spec import ChildSpec, JobSpec
 from .status import JobStatus
 
@@ -251,6 +252,9 @@ class Worker:
                                  strategy=strategy, artifact_path=path, metrics=metrics or {}))
             ids[strategy] = model_id
         job.result = {**result, "models": ids}
+        if result["kind"] == "train":
+            found = store_result_file(s, self.settings.home, job)
+            job.result = {**job.result, "result_files": [found] if found else []}
         pick = result.get("strategy") or result.get("recommended")
         job.fine_tuned_model = ids.get(pick)
         summary = result.get("metrics", {})

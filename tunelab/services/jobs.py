@@ -67,6 +67,8 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
     train = scope.find(Dataset, spec.dataset_id)
     if train is None:
         raise JobRejected(f"No dataset with id {spec.dataset_id!r}.", "dataset_id", "dataset_not_found")
+    if train.purpose == "fine-tune-results":
+        raise JobRejected(f"{train.id} holds a job's results, not data to train on.", "dataset_id", "invalid_training_file")
     if train.status != "processed":
         problems = "; ".join(i["message"] for i in train.report.get("issues", []) if i.get("severity") == "error")
         raise JobRejected(f"The dataset {train.id} has errors: {problems or 'see its report'}.", "dataset_id",

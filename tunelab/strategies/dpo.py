@@ -25,7 +25,8 @@ from .base import ConfigError, Params, RunContext, StrategyBase, register
 from .generative import GenerativeTask
 from .task import TASKS
 from .lm_estimate import estimate_lm
-from .sft import check_generative, lora_targets
+from .sft import check_generative, fingerprint, lora_targets
+from .trainer_resume import checkpoint_folder, last_checkpoint, raise_if_stopped, stop_callback
 
 SAMPLES = 4
 
@@ -44,6 +45,7 @@ class DPOParams(Params):
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | None = None
     gradient_checkpointing: bool = False
+    checkpoint_every: int = Field(50, ge=1, description="optimizer steps between checkpoints (resume mid-epoch)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
 
 
@@ -177,27 +179,34 @@ class DPO(StrategyBase):
         if len(train) == 0:
             raise ConfigError("no preference pairs left for training after the split")
         bf16 = ctx.precision == "bf16"
-        args = DPOConfig(output_dir=str(ctx.work_dir / "dpo"), per_device_train_batch_size=p.batch_size,
+        folder = checkpoint_folder(ctx, "dpo", fingerprint(ctx, self.name))
+        args = DPOConfig(output_dir=str(folder), per_device_train_batch_size=p.batch_size,
                          gradient_accumulation_steps=p.gradient_accumulation, learning_rate=self._lr(ctx),
                          num_train_epochs=p.epochs, beta=p.beta, loss_type=[p.loss_type], max_length=p.max_length,
                          truncation_mode="keep_end", warmup_steps=p.warmup_ratio, lr_scheduler_type="linear",
-                         logging_steps=1, save_strategy="no", report_to="none", seed=ctx.seed,
+                         logging_steps=1, save_strategy="steps", save_steps=p.checkpoint_every, save_total_limit=1,
+                         report_to="none", seed=ctx.seed,
                          use_cpu=ctx.device == "cpu", bf16=bf16, gradient_checkpointing=p.gradient_checkpointing,
                          disable_tqdm=True, dataloader_num_workers=0)
         trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=train,
-                             processing_class=tokenizer, callbacks=[_progress_callback(ctx)])
+                             processing_class=tokenizer, callbacks=[_progress_callback(ctx), stop_callback(ctx)])
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)      # our progress events instead of printed dicts
+        resume = last_checkpoint(folder)
+        resumed = int(resume.rsplit("-", 1)[-1]) if resume else 0
+        if resume:
+            ctx.progress(ProgressEvent("train", resumed, 0, message=f"resuming from checkpoint at step {resumed}"))
         t0 = time.perf_counter()
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - t0
+        raise_if_stopped(out.global_step)
         model = trainer.model
         model.eval()
         _release_accelerate_state()
         trainable, total = count_params(model)
         tokens = int(max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0))
-        ctx.notes.update(steps=out.global_step, train_loss=out.training_loss, trainable_params=trainable,
+        ctx.notes.update(resumed_from_step=resumed, steps=out.global_step, train_loss=out.training_loss, trainable_params=trainable,
                          total_params=total, loop_seconds=seconds, learning_rate=self._lr(ctx),
                          tokens_processed=tokens, tokens_per_second=tokens / seconds if tokens else None,
                          history=[{k: v for k, v in h.items() if isinstance(v, (int, float))}

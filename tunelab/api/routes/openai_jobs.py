@@ -136,7 +136,7 @@ def job_object(job: Job) -> dict:
     error = {"code": job.error_code, "message": job.error_message or "", "param": None} if job.error_code else None
     return {"object": "fine_tuning.job", "id": job.id, "model": spec.get("model"), "created_at": ts(job.created_at),
             "finished_at": ts(job.finished_at), "fine_tuned_model": job.fine_tuned_model,
-            "organization_id": job.tenant_id, "result_files": [], "status": OPENAI_STATUS[job.status],
+            "organization_id": job.tenant_id, "result_files": (job.result or {}).get("result_files") or [], "status": OPENAI_STATUS[job.status],
             "validation_file": spec.get("test_dataset_id"), "training_file": spec.get("dataset_id"),
             "hyperparameters": {"n_epochs": params.get("epochs", "auto"), "batch_size": params.get("batch_size", "auto"),
                                 "learning_rate_multiplier": "auto" if "learning_rate" not in params else params["learning_rate"]},
