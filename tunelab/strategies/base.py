@@ -111,6 +111,12 @@ class StrategyBase:
         """Among the strategies implementing one OpenAI method on a task, the lowest number is chosen."""
         return self.rank
 
+    def default_learning_rate(self, model_parameters: int) -> float | None:
+        """The learning rate a run of this size gets when none is set (what OpenAI's
+        learning_rate_multiplier multiplies); None for a strategy that has none."""
+        field = self.Params.model_fields.get("learning_rate")
+        return field.default if field is not None else None
+
     def unavailable(self) -> str | None:
         """Why this strategy cannot run on this machine (e.g. no CUDA), with what to use instead."""
         return None

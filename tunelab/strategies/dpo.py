@@ -145,7 +145,10 @@ class DPO(StrategyBase):
     def _lr(self, ctx: RunContext) -> float:
         if ctx.params.learning_rate is not None:
             return ctx.params.learning_rate
-        return 5e-3 if ctx.model.parameters and ctx.model.parameters < 10_000_000 else 5e-5
+        return self.default_learning_rate(ctx.model.parameters)
+
+    def default_learning_rate(self, model_parameters: int) -> float:
+        return 5e-3 if model_parameters and model_parameters < 10_000_000 else 5e-5
 
     def build_model(self, ctx: RunContext):
         torch.manual_seed(ctx.seed)

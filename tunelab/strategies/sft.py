@@ -75,7 +75,11 @@ def max_length_of(ctx: RunContext) -> int:
 def default_lr(ctx: RunContext, lora: bool) -> float:
     if ctx.params.learning_rate is not None:
         return ctx.params.learning_rate
-    small = ctx.model.parameters and ctx.model.parameters < 10_000_000
+    return lr_for(ctx.model.parameters, lora)
+
+
+def lr_for(parameters: int | None, lora: bool) -> float:
+    small = parameters and parameters < 10_000_000
     return (2e-3 if small else 2e-4) if lora else (1e-3 if small else 5e-5)
 
 
@@ -119,6 +123,9 @@ class _SFTBase(StrategyBase):
         check_generative(ctx, self.task.data_kinds)
         if self.lora:
             lora_targets(ctx)
+
+    def default_learning_rate(self, model_parameters: int) -> float:
+        return lr_for(model_parameters, self.lora)
 
     def estimate(self, ctx: RunContext):
         tokenizer = load_chat_tokenizer(ctx.model.path)

@@ -104,7 +104,7 @@ def _strategy(method: MethodBody | None, task: Task, model_parameters: int) -> t
     return name, dict(block.get("hyperparameters") or {}) if isinstance(block, dict) else {}
 
 
-def to_params(strategy: str, hp: dict) -> dict:
+def to_params(strategy: str, hp: dict, model_parameters: int = 0) -> dict:
     fields = get_strategy(strategy).Params.model_fields
     params = {}
     for key, value in hp.items():
@@ -113,7 +113,7 @@ def to_params(strategy: str, hp: dict) -> dict:
         if key == "n_epochs":
             key = "epochs"
         if key == "learning_rate_multiplier":
-            default = fields["learning_rate"].default if "learning_rate" in fields else None
+            default = get_strategy(strategy).default_learning_rate(model_parameters)
             if "learning_rate" not in fields:
                 raise APIError(400, "invalid_hyperparameter", f"{strategy} has no learning rate.",
                                "hyperparameters.learning_rate_multiplier")
@@ -166,11 +166,12 @@ def create_job(body: CreateJob, session: SessionDep, principal: MemberDep, scope
         model = tuned.base_model       # continue from a tuned model: its base, trained again on the new data
     training = scope.find(Dataset, body.training_file)
     task = dataset_task(training) if training is not None else task_named("text-classification")
-    strategy, method_hp = _strategy(body.method, task, model_parameters(principal.tenant_id, model))
+    size = model_parameters(principal.tenant_id, model)
+    strategy, method_hp = _strategy(body.method, task, size)
     hp = {**(body.hyperparameters.model_dump(exclude_none=True) | (body.hyperparameters.model_extra or {})
              if body.hyperparameters else {}), **method_hp}
     spec = JobSpec(kind="train", dataset_id=body.training_file, test_dataset_id=body.validation_file, model=model,
-                   strategy=strategy, params=to_params(strategy, hp), seed=body.seed or 0, suffix=body.suffix,
+                   strategy=strategy, params=to_params(strategy, hp, size), seed=body.seed or 0, suffix=body.suffix,
                    metadata=body.metadata)
     job, _ = create(session, principal, spec, idempotency_key)
     return job_object(job)
