@@ -135,6 +135,24 @@ def test_credit_runs_out_pauses_and_a_top_up_resumes_from_the_checkpoint(server,
         assert books["ok"], books
 
 
+def kill_after_a_billed_checkpoint(c, job_id: str, worker) -> tuple[list[dict], int, int]:
+    """SIGKILL the worker (and so its job) once the job is past a checkpoint and billed beyond it:
+    (the charges so far, the step they reach, the checkpoint the next worker resumes from)."""
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        ckpts = [e["data"]["step"] for e in events(c, job_id, "checkpoint")]
+        _, charges = charges_of(c, job_id)
+        if ckpts and charges and max(ch["step_to"] for ch in charges) > ckpts[-1]:
+            break
+        time.sleep(0.2)
+    children = psutil.Process(worker.pid).children(recursive=True)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    psutil.wait_procs(children, timeout=10)
+    _, before = charges_of(c, job_id)
+    return before, max(ch["step_to"] for ch in before), max(e["data"]["step"] for e in events(c, job_id, "checkpoint"))
+
+
 def test_worker_killed_mid_job_reconciles_without_double_billing(backend, tmp_path_factory, banking_subset,
                                                                 prices_file):
     from .conftest import database_url
@@ -149,20 +167,7 @@ def test_worker_killed_mid_job_reconciles_without_double_billing(backend, tmp_pa
             worker = srv.start_worker()
             job = c.post("/api/v1/jobs", json={"dataset_id": ds, "strategy": "full",
                                                "params": {"epochs": 2, "min_steps": 0, "checkpoint_every": 3}}).json()
-            deadline = time.time() + 600
-            while time.time() < deadline:       # past a checkpoint, and billed beyond it
-                ckpts = [e["data"]["step"] for e in events(c, job["id"], "checkpoint")]
-                _, charges = charges_of(c, job["id"])
-                if ckpts and charges and max(ch["step_to"] for ch in charges) > ckpts[-1]:
-                    break
-                time.sleep(0.2)
-            children = psutil.Process(worker.pid).children(recursive=True)
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-            psutil.wait_procs(children, timeout=10)
-            _, before = charges_of(c, job["id"])
-            billed_to = max(ch["step_to"] for ch in before)
-            resume_from = max(e["data"]["step"] for e in events(c, job["id"], "checkpoint"))
+            before, billed_to, resume_from = kill_after_a_billed_checkpoint(c, job["id"], worker)
             assert resume_from < billed_to, (resume_from, billed_to)
 
             srv.start_worker()
@@ -199,20 +204,7 @@ def test_worker_killed_mid_sft_resumes_from_the_checkpoint_and_is_billed_once(ba
             job = c.post("/api/v1/jobs", json={"dataset_id": ds, "strategy": "sft-full", "model": model, "params": {
                 "min_steps": 120, "checkpoint_every": 10, "eval_answers": 2}}).json()
             assert job["spec"]["strategy"] == "sft-full", job
-            deadline = time.time() + 600
-            while time.time() < deadline:       # past a checkpoint, and billed beyond it
-                ckpts = [e["data"]["step"] for e in events(c, job["id"], "checkpoint")]
-                _, charges = charges_of(c, job["id"])
-                if ckpts and charges and max(ch["step_to"] for ch in charges) > ckpts[-1]:
-                    break
-                time.sleep(0.2)
-            children = psutil.Process(worker.pid).children(recursive=True)
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-            psutil.wait_procs(children, timeout=10)
-            _, before = charges_of(c, job["id"])
-            billed_to = max(ch["step_to"] for ch in before)
-            resume_from = max(e["data"]["step"] for e in events(c, job["id"], "checkpoint"))
+            before, billed_to, resume_from = kill_after_a_billed_checkpoint(c, job["id"], worker)
 
             srv.start_worker()
             done = wait_job(c, job["id"], timeout=900)
