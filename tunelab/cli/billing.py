@@ -16,8 +16,8 @@ def extend(sub, groups) -> None:
     admin.extend)."""
     p = _json(groups["jobs"].add_parser("estimate", help="what a job would cost and take, before starting it"))
     p.add_argument("dataset_id")
-    p.add_argument("--strategy", required=True)
-    p.add_argument("--model", default="minilm")
+    p.add_argument("--strategy", help="default: the dataset's task's (lora, sft-lora, dpo)")
+    p.add_argument("--model", help="default: the task's (minilm for labelled texts, smollm2 for conversations)")
     p.add_argument("--test-dataset", dest="test_dataset_id")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter")
     p.add_argument("--limit", type=int)

@@ -43,7 +43,7 @@ def extend(sub, groups) -> None:
     p.set_defaults(func=cmd_jobs_get)
     p = _json_flag(jobs.add_parser("create", help="queue a training job (--watch to follow it)"))
     p.add_argument("dataset_id")
-    p.add_argument("--strategy", required=True)
+    p.add_argument("--strategy", help="default: the dataset's task's (lora, sft-lora, dpo); `tunelab strategies` lists them")
     p.add_argument("--model", help="default: the task's (minilm for labelled texts, smollm2 for conversations)")
     p.add_argument("--test-dataset", dest="test_dataset_id", help="a dataset id to test on (default: a split)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter")
