@@ -122,10 +122,7 @@ class DatasetStore:
         path = Path(path)
         parsed = parse_file(path, text_column=text_column, label_column=label_column, limits=limits)
         ds = parsed.dataset
-        existing = self.get(ds.sha256)
-        if existing is not None:
-            return existing
-        meta = {
+        return self._store(parsed.data, {
             "sha256": ds.sha256,
             "name": path.name,
             "format": ds.format,
@@ -136,9 +133,7 @@ class DatasetStore:
             "rows": len(ds),
             "labels": len(ds.label_names),
             "read_as": parsed.detail,
-            "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        return self._write_entry(parsed.data, meta)
+        })
 
     def import_generative(self, path: str | Path, *, limits: DataLimits | None = None) -> StoredDataset:
         """Parse `path` as a generative dataset (`read_generative`: DataError with the lines of
@@ -151,28 +146,20 @@ class DatasetStore:
             # Store exactly the bytes that were parsed: a file changing under us is refused.
             raise error("changed_while_reading", f"{path.name} changed while it was being read.",
                         "Upload it again.")
-        existing = self.get(ds.sha256)
-        if existing is not None:
-            return existing
-        meta = {
-            "sha256": ds.sha256,
-            "name": path.name,
-            "format": ds.format,
-            "kind": ds.kind,
-            "encoding": ds.encoding,
-            "rows": len(ds),
-            "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        return self._write_entry(data, meta)
+        return self._store(data, {"sha256": ds.sha256, "name": path.name, "format": ds.format, "kind": ds.kind,
+                                  "encoding": ds.encoding, "rows": len(ds)})
 
     def import_bytes(self, data: bytes, name: str, kind: str) -> StoredDataset:
         """Store bytes the platform made itself (a job's metrics CSV), never parsed as data."""
-        sha = hashlib.sha256(data).hexdigest()
-        existing = self.get(sha)
+        return self._store(data, {"sha256": hashlib.sha256(data).hexdigest(), "name": Path(name).name, "kind": kind,
+                                  "rows": data.count(b"\n")})
+
+    def _store(self, data: bytes, meta: dict) -> StoredDataset:
+        """The entry of these bytes: the existing one (content-addressed), or a new one with `meta`."""
+        existing = self.get(meta["sha256"])
         if existing is not None:
             return existing
-        return self._write_entry(data, {"sha256": sha, "name": Path(name).name, "kind": kind, "rows": data.count(b"\n"),
-                                        "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        return self._write_entry(data, {**meta, "imported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
     def get(self, sha256: str) -> StoredDataset | None:
         folder = self._folder(sha256)
