@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.batch_shapes import run_cost, split_batch
-from ..models.inference import inference_batches
+from ..models.batch_shapes import inference_batches, run_cost, split_batch
 from ..training.batching import epoch_batches
 
 SIMULATED_ROWS = 20_000     # enough for the distribution; bounds the estimate's own cost

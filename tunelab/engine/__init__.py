@@ -1,13 +1,27 @@
 """The engine: one entry point to run a strategy and one to compare several, for every task
 (text classification, chat tuning, preference tuning), with pre-flight planning. The CLI, the
-job child, the API and the web all call these."""
+job child, the API and the web all call these.
 
-from ..strategies import DataSpec, PreparedData
+Names are loaded on first use (PEP 562): the web's comparison tables need `finish` only, and the
+server should not load torch to show them."""
+
+from importlib import import_module
+
+# Bound here, not lazily: the function `compare` shares its name with its module, which the
+# import system would otherwise leave as the package's attribute.
 from .compare import Comparison, compare, finish, recommend
-from .data import prepare_data, task_of_file
-from .planning import DoesNotFit, FitOption, Plan, preflight
-from .run import RunResult, make_context, run_strategy, tunelab_home
 
-__all__ = ["DataSpec", "PreparedData", "Comparison", "compare", "finish", "recommend", "prepare_data",
-           "task_of_file", "DoesNotFit", "FitOption", "Plan", "preflight", "RunResult", "make_context",
-           "run_strategy", "tunelab_home"]
+_HOME = {"prepare_data": "data", "task_of_file": "data", "DoesNotFit": "planning", "FitOption": "planning",
+         "Plan": "planning", "preflight": "planning", "RunResult": "run", "make_context": "run",
+         "run_strategy": "run", "tunelab_home": "run"}
+_STRATEGIES = ("DataSpec", "PreparedData")
+
+__all__ = [*_STRATEGIES, "Comparison", "compare", "finish", "recommend", *_HOME]
+
+
+def __getattr__(name: str):
+    if name in _STRATEGIES:
+        return getattr(import_module("..strategies", __name__), name)
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_HOME[name]}", __name__), name)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..strategies import ConfigError, PreparedData, Task, default_compare
 from ..training.progress import ProgressEvent, ProgressFn, null_progress
-from .run import run_strategy
 
 
 @dataclass
@@ -62,6 +61,8 @@ def compare(model, data: PreparedData, strategies: list[str] | None = None, *, p
             out_root: Path | None = None, auto_fit: bool = False,
             progress: ProgressFn = null_progress) -> Comparison:
     """params: strategy name -> its hyperparameter overrides. No strategies: the task's defaults."""
+    from .run import run_strategy     # here: `finish` serves the web's tables without loading torch
+
     names = list(strategies or default_compare(data.task))
     rows = []
     for i, name in enumerate(names):

@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 
 def classification_metrics(y_true: list[str], y_pred: list[str], label_names: list[str]) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix
     (rows: true label, columns: predicted, in label_names order)."""
+    # Imported here: sklearn takes a second to load, and the server imports this module for its
+    # tables without scoring anything.
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=label_names, zero_division=0)
     return {

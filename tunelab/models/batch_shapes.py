@@ -70,3 +70,11 @@ def inference_runs(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     for i in range(0, len(order), batch_size):
         runs.extend(split_batch(order[i:i + batch_size], lengths))
     return runs
+
+
+def inference_batches(lengths: np.ndarray, batch_size: int, device: str = "cpu") -> list[np.ndarray]:
+    """Longest first; on CPU a batch with a long tail or long texts is split into cheaper runs."""
+    if device == "cpu":
+        return inference_runs(lengths, batch_size)
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

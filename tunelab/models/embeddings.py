@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
-from .inference import inference_batches
+from .batch_shapes import inference_batches
 
 
 class FeatureCache:

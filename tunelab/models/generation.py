@@ -3,19 +3,11 @@ piece, ending at EOS, at max_new_tokens or at the first stop string (which is no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
 
-
-@dataclass
-class GenerationSettings:
-    max_new_tokens: int = 128
-    temperature: float = 0.0          # 0: greedy
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)
-    seed: int = 0
+from .generation_settings import GenerationSettings
 
 
 def _next_token(logits: torch.Tensor, s: GenerationSettings, generator: torch.Generator) -> int:

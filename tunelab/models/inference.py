@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .batch_shapes import inference_runs
+from .batch_shapes import inference_batches
 from .device import autocast
 
 
@@ -27,14 +27,6 @@ def collate(ids: list[list[int]], index: np.ndarray, pad_id: int) -> dict[str, t
         input_ids[j, :len(r)] = torch.tensor(r, dtype=torch.long)
         mask[j, :len(r)] = 1
     return {"input_ids": input_ids, "attention_mask": mask}
-
-
-def inference_batches(lengths: np.ndarray, batch_size: int, device: str = "cpu") -> list[np.ndarray]:
-    """Longest first; on CPU a batch with a long tail or long texts is split into cheaper runs."""
-    if device == "cpu":
-        return inference_runs(lengths, batch_size)
-    order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.inference_mode()

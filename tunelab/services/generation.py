@@ -10,7 +10,7 @@ import threading
 from dataclasses import dataclass
 from typing import Iterator
 
-from ..models.generation import GenerationSettings
+from ..models.generation_settings import GenerationSettings
 from ..strategies import task_named
 
 MAX_NEW_TOKENS = 512

@@ -8,7 +8,6 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from ..artifacts import load_artifact
 from ..security.storage import SEALED, open_sealed
 
 
@@ -30,6 +29,10 @@ class PredictorCache:
         return predictor
 
     def _load(self, artifact: Path):
+        # Imported here: loading a model needs torch, and the API server should start (and
+        # answer everything but predictions) without paying for it.
+        from ..artifacts import load_artifact
+
         if not artifact.name.endswith(SEALED):
             return load_artifact(artifact)
         # Sealed (encrypted) model folder: decrypted into a private temp dir only while loading;

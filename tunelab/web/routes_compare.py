@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from ..api.deps import SessionDep
-from ..engine import finish
+from ..engine.compare import finish
 from ..strategies import task_named
 from ..strategies.classification import SERVED_PREDICTIONS
 from ..db.models import Dataset, Job

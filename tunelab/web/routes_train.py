@@ -17,7 +17,6 @@ from ..db.scoped import TenantScope
 from ..jobs.spec import JobSpec
 from ..models.catalog import list_models
 from ..services.jobs import JobRejected, check_spec, dataset_task
-from ..models.device import default_device
 from ..strategies import ConfigError, default_compare, task_named
 from . import credits, wizard
 from .advisor import BUDGETS, DataFacts, advise, explanation, history_rates
@@ -69,6 +68,8 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
         except ConfigError as exc:
             limit, ctx["error"] = None, str(exc)
         strategies = wizard.strategies(task.name)
+        from ..models.device import default_device     # here: torch loads on the wizard's first use, not at startup
+
         cuda = default_device().startswith("cuda")
         facts = DataFacts.from_stats(ds.stats or {}, limit, task=task.name)
         past = scope.list(Job, Job.status == "succeeded", order_by=Job.created_at.desc(), limit=200)
