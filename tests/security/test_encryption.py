@@ -47,7 +47,7 @@ def tenant_with_model(server, client_a, tenant_a, marked_dataset):
     job = client_a.post("/api/v1/jobs", json={"dataset_id": ds["id"], "strategy": "linear-probe"}).json()
     done = wait_job(client_a, job["id"], timeout=600)
     assert done["status"] == "succeeded", done
-    hook = client_a.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/h"}).json()
+    hook = client_a.post("/api/v1/webhooks", json={"url": "https://hooks.example.com/h"}).json()
     return {"dataset": ds, "job": done, "hook_secret": hook["secret"]}
 
 

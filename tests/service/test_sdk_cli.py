@@ -108,7 +108,7 @@ def test_sdk_keys_and_webhooks(sdk, server):
             with pytest.raises(APIError) as exc:
                 other.tenant.me()
             assert exc.value.status == 401 and exc.value.code == "invalid_api_key"
-    hook = sdk.webhooks.create("http://127.0.0.1:9/hook", events=["succeeded"])
+    hook = sdk.webhooks.create("https://hooks.example.com/hook", events=["succeeded"])
     assert hook.secret and hook.events == ["succeeded"]
     assert hook.id in {h.id for h in sdk.webhooks.list()}
     assert sdk.webhooks.deliveries(hook.id) == []

@@ -22,7 +22,7 @@ def b_ids(server, client_b, tenant_b, banking_subset) -> dict:
     assert job["status"] == "succeeded", job
     user = client_b.post("/api/v1/users", json={"email": "m@b.test", "role": "member"}).json()
     key = client_b.post("/api/v1/api-keys", json={"name": "second"}).json()
-    hook = client_b.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook"}).json()
+    hook = client_b.post("/api/v1/webhooks", json={"url": "https://hooks.example.com/hook"}).json()
     return {"dataset": ds["id"], "job": job["id"], "model": job["fine_tuned_model"], "user": user["id"],
             "key": key["id"], "webhook": hook["id"]}
 
@@ -115,7 +115,7 @@ def test_lists_show_only_own_rows(client_a, b_ids, path):
 
 
 def test_tenant_id_in_a_body_is_ignored(client_a, tenant_a, tenant_b, banking_subset):
-    r = client_a.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/x", "tenant_id": tenant_b["tenant_id"]})
+    r = client_a.post("/api/v1/webhooks", json={"url": "https://hooks.example.com/x", "tenant_id": tenant_b["tenant_id"]})
     assert r.status_code == 422      # unknown fields are refused outright, not silently applied
     with open(banking_subset[1], "rb") as f:
         r = client_a.post("/api/v1/datasets", files={"file": ("t.csv", f)}, data={"tenant_id": tenant_b["tenant_id"]})

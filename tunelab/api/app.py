@@ -16,27 +16,51 @@ from ..services.predictions import PredictorCache
 from ..settings import Settings
 from . import errors
 from .routes import audit, billing, comparisons, datasets, jobs, keys, models, tenants, users, webhooks
-from .uploads import BodyLimit
+from .bodies import BodyGate, BodyRule, plausible_key
+from .headers import SecurityHeaders, api_headers
+from .uploads import upload_rule
 
 log = logging.getLogger("tunelab.api")
-ROUTERS = [tenants, users, keys, datasets, models, jobs, comparisons, webhooks, audit, billing]
+# jobs first: its status GET is the call every SDK and UI tab repeats while a job runs, and routes
+# are matched in order (the prefixes are disjoint, so the order changes nothing else).
+ROUTERS = [jobs, tenants, users, keys, datasets, models, comparisons, webhooks, audit, billing]
 
 
 class BoundedRequests:
     """At most `limit` requests inside the app at once; the rest wait here, holding neither a
     worker thread nor a database connection. Without it, more requests in flight than the pool
     has connections deadlock the thread pool (each holds a connection while waiting for a thread
-    that waits for a connection) until the pool times out. Streams (SSE) are not counted."""
+    that waits for a connection) until the pool times out.
+
+    Every request is counted, streams too (their opening checks the key and the job); a response
+    that is an event stream gives its slot back once its headers are out: from then on it holds no
+    connection and no thread (services.streams feeds it), and its own limits cap how many stay open."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit, self.sem = app, limit, None
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["path"].endswith("/stream"):
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         self.sem = self.sem or asyncio.Semaphore(self.limit)
-        async with self.sem:
-            await self.app(scope, receive, send)
+        held = True
+        await self.sem.acquire()
+
+        async def sending(message):
+            nonlocal held
+            if held and message["type"] == "http.response.start" and _event_stream(message):
+                held = False
+                self.sem.release()
+            await send(message)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            if held:
+                self.sem.release()
+
+
+def _event_stream(start: dict) -> bool:
+    return any(k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in start.get("headers", ()))
 
 
 class AccessLog:
@@ -90,6 +114,11 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         migrate(db.engine)
+        from ..security.crypto import master_key_in_home
+
+        if master_key_in_home(settings.home):     # a backup of the home would hold the key too
+            log.warning("the master key is a file inside TUNELAB_HOME: set TUNELAB_MASTER_KEY_FILE to a "
+                        "path on another volume (or TUNELAB_MASTER_KEY from a secret store)")
         if settings.in_process_worker if run_worker is None else run_worker:
             from ..jobs.executors import SandboxUnavailable
             from ..jobs.worker import Worker
@@ -98,6 +127,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 worker = Worker(settings, db)
             except SandboxUnavailable as exc:     # serve the API; job creation says why it is refused
                 log.error("no worker started", extra={"reason": str(exc)})
+                app.state.worker_refused = str(exc)      # /readyz names it
                 yield
                 db.engine.dispose()
                 return
@@ -106,6 +136,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
             thread = threading.Thread(target=worker.run_forever, name="worker", daemon=True)
             thread.start()
             worker_box.update(worker=worker, thread=thread)
+            app.state.worker, app.state.worker_thread = worker, thread     # /readyz reads its heartbeat
         yield
         if worker_box:
             worker_box["worker"].stopping.set()
@@ -115,6 +146,7 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     app = FastAPI(title="tunelab", version="0.1.0", lifespan=lifespan,
                   description="Adapt open models to your own data: upload, train, compare, serve.")
     app.state.settings, app.state.db, app.state.predictors = settings, db, PredictorCache(home=settings.home)
+    app.state.job_streams = jobs.stream_hub(db, settings)     # one poller for every live job stream
     from ..security.ratelimit import RateLimiter
 
     app.state.limits = {"per_key": RateLimiter(settings.rate_limit_per_key),
@@ -126,16 +158,20 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
 
     for module in (openai_files, openai_jobs, openai_models):
         app.include_router(module.router)
-    app.add_middleware(BodyLimit, limit_of=lambda: settings.max_upload_bytes,
-                       paths=("/api/v1/datasets", "/v1/files", "/api/v1/models/import"))
+    # Bodies are capped by route and refused before they are read when the caller has no
+    # plausible key (uploads: no valid key); the UI adds its rules to app.state.body_rules.
+    app.state.body_rules = [upload_rule(lambda: settings.max_upload_bytes)]
+    app.add_middleware(BodyGate, rules=app.state.body_rules,
+                       default=BodyRule((), lambda: settings.max_body_bytes, plausible_key))
 
     app.add_middleware(AccessLog)
     app.add_middleware(BoundedRequests, limit=POOL_LIMIT - 8)
+    app.add_middleware(SecurityHeaders, headers_for=api_headers)     # outermost: on every answer
 
     app.openapi = lambda: _document(app)
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz():
-        return {"ok": True, "insecure_mode": settings.insecure_mode}
+    from .routes import health
+
+    app.include_router(health.router)     # /healthz (liveness), /readyz (database, worker, sandbox)
 
     return app

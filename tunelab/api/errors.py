@@ -3,6 +3,7 @@ with a stable `code`. Never a traceback to a client."""
 
 from __future__ import annotations
 
+import errno
 import logging
 
 from fastapi import FastAPI, Request
@@ -10,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ..contract import ErrorBody
 from ..db.scoped import NotFound
@@ -19,21 +22,39 @@ log = logging.getLogger("tunelab.api")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
           403: "permission_error", 404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error"}
+          422: "invalid_request_error", 429: "rate_limit_error", 500: "server_error", 503: "server_error",
+          507: "server_error"}
 
 
 # What each error status means on this API, for the OpenAPI document (every route lists the ones it
 # can answer, each with the ErrorBody schema; see `errors()`).
 _MEANING = {400: "Bad request: a body that cannot be parsed, an empty file, or (on the OpenAI-compatible /v1 "
                  "routes) a request that does not validate",
-            401: "No API key, or one that is unknown or revoked", 402: "Not enough credit to start the job",
+            401: "No API key, or one that is unknown or revoked", 402: "Not enough credit to start the job or serve the request",
             403: "The caller's role (or key) may not do this", 404: "No such resource in the caller's tenant",
             409: "Conflicts with the resource's current state", 413: "The upload is larger than the limit",
             422: "The request does not validate, or its content cannot be used (the message and `param` say why)",
             429: "Rate limited (`Retry-After` says when to retry), or a quota is reached",
-            503: "Jobs cannot run on this server (no sandbox)"}
-# Answered by every route that takes an API key: a missing/bad key, too many requests for the key.
-AUTH = (401, 429)
+            503: "Unavailable for now: the database cannot be reached (`database_unavailable`, with "
+                 "`Retry-After`), or jobs cannot run on this server (no sandbox)",
+            507: "The server's storage is full: nothing of the upload was kept (`insufficient_storage`)"}
+# Answered by every route that takes an API key: a missing/bad key, too many requests for the key,
+# the database unavailable (the key is checked there).
+AUTH = (401, 429, 503)
+DATABASE_RETRY_AFTER = 5       # seconds: a restart or a failover is expected to take about that
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database cannot answer now (down, restarting, unreachable, locked, its pool exhausted),
+    as opposed to a query that is wrong: the client should retry, not report a bug."""
+    return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)) or \
+        (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
 
 
 def errors(*statuses: int) -> dict[int | str, dict]:
@@ -92,10 +113,33 @@ def install(app: FastAPI) -> None:
             headers["Allow"] = allowed_methods(request)
         return _json(exc.status_code, code, str(exc.detail), headers=headers or None)
 
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(PoolTimeout)
+    async def _database(request: Request, exc: Exception):
+        return _crashed(request, exc)
+
+    @app.exception_handler(OSError)
+    async def _os(request: Request, exc: OSError):
+        if exc.errno in _DISK_FULL:
+            log.error("storage full", extra={"path": request.url.path, "error": _one_line(exc)})
+            return _json(507, "insufficient_storage", "The server's storage is full: nothing of this request "
+                         "was kept. Retry later, or ask the operator to free space.")
+        return _crashed(request, exc)
+
     @app.exception_handler(Exception)
     async def _crash(request: Request, exc: Exception):
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return _json(500, "internal_error", "Internal server error; it has been logged.")
+        return _crashed(request, exc)
+
+
+def _crashed(request: Request, exc: Exception) -> JSONResponse:
+    """503 with Retry-After while the database is unavailable (logged without a traceback: the
+    log's repeat filter collapses the outage into a line and a count); 500 for anything else."""
+    if database_unavailable(exc):
+        log.error("database unavailable", extra={"path": request.url.path, "error": _one_line(exc)})
+        return _json(503, "database_unavailable", "The database is unavailable; retry shortly.",
+                     headers={"Retry-After": str(DATABASE_RETRY_AFTER)})
+    log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+    return _json(500, "internal_error", "Internal server error; it has been logged.")
 
 
 def allowed_methods(request: Request) -> str:

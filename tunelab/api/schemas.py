@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..db.models import ApiKey, Dataset, Job, JobEvent, TunedModel, User, Webhook, WebhookDelivery
-from ..jobs.webhooks import EVENTS
+from ..jobs.webhooks import EVENTS, excerpt
 
 # The job events a webhook can subscribe to, as an enum in the document (not only a check in code).
 WebhookEvent = Literal[EVENTS]
@@ -35,7 +35,8 @@ class KeyCreate(Body):
 
 
 class WebhookCreate(Body):
-    url: str = Field(pattern=r"^https?://", max_length=2000)
+    # The route also refuses internal addresses (security/egress.py); delivery checks them again.
+    url: str = Field(pattern=r"^https?://", max_length=2000, description="a public http(s) URL")
     events: list[WebhookEvent] = Field(default_factory=list, description="none: every event")
 
 
@@ -100,5 +101,5 @@ def webhook_out(w: Webhook, secret: bool = False) -> dict:
 
 def delivery_out(d: WebhookDelivery) -> dict:
     return {"id": d.id, "webhook_id": d.webhook_id, "job_id": d.job_id, "event": d.event, "status": d.status,
-            "attempts": d.attempts, "response_status": d.response_status, "response_body": d.response_body,
+            "attempts": d.attempts, "response_status": d.response_status, "response_body": excerpt(d.response_body),
             "duration_ms": d.duration_ms, "last_attempt_at": ts(d.last_attempt_at), "payload": d.payload}

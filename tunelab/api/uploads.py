@@ -1,5 +1,6 @@
 """Uploads: refused with 413 as soon as they pass the size limit (by Content-Length up front, or
-while streaming when it is absent or lies), spooled to disk in chunks, never whole in memory."""
+while streaming when it is absent or lies: `upload_rule`, applied by `bodies.BodyGate`), spooled
+to disk in chunks, never whole in memory."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from pathlib import Path
 
 from fastapi import UploadFile
 
-from .errors import APIError, error_body
+from .bodies import BodyRule, authenticated
+from .errors import APIError
 
 CHUNK = 1024 * 1024
-_MULTIPART_SLACK = 64 * 1024   # boundaries and part headers around the file
+MULTIPART_SLACK = 64 * 1024   # boundaries and part headers around the file
+API_UPLOAD_PATHS = ("/api/v1/datasets", "/v1/files", "/api/v1/models/import")
 
 
 def too_large(limit: int) -> APIError:
@@ -20,39 +23,9 @@ def too_large(limit: int) -> APIError:
                                            "(TUNELAB_MAX_UPLOAD_MB).", "file")
 
 
-class BodyLimit:
-    """ASGI middleware: caps the request body of upload routes."""
-
-    def __init__(self, app, limit_of, paths: tuple[str, ...]):
-        self.app, self.limit_of, self.paths = app, limit_of, paths
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].rstrip("/").endswith(self.paths):
-            return await self.app(scope, receive, send)
-        limit = self.limit_of() + _MULTIPART_SLACK
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return await _reject(send, self.limit_of())
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise too_large(self.limit_of())
-            return message
-        return await self.app(scope, counted, send)
-
-
-async def _reject(send, limit: int) -> None:
-    import json
-
-    err = too_large(limit)
-    body = json.dumps(error_body(413, err.code, err.message, err.param)).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+def upload_rule(limit_of, paths: tuple[str, ...] = API_UPLOAD_PATHS, gate=authenticated) -> BodyRule:
+    """The body rule of upload routes: up to TUNELAB_MAX_UPLOAD_MB, from an authenticated client."""
+    return BodyRule(paths, limit_of, gate, error=too_large, slack=MULTIPART_SLACK)
 
 
 def save_upload(upload: UploadFile, folder: Path, limit: int) -> Path:

@@ -55,7 +55,9 @@ def write_artifact(out: Path, predictor, *, config: dict, metrics: dict, data_re
         (out / MANIFEST).unlink(missing_ok=True)
         for item in tmp.iterdir():
             target = out / item.name
-            if target.is_dir():
+            if target.is_symlink():         # a link left in `out` is replaced, never followed
+                target.unlink()
+            elif target.is_dir():
                 shutil.rmtree(target)
             item.replace(target)
     finally:

@@ -6,18 +6,22 @@ names the quota, its limit and what the request would have made of it."""
 from __future__ import annotations
 
 import os
+import stat
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ..db.ledger import TenantQuota
-from ..db.models import Dataset, Job, TunedModel, utcnow
+from ..db.models import Dataset, Job, utcnow
+from ..settings import get_settings
 
 QUOTAS = ("concurrent_jobs", "gpus", "storage_bytes", "dataset_bytes")
 DEFAULTS = {"concurrent_jobs": 8, "gpus": 1, "storage_bytes": 10 * 10**9, "dataset_bytes": 500 * 10**6}
 ACTIVE = ("queued", "validating", "running")
 _WHAT = {"concurrent_jobs": "jobs queued or running at once", "gpus": "GPUs in use at once",
-         "storage_bytes": "bytes stored (datasets and tuned models)", "dataset_bytes": "bytes in one dataset"}
+         "storage_bytes": "bytes stored (datasets, uploaded and tuned models, job files)",
+         "dataset_bytes": "bytes in one dataset"}
 
 
 class QuotaExceeded(Exception):
@@ -61,15 +65,21 @@ def set_limits(session: Session, tenant_id: str, changes: dict[str, int | None],
     return limits(session, tenant_id)
 
 
-def usage(session: Session, tenant_id: str, artifact_bytes=None) -> dict[str, int]:
+def usage(session: Session, tenant_id: str, home: Path | None = None) -> dict[str, int]:
     jobs = session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))).all()
-    stored = session.scalar(select(func.coalesce(func.sum(Dataset.bytes), 0)).where(Dataset.tenant_id == tenant_id))
-    models = session.scalars(select(TunedModel.artifact_path).where(TunedModel.tenant_id == tenant_id)).all()
-    sizes = artifact_bytes or folder_bytes
     largest = session.scalar(select(func.coalesce(func.max(Dataset.bytes), 0)).where(Dataset.tenant_id == tenant_id))
     return {"concurrent_jobs": len(jobs), "gpus": sum(gpus_of(j.spec) for j in jobs),
-            "storage_bytes": int(stored or 0) + sum(sizes(p) for p in set(models)),
+            "storage_bytes": stored_bytes(home or get_settings().home, tenant_id),
             "dataset_bytes": int(largest or 0)}
+
+
+def stored_bytes(home: Path, tenant_id: str) -> int:
+    """What the tenant's files take on disk, counted where they are rather than from its rows, so
+    nothing is missed: encrypted datasets (until their blob goes), uploaded base models, and
+    everything under its jobs' folders (sealed tuned models, checkpoints, logs). Its data key and
+    the feature cache the platform keeps for its jobs are not counted."""
+    root = Path(home) / "tenants" / tenant_id
+    return sum(folder_bytes(p) for p in (root / "datasets", root / "models", Path(home) / "jobs" / tenant_id))
 
 
 def gpus_of(spec: dict, device: str | None = None) -> int:
@@ -89,14 +99,23 @@ def _needs_cuda(name: str | None) -> bool:
         return False
 
 
-def folder_bytes(path: str) -> int:
+def folder_bytes(path: str | Path) -> int:
+    """Bytes of the regular files in a folder (or of one file: a sealed model is one), links not
+    followed."""
+    try:
+        if os.path.isfile(path) and not os.path.islink(path):
+            return os.path.getsize(path)
+    except OSError:
+        return 0
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
             try:
-                total += os.path.getsize(os.path.join(root, name))
+                st = os.lstat(os.path.join(root, name))
             except OSError:
-                pass
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
     return total
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from ..db.ledger import BillingAccount, JobBilling
 from ..db.models import utcnow
 from . import estimate as estimating
-from . import ledger
+from . import ledger, prices
 from .money import usd
 
 
@@ -27,8 +27,16 @@ class InsufficientCredit(Exception):
 
 
 def check_funds(acct: BillingAccount, est: estimating.Estimate) -> None:
-    if acct.available < est.reserve:
-        raise InsufficientCredit(est.reserve, acct.available)
+    # Predictions served but not yet billed are already owed: a job may not reserve them away.
+    available = acct.available - unbilled_serving(acct)
+    if available < est.reserve:
+        raise InsufficientCredit(est.reserve, available)
+
+
+def unbilled_serving(acct: BillingAccount, more: int = 0) -> int:
+    """What the predictions served and not yet billed (plus `more`) will cost, rounded up."""
+    owed = (acct.served_requests + more - acct.served_billed_requests) * prices.current().per_1k_requests
+    return -(-owed // 1000)
 
 
 def open_job(session: Session, acct: BillingAccount, job_id: str, est: estimating.Estimate) -> JobBilling:

@@ -11,17 +11,54 @@ from sqlalchemy.orm import Session
 from ..db.ledger import BillingAccount
 from ..db.models import utcnow
 from . import ledger, prices
+from .money import usd
+from .settlement import InsufficientCredit, unbilled_serving
 
 BYTE_SECONDS_PER_GB_DAY = 10**9 * 86_400
 
 
+class NoCreditForServing(InsufficientCredit):
+    """402: the available credit does not cover the predictions served and not yet billed plus
+    this request's (or there is none at all)."""
+
+    def __init__(self, needed: int, available: int):
+        super().__init__(needed, available)
+        self.args = (f"Insufficient credit: predictions cost {usd(prices.current().per_1k_requests)} USD per "
+                     f"1,000 requests and {usd(max(available, 0))} USD is available for {usd(needed)} USD owed "
+                     "with this request. Top up to go on serving.",)
+
+
+def check_served(session: Session, tenant_id: str, requests: int) -> None:
+    """Before serving, a cheap read: refuse (NoCreditForServing) when the credit is gone already,
+    rather than spend the compute on an answer that will not be given."""
+    acct = ledger.get_account(session, tenant_id)
+    _refuse_unless_covered(acct, requests)
+
+
 def count_served(session: Session, tenant_id: str, requests: int) -> None:
-    """One atomic increment, no lock: the request path stays cheap; `bill_serving` charges later."""
-    if requests > 0:
-        ledger.get_account(session, tenant_id)
-        session.execute(update(BillingAccount).where(BillingAccount.tenant_id == tenant_id)
-                        .values(served_requests=BillingAccount.served_requests + requests)
-                        .execution_options(synchronize_session=False))
+    """After serving, one atomic conditional increment, no lock (the request path stays cheap;
+    `bill_serving` charges later): counted only while the available credit, above zero, still
+    covers every request served and not billed, this one included. A concurrent request that
+    took the last of it leaves this one uncounted and refused (NoCreditForServing): the balance
+    never goes below zero through serving."""
+    if requests <= 0:
+        return
+    acct = ledger.get_account(session, tenant_id)
+    price = prices.current().per_1k_requests
+    owed = (BillingAccount.served_requests + requests - BillingAccount.served_billed_requests) * price
+    done = session.execute(update(BillingAccount).where(
+        BillingAccount.tenant_id == tenant_id, BillingAccount.available > 0, owed <= BillingAccount.available * 1000)
+        .values(served_requests=BillingAccount.served_requests + requests)
+        .execution_options(synchronize_session=False))
+    if done.rowcount != 1:
+        session.refresh(acct)
+        raise NoCreditForServing(unbilled_serving(acct, requests), acct.available)
+
+
+def _refuse_unless_covered(acct: BillingAccount, requests: int) -> None:
+    needed = unbilled_serving(acct, requests)
+    if acct.available <= 0 or needed > acct.available:
+        raise NoCreditForServing(needed, acct.available)
 
 
 def bill_serving(session: Session, tenant_id: str) -> int:

@@ -28,7 +28,8 @@ def extend(sub, groups) -> None:
     rotate = admin.add_parser("rotate-master-key", help="new master key; rewraps every tenant's data key")
     rotate.set_defaults(func=cmd_rotate_master_key)
     audit = admin.add_parser("audit", help="the audit log").add_subparsers(dest="audit_action", required=True)
-    audit.add_parser("verify", help="check every hash chain: exit 1 if any entry was edited or removed") \
+    audit.add_parser("verify", help="check every chain against its MACs and its anchors: exit 1 if any entry "
+                     "was edited, removed or rewritten, or the newest were cut off") \
         .set_defaults(func=cmd_audit_verify)
 
 
@@ -72,12 +73,13 @@ def cmd_audit_verify(args) -> int:
         checked, problems = verify(s)
     for p in problems:
         print(f"TAMPERED chain {p.chain} entry {p.seq}: {p.what}")
-    print(f"{checked} audit entries checked: " + ("intact" if not problems else f"{len(problems)} problem(s)"))
+    print(f"{checked} audit entries checked against their key and anchors: "
+          + ("intact" if not problems else f"{len(problems)} problem(s)"))
     return EXIT_ERROR if problems else EXIT_OK
 
 
 def cmd_delete_tenant(args) -> int:
-    from ..services.tenants import delete_tenant
+    from ..services.tenants import delete_tenant, scrub_database
 
     if not args.yes:
         raise UsageError("deleting a tenant destroys all its data for good; add --yes")
@@ -85,6 +87,8 @@ def cmd_delete_tenant(args) -> int:
     try:
         with db.session() as s:
             delete_tenant(s, settings.home, args.tenant_id)
+        with db.session() as s:
+            scrub_database(s)      # the deleted rows' old pages out of SQLite's write-ahead log
     except LookupError as exc:         # no such tenant (any LookupError is too broad for errors.py)
         raise UsageError(str(exc), EXIT_CONFIG) from None
     print(f"tenant {args.tenant_id} deleted: its data key destroyed, its files and rows removed")
@@ -98,6 +102,7 @@ def cmd_rotate_master_key(args) -> int:
     import os
     import secrets
 
+    from ..security.audit_anchors import rewrap_key as rewrap_audit_key
     from ..security.crypto import LocalKeyProvider, TenantKeys, master_key_path
     from ..settings import Settings
 
@@ -113,6 +118,7 @@ def cmd_rotate_master_key(args) -> int:
             f.write(base64.b64encode(secrets.token_bytes(32)).decode())
     new = LocalKeyProvider(base64.b64decode(staged.read_text().strip()))
     count = TenantKeys(settings.home).rotate(new)
+    rewrap_audit_key(settings.home, new)         # the audit log's key is wrapped by the master key too
     os.replace(staged, path)
     print(f"master key rotated ({new.key_id}); {count} tenant data key(s) rewrapped")
     return EXIT_OK

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import error
+from .numbers import is_decimal
 
 LABEL_NAMES = ("label", "labels", "category", "class", "intent", "target", "sentiment", "y",
                "rating", "stars", "tag", "topic", "emotion", "polarity", "genre")
@@ -20,7 +21,6 @@ TEXT_NAMES = ("text", "content", "sentence", "message", "body", "document", "utt
 # A label value longer than this is a sentence, not a class name.
 MAX_LABEL_LEN = 64
 _ID_TOKENS = {"id", "idx", "index", "uuid", "key"}
-_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
 @dataclass
@@ -44,7 +44,7 @@ def profile_columns(columns: list[str], rows: list[list[str]], sample: int = 200
         profiles.append(ColumnProfile(
             name, i, len(values), len(set(values)),
             sum(lengths) / len(values) if values else 0.0, max(lengths, default=0),
-            bool(values) and all(_NUMBER.match(v) for v in values)))
+            bool(values) and all(map(is_decimal, values))))
     return profiles
 
 
@@ -79,7 +79,8 @@ def choose_columns(columns: list[str], rows: list[list[str]], *, text_column: st
 
 
 def _tokens(name: str) -> set[str]:
-    # review_body, reviewBody, "Review Body" -> {"review", "body"}
+    # review_body, reviewBody, "Review Body" -> {"review", "body"}. Both patterns are single
+    # character classes with no adjacent quantifiers: linear on any name a file brings.
     spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", name)
     return {t for t in re.split(r"[^0-9a-zA-Z]+", spaced.lower()) if t}
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections import Counter
 from dataclasses import dataclass
 
 from .errors import error, format_lines
+from .numbers import is_number_literal
 
 DELIMITERS = [",", "\t", ";", "|"]
 _NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
@@ -24,7 +24,6 @@ SAMPLE_LINES = 2000
 _FIELD_LIMIT = 16 * 1024 * 1024
 # A header cell is a short name; a value longer than this is data.
 _MAX_HEADER_LEN = 60
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 @dataclass
@@ -192,9 +191,9 @@ def looks_like_header(records, header_hint: set[str] = frozenset()) -> bool:
         return True
     if len(records) == 1:
         # A lone row is a header only if it reads like names.
-        return all(v and not _NUMBER.match(v) and len(v) <= _MAX_HEADER_LEN for v in first)
+        return all(v and len(v) <= _MAX_HEADER_LEN and not is_number_literal(v) for v in first)
     for value in first:
-        if _NUMBER.match(value) or len(value) > _MAX_HEADER_LEN:
+        if len(value) > _MAX_HEADER_LEN or is_number_literal(value):
             return False
     below = records[1:1 + SAMPLE_LINES * 5]
     for i, value in enumerate(first):

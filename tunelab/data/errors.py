@@ -97,6 +97,11 @@ class DataError(Exception):
         self.issues = [issues] if isinstance(issues, Issue) else list(issues)
         super().__init__(self._render())
 
+    def __reduce__(self):
+        # Rebuilt from its issues, not from the rendered message: it crosses from the process
+        # that parsed the file to the API's (services/parsing.py).
+        return (type(self), (self.issues,))
+
     @property
     def codes(self) -> list[str]:
         return [i.code for i in self.issues]

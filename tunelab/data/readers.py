@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from .dataset import Example, TextDataset
 from .delimited import Table, parse_delimited
 from .encoding import decode
 from .errors import error
+from .numbers import integral_float
 from .structured import FASTTEXT_PREFIX, parse_fasttext, parse_json, parse_jsonl, parse_parquet
 
 ENV_MAX_UPLOAD_MB = "TUNELAB_MAX_UPLOAD_MB"
@@ -32,8 +32,6 @@ _PARQUET_MAGIC = b"PAR1"
 _CONTAINERS = {b"PK\x03\x04": "a zip archive (or an Excel .xlsx workbook)", b"\x1f\x8b": "gzip",
                b"BZh": "bzip2", b"7z\xbc\xaf": "7-Zip", b"%PDF": "a PDF document",
                b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook"}
-# Labels written as floats by pandas (1.0, 0.0 after a NaN) mean the integer class.
-_INTEGRAL_FLOAT = re.compile(r"^([+-]?\d+)\.0*$")
 
 
 @dataclass(frozen=True)
@@ -191,5 +189,5 @@ def _cell(row: list[str], index: int) -> str:
 
 
 def _label(value: str) -> str:
-    match = _INTEGRAL_FLOAT.match(value)
-    return str(int(match.group(1))) if match else value
+    # Labels written as floats by pandas (1.0, 0.0 after a NaN) mean the integer class.
+    return integral_float(value) or value

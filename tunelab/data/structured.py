@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from contextlib import contextmanager
 
 from .delimited import Table, make_column_names
 from .errors import error
@@ -26,7 +27,8 @@ _JSON_FIX = "Check the file with a JSON validator (e.g. `python -m json.tool FIL
 def parse_json(text: str, *, max_rows: int) -> Table:
     """A whole-file JSON document; a file of several documents is read as JSON Lines."""
     try:
-        data = json.loads(text)
+        with json_limits():
+            data = json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.msg.startswith("Extra data"):
             return parse_jsonl(text, max_rows=max_rows)
@@ -43,7 +45,8 @@ def parse_jsonl(text: str, *, max_rows: int) -> Table:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw)
+            with json_limits(number):
+                record = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise _bad_json(number, f"line {number} is not valid JSON: {exc.msg} "
                                     f"(column {exc.colno}).") from None
@@ -126,6 +129,22 @@ def _check_rows(n: int, max_rows: int) -> None:
     if n > max_rows:
         raise error("too_large", f"the file has more than {max_rows:,} rows.",
                     "Use a sample of the data, or raise the limit with DataLimits(max_rows=...).")
+
+
+@contextmanager
+def json_limits(line: int | None = None):
+    """Python's JSON parser stops at its own limits with RecursionError (arrays nested about a
+    thousand deep) or ValueError (an integer over 4,300 digits): both are a bad file (422 with the
+    line), not a crash (500). Syntax errors (JSONDecodeError) pass through for the caller's report."""
+    where = f"line {line}: " if line else ""
+    try:
+        yield
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise _bad_json(line or 1, f"{where}the JSON nests arrays or objects too deeply to read.") from None
+    except ValueError:
+        raise _bad_json(line or 1, f"{where}the JSON holds an integer with more than 4,300 digits.") from None
 
 
 def _bad_json(line: int, message: str):

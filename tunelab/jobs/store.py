@@ -4,6 +4,10 @@ and the queue itself: claim with a lease, heartbeat, and requeue of jobs whose w
 The claim is safe with many workers on either backend: PostgreSQL skips rows another worker has
 locked (FOR UPDATE SKIP LOCKED); on both, the claiming UPDATE is a compare-and-set on
 `lease_version`, so of two workers that saw the same row only one gets it.
+
+The claim's `lease_version` is also the fencing token: a worker that stalled past its lease (paused,
+cut off from the database) may find the job requeued and claimed by another when it wakes up, so
+whatever it records is guarded by `hold`, a compare-and-set on (lease_owner, lease_version).
 """
 
 from __future__ import annotations
@@ -101,26 +105,41 @@ def claim(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
     return None
 
 
-def heartbeat(session: Session, job: Job, worker_id: str, lease_seconds: float) -> bool:
-    """Renew the lease; False when this worker no longer holds it (it must stop the job)."""
+def hold(session: Session, job: Job, worker_id: str, version: int, lease_seconds: float) -> bool:
+    """Renew this worker's lease on the job if it still holds the claim it made (`version`: the
+    job's lease_version then); False when it lost it (the job was requeued, maybe claimed again):
+    it must then record nothing more of this attempt. The UPDATE is the check, so nothing can come
+    between them: on PostgreSQL it keeps the job's row locked until this transaction commits
+    (requeue_expired skips locked rows; a claim waits), on SQLite the transaction holds the
+    database's write lock, so what the transaction then records is still the holder's."""
     done = session.execute(
-        update(Job).where(Job.id == job.id, Job.lease_owner == worker_id)
+        update(Job).where(Job.id == job.id, Job.lease_owner == worker_id, Job.lease_version == version)
         .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
         .execution_options(synchronize_session=False))
     return done.rowcount == 1
+
+
+def _locked(session: Session, query):
+    """`query`'s rows locked for this transaction, skipping those another holds (PostgreSQL; SQLite
+    serialises writers anyway): a row read here is then still current when it is written, and a
+    job whose worker holds it right now (`hold`) is never requeued under it."""
+    query = query.execution_options(populate_existing=True)     # the row as locked, not as cached
+    if session.bind.dialect.name == "postgresql":
+        return query.with_for_update(skip_locked=True)
+    return query
 
 
 def requeue_expired(session: Session, now: datetime | None = None, max_attempts: int = 3) -> list[str]:
     """The reconciler: jobs left validating/running by a worker that stopped renewing its lease
     go back to the queue (and resume from their checkpoint), or fail after max_attempts."""
     now = now or utcnow()
-    stale = session.scalars(select(Job).where(
+    stale = session.scalars(_locked(session, select(Job).where(
         Job.status.in_([JobStatus.VALIDATING.value, JobStatus.RUNNING.value]),
-        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now))).all()
+        or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now)))).all()
     touched = []
     # Claimed but never started (the worker died in between): free again, still queued.
-    orphans = session.scalars(select(Job).where(
-        Job.status == JobStatus.QUEUED.value, Job.lease_owner.is_not(None), Job.lease_expires_at < now)).all()
+    orphans = session.scalars(_locked(session, select(Job).where(
+        Job.status == JobStatus.QUEUED.value, Job.lease_owner.is_not(None), Job.lease_expires_at < now))).all()
     for job in orphans:
         add_event(session, job, "log", f"Worker {job.lease_owner} stopped before starting the job; released.")
         job.lease_owner, job.lease_expires_at = None, None

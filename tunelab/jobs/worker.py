@@ -9,20 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
 import uuid
 from pathlib import Path
 
-from ..security.storage import cipher, dataset_store, seal_folder
+from ..security.safe_fs import UnsafeEntry
+from ..security.storage import cipher, dataset_store
 from ..db import Database
+from ..billing import quotas
 from ..db.models import Dataset, Job, TunedModel
 from ..settings import Settings
-from . import metering, store, webhooks
+from ..strategies import available
+from . import diskfull, metering, store, webhooks
 from .child import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STOPPED
 from .executors import Executor, executor_for
+from .jobdir import ARTIFACT, INPUTS, SPEC, WORK, JobFolder, artifact_parts
 from .results import store_result_file
 from .spec import ChildSpec, JobSpec
 from .status import JobStatus
@@ -57,6 +60,7 @@ class Worker:
         self.executor = executor or executor_for(settings.insecure_mode)
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
+        self.last_beat = time.monotonic()      # the loop's last round that reached the database (/readyz)
 
     # ---- loop ---------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -75,9 +79,10 @@ class Worker:
         with self.db.session() as s:
             store.requeue_expired(s, max_attempts=self.settings.max_attempts)
             job = store.claim(s, self.id, self.settings.lease_seconds)
+        self.last_beat = time.monotonic()
         if job is None:
             return False
-        self.run_job(job.id)
+        self.run_job(job.id, job.lease_version)
         return True
 
     def _deliver_webhooks(self) -> None:
@@ -91,9 +96,14 @@ class Worker:
             self.stopping.wait(0.5)
 
     # ---- one job ------------------------------------------------------------------------
-    def run_job(self, job_id: str) -> None:
+    def run_job(self, job_id: str, version: int | None = None) -> None:
+        """Run the job this worker claimed (`version`: its lease_version after the claim, the
+        token every write of this attempt is fenced with; by default the current one)."""
         with self.db.session() as s:
             job = s.get(Job, job_id)
+            version = job.lease_version if version is None else version
+            if not self._hold(s, job, version):
+                return
             if job.cancel_requested:
                 store.transition(s, job, JobStatus.CANCELLED, "Cancelled before it started.")
                 webhooks.enqueue(s, job, "cancelled")
@@ -102,38 +112,61 @@ class Worker:
                              f"Validating the dataset (attempt {job.attempts}).", worker=self.id)
             try:
                 spec_path, inputs = self._write_child_spec(s, job)
+                runtime = tenant_runtime(self.settings, job.tenant_id)
             except LookupError as exc:
                 self._fail(s, job, "invalid_training_file", str(exc))
                 return
-            runtime = tenant_runtime(self.settings, job.tenant_id)
-        # TUNELAB_HOME for the job is its tenant's own runtime folder (feature cache, throughput
-        # table): no cache is shared across tenants, and the server's home stays out of reach.
-        execution = self.executor.start(spec_path, spec_path.parent, child_env() | {"TUNELAB_HOME": str(runtime)},
-                                        readable=inputs, writable=[runtime])
-        self._supervise(job_id, execution, metering.JobMeter(job_id, job.tenant_id, execution,
-                                                             self.settings.heartbeat_seconds))
+            except OSError as exc:
+                if not diskfull.is_disk_full(exc):
+                    raise
+                self._fail_disk_full(s, job, "writing the job's input files")
+                return
+        try:
+            # TUNELAB_HOME for the job is its tenant's own runtime folder (feature cache, throughput
+            # table): no cache is shared across tenants, and the server's home stays out of reach.
+            execution = self.executor.start(spec_path, spec_path.parent, child_env() | {"TUNELAB_HOME": str(runtime)},
+                                            readable=inputs, writable=[runtime], gpus=quotas.gpus_of(job.spec))
+        except OSError as exc:
+            if not diskfull.is_disk_full(exc):
+                raise
+            with self.db.session() as s:
+                job = s.get(Job, job_id)
+                if self._hold(s, job, version):
+                    self._fail_disk_full(s, job, "starting the job")
+            return
+        self._supervise(job_id, version, execution, metering.JobMeter(job_id, job.tenant_id, execution,
+                                                                      self.settings.heartbeat_seconds))
+
+    def _hold(self, s, job: Job, version: int) -> bool:
+        """Still this attempt's worker? Renews the lease; see store.hold."""
+        if store.hold(s, job, self.id, version, self.settings.lease_seconds):
+            return True
+        s.rollback()
+        log.warning("lost the lease: another worker has the job now; this attempt's result is discarded",
+                    extra={"job": job.id, "worker": self.id, "lease_version": version})
+        return False
 
     def _write_child_spec(self, s, job: Job) -> tuple[Path, list[Path]]:
         spec = JobSpec.model_validate(job.spec)
-        folder = job_dir(self.settings, job)
-        inputs_dir = folder / "inputs"
-        inputs_dir.mkdir(parents=True, exist_ok=True)
+        folder = JobFolder(job_dir(self.settings, job))
         store = dataset_store(self.settings.home, job.tenant_id)
 
-        def path_of(dataset_id: str, role: str) -> tuple[str, Dataset]:
-            """The dataset decrypted into the job's own folder (the only place the job can read);
+        def input_of(dataset_id: str, role: str) -> tuple[str, bytes, Dataset]:
+            """The dataset decrypted, for the job's own folder (the only place the job can read);
             removed again when the job ends."""
             row = s.get(Dataset, dataset_id)
             stored = store.get(row.sha256) if row is not None and row.sha256 else None
             if row is None or row.tenant_id != job.tenant_id or stored is None:
                 raise LookupError(f"The dataset {dataset_id} no longer exists.")
-            dest = inputs_dir / f"{role}{Path(row.filename).suffix.lower()}"
-            return str(stored.export_to(dest)), row
+            suffix = Path(row.filename).suffix.lower()
+            return f"{role}{suffix if suffix[1:].isalnum() else ''}", stored.read(), row
 
-        train_path, train_row = path_of(spec.dataset_id, "train")
-        test_path = path_of(spec.test_dataset_id, "test")[0] if spec.test_dataset_id else None
-        folder = job_dir(self.settings, job)
-        folder.mkdir(parents=True, exist_ok=True)
+        train_name, train_data, train_row = input_of(spec.dataset_id, "train")
+        files = {train_name: train_data}
+        if spec.test_dataset_id:
+            test_name, files[test_name], _ = input_of(spec.test_dataset_id, "test")
+        train_path, test_path = folder.path / INPUTS / train_name, \
+            (folder.path / INPUTS / test_name if spec.test_dataset_id else None)
         if spec.model.startswith("upload:"):       # the tenant's own uploaded base model
             from ..security.storage import find_model
 
@@ -141,43 +174,49 @@ class Worker:
             if found is None:
                 raise LookupError(f"The uploaded model {spec.model} no longer exists.")
             spec = spec.model_copy(update={"model": str(found)})
-        child = ChildSpec(job=spec, train_file=train_path, test_file=test_path,
+        child = ChildSpec(job=spec, train_file=str(train_path), test_file=test_path and str(test_path),
                           text_column=train_row.text_column, label_column=train_row.label_column,
-                          work_dir=str(folder / "work"), out_dir=str(folder / "artifact"))
-        path = folder / "spec.json"
-        path.write_text(child.model_dump_json(indent=2))
+                          work_dir=str(folder.path / WORK), out_dir=str(folder.path / ARTIFACT))
+        # A fresh inputs/ and spec.json each attempt, written without following what the job left.
+        folder.prepare_attempt(files, child.model_dump_json(indent=2))
+        path = folder.path / SPEC
         inputs = []
         model_dir = Path(spec.model)
         if model_dir.is_dir():          # bring-your-own folder: readable, nothing else around it
             inputs.append(model_dir.resolve())
         return path, inputs
 
-    def _supervise(self, job_id: str, execution, meter=None) -> None:
+    def _supervise(self, job_id: str, version: int, execution, meter=None) -> None:
         state = {"result": None, "error": None, "stopped": None}
         next_beat, term_sent_at = 0.0, None
         while True:
             code = execution.poll()
             with self.db.session() as s:
                 job = s.get(Job, job_id)
+                now = time.monotonic()
+                # Checked before this round writes anything: a worker that stalled past its lease
+                # (paused, cut off) learns here that another worker took the job, and then records
+                # nothing of its attempt: no event, no usage, no result, no artifact.
+                if (code is not None or now >= next_beat) and not self._hold(s, job, version):
+                    if code is None:
+                        execution.kill()
+                        execution_wait(execution)
+                    return
                 for line in execution.lines():
                     self._handle_line(s, job, line, state)
                     meter and meter.observe(line)
                 meter and meter.sample()
                 if code is not None:
                     meter and meter.tick(s)             # the last usage, before settling
+                    state["violation"] = getattr(execution, "violation", None)
                     self._finish(s, job, code, state)
                     if JobStatus(job.status).is_terminal:    # plaintext inputs go with the job
-                        shutil.rmtree(job_dir(self.settings, job) / "inputs", ignore_errors=True)
+                        JobFolder(job_dir(self.settings, job)).remove_inputs()
                     return
-                now = time.monotonic()
-                if now >= next_beat:
+                if now >= next_beat:                    # the lease was renewed above
                     next_beat = now + self.settings.heartbeat_seconds
-                    if not store.heartbeat(s, job, self.id, self.settings.lease_seconds):
-                        log.warning("lost the lease; stopping job", extra={"job": job_id})
-                        execution.kill()
-                        execution_wait(execution)
-                        return
-                    s.refresh(job)
+                    s.flush()                   # what this round's lines changed, before the reload
+                    s.refresh(job)              # (a cancel request comes from the API)
                     if job.cancel_requested and term_sent_at is None:
                         store.add_event(s, job, "log", "Cancel requested: stopping at the next step with a checkpoint.")
                         execution.terminate()
@@ -192,6 +231,7 @@ class Worker:
                 if term_sent_at is not None and now - term_sent_at > self.settings.cancel_grace_seconds:
                     store.add_event(s, job, "log", "Grace period over: job process killed.", level="warning")
                     execution.kill()
+            self.last_beat = time.monotonic()
             time.sleep(0.2)
 
     def _handle_line(self, s, job: Job, line: str, state: dict) -> None:
@@ -221,10 +261,21 @@ class Worker:
             store.transition(s, job, JobStatus.CANCELLED, "Cancelled; its last checkpoint was kept.",
                              step=(state["stopped"] or {}).get("step"))
             webhooks.enqueue(s, job, "cancelled")
+        elif state.get("violation"):                # over a sandbox limit: retrying cannot help
+            self._fail(s, job, "resource_limit", f"The job was stopped: {state['violation']}.")
         elif code == EXIT_OK and state["result"]:
-            self._succeed(s, job, state["result"])
+            try:
+                with s.begin_nested():          # a full disk undoes what success had recorded
+                    self._succeed(s, job, state["result"])
+            except OSError as exc:
+                if not diskfull.is_disk_full(exc):
+                    raise
+                self._fail_disk_full(s, job, "sealing the job's model and results")
         elif code in (EXIT_DATA, EXIT_CONFIG):      # the user's input: retrying cannot help
             self._fail(s, job, err.get("code", "invalid_job"), err.get("message", "invalid job"))
+        elif code != EXIT_STOPPED and not state.get("credit_exhausted") and \
+                diskfull.job_ran_out(err, job_dir(self.settings, job)):     # a retry would fill it again
+            self._fail_disk_full(s, job, "the job wrote its checkpoints and outputs")
         elif code == EXIT_STOPPED or state.get("credit_exhausted"):   # stopped without a cancel: paused (billing)
             store.transition(s, job, JobStatus.PAUSED, "Paused at a checkpoint: credit ran out; a top-up resumes it."
                              if state.get("credit_exhausted") else "Paused at a checkpoint.",
@@ -239,30 +290,71 @@ class Worker:
             self._fail(s, job, err.get("code", "internal_error"),
                        f"Failed {job.attempts} times; last: {err.get('message', f'exit status {code}')}")
 
+    def _sealed_artifacts(self, s, job: Job, spec: JobSpec, result: dict) -> dict[str, str]:
+        """Each strategy the job reports done, sealed (encrypted at rest) from the folder the
+        worker assigned it: the paths the job printed are ignored, and only the strategies the
+        job asked for are taken."""
+        known = set(available())
+        if spec.kind == "train":       # one folder; the reported name only tags the model
+            told = result.get("strategy")
+            names = [told if isinstance(told, str) and told in known else spec.strategy]
+        else:
+            reported = result.get("artifacts") if isinstance(result.get("artifacts"), dict) else {}
+            names = [name for name in spec.strategies if name in reported]
+        folder, sealed = JobFolder(job_dir(self.settings, job)), {}
+        for strategy in [name for name in names if name in known]:
+            try:
+                path, skipped = folder.seal(self.settings.home, job.tenant_id, artifact_parts(spec.kind, strategy))
+            except (UnsafeEntry, OSError) as exc:
+                if diskfull.is_disk_full(exc):      # not the artifact's fault: the job fails (worker._finish)
+                    raise
+                store.add_event(s, job, "log", f"The {strategy} artifact was refused: {exc.strerror or exc}.",
+                                level="warning")
+                continue
+            if skipped:
+                store.add_event(s, job, "log", f"Left out of the {strategy} artifact (only regular files are "
+                                f"kept): {'; '.join(skipped[:20])}.", {"skipped": skipped[:200]}, level="warning")
+            sealed[strategy] = str(path)
+        return sealed
+
     def _succeed(self, s, job: Job, result: dict) -> None:
         spec = JobSpec.model_validate(job.spec)
+        sealed = self._sealed_artifacts(s, job, spec, result)
+        if spec.kind == "train" and not sealed:
+            self._fail(s, job, "invalid_artifact", "The job finished without a model folder the worker could seal.")
+            return
         ids = {}
-        for strategy, path in result.get("artifacts", {}).items():
-            path = str(seal_folder(self.settings.home, job.tenant_id, Path(path)))   # encrypted at rest
+        for strategy, path in sealed.items():
             model_id = tuned_model_id(job, spec, strategy)
-            metrics = result.get("metrics") if result["kind"] == "train" else \
+            metrics = result.get("metrics") if spec.kind == "train" else \
                 next((r for r in result.get("results", []) if r.get("strategy") == strategy), {})
             if s.get(TunedModel, model_id) is None:
                 s.add(TunedModel(id=model_id, tenant_id=job.tenant_id, job_id=job.id, base_model=spec.model,
                                  strategy=strategy, artifact_path=path, metrics=metrics or {}))
             ids[strategy] = model_id
-        job.result = {**result, "models": ids}
-        if result["kind"] == "train":
+        job.result = {**result, "artifacts": sealed, "models": ids}
+        if spec.kind == "train":
             found = store_result_file(s, self.settings.home, job)
             job.result = {**job.result, "result_files": [found] if found else []}
-        pick = result.get("strategy") or result.get("recommended")
-        job.fine_tuned_model = ids.get(pick)
+        pick = next(iter(ids)) if spec.kind == "train" else result.get("recommended")
+        job.fine_tuned_model = ids.get(pick) if isinstance(pick, str) else None
         summary = result.get("metrics", {})
         if summary:
             store.add_event(s, job, "metrics", _headline(summary) + ".",
                             {k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
         store.transition(s, job, JobStatus.SUCCEEDED, f"Job succeeded: {job.fine_tuned_model or 'comparison ready'}.")
         webhooks.enqueue(s, job, "succeeded")
+
+    def _fail_disk_full(self, s, job: Job, doing: str) -> None:
+        """Fail the job at once (no retry: it would fill the disk again), with a message that says
+        where space is needed; what the attempt half-wrote is removed, its last checkpoint kept."""
+        message = diskfull.message(self.settings.home, doing)      # measured before cleaning up
+        try:
+            JobFolder(job_dir(self.settings, job)).discard_partial()
+        except OSError:
+            log.exception("could not remove a job's partial files", extra={"job": job.id})
+        log.error("job failed: the disk under TUNELAB_HOME is full", extra={"job": job.id, "doing": doing})
+        self._fail(s, job, diskfull.CODE, message)
 
     def _fail(self, s, job: Job, code: str, message: str) -> None:
         job.error_code, job.error_message = code, message

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickletools
 import struct
 from pathlib import Path
 
@@ -23,10 +24,87 @@ class UnsafeWeights(ValueError):
 
 
 def looks_like_pickle(path: Path) -> bool:
+    """A torch zip, or bytes that an unpickler would run: parsed with pickletools.genops, which
+    reads opcodes and never executes them. Every protocol, 0 and 1 (text-like, no header) too."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(4)
-    # protocol 2+ pickles start with PROTO; torch's zip format starts with a zip header.
-    return (len(head) >= 2 and head[0] == 0x80 and head[1] in (2, 3, 4, 5)) or head.startswith(b"PK\x03\x04")
+        if f.read(4).startswith(b"PK\x03\x04"):      # torch's zip format holds a pickle
+            return True
+        f.seek(0)
+        return _runs_as_pickle(_CappedReader(f, size))
+
+
+# An unpickler runs code only through an object it imported: GLOBAL and INST name a module and
+# an attribute on their line, STACK_GLOBAL takes both from the stack. (REDUCE, BUILD, OBJ, NEWOBJ
+# call what an import put there; EXT* import only what the loading process registered, none by
+# default; PERSID hands an id to the loader's own persistent_load.)
+_IMPORTS_BY_NAME = {"GLOBAL", "INST"}
+SNIFF_MAX_OPCODES = 100_000       # this many valid opcodes in a row: a pickle, whatever follows
+SNIFF_MAX_ARG = 1 << 20           # an opcode argument larger than this is skipped, never read
+
+
+class _SkippedArgument(Exception):
+    pass
+
+
+class _CappedReader:
+    """The file as genops reads it, never more than SNIFF_MAX_ARG bytes at once: a longer
+    argument (an attacker may put a long harmless string before the code) is skipped, and the
+    scan goes on after it; one longer than the rest of the file reads as truncated, where an
+    unpickler fails too, before running anything after it."""
+
+    def __init__(self, f, size: int):
+        self.f, self.size = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        if 0 <= n <= SNIFF_MAX_ARG:
+            return self.f.read(n)
+        if n < 0 or n > self.size - self.f.tell():
+            return b""
+        self.f.seek(n, 1)
+        raise _SkippedArgument
+
+    def readline(self) -> bytes:
+        line = self.f.readline(SNIFF_MAX_ARG + 1)
+        if len(line) <= SNIFF_MAX_ARG or line.endswith(b"\n"):
+            return line
+        while line and not line.endswith(b"\n"):     # skip the rest of an over-long line
+            line = self.f.readline(SNIFF_MAX_ARG)
+        raise _SkippedArgument
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+def _runs_as_pickle(reader: _CappedReader) -> bool:
+    """True if the stream, read as pickle opcodes from its first byte, reaches an import, a
+    protocol 2+ header, a STOP after real content, or SNIFF_MAX_OPCODES opcodes, before an
+    invalid byte (where an unpickler stops without running anything more)."""
+    count = 0
+    while True:                                 # once more after each skipped argument
+        try:
+            for opcode, arg, _pos in pickletools.genops(reader):
+                count += 1
+                if count >= SNIFF_MAX_OPCODES or (opcode.name == "STACK_GLOBAL" and count > 2):
+                    return True                 # (it pops a module and a name something pushed)
+                if opcode.name in _IMPORTS_BY_NAME and _importable(arg):
+                    return True
+                if opcode.name == "PROTO" and count == 1 and isinstance(arg, int) and 2 <= arg <= 5:
+                    return True
+                if opcode.name == "STOP":       # "N." (None) or "I1\n." hold nothing to run
+                    return count > 2
+            return False
+        except _SkippedArgument:
+            count += 1
+        except (ValueError, OverflowError, struct.error):   # not a pickle opcode, or cut short
+            return False
+
+
+def _importable(arg) -> bool:
+    """GLOBAL's "module name" argument as an unpickler would import it: dotted identifiers (a
+    text file that starts with a "c" reads as GLOBAL too, but its words never import)."""
+    return isinstance(arg, str) and all(part.isidentifier() for word in arg.split(" ", 1)
+                                        for part in word.split("."))
 
 
 def validate_safetensors(path: Path) -> int:

@@ -10,6 +10,8 @@ its stats count turns and tokens with the catalog's chat model's tokenizer."""
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from ..data.stats import _histogram, _length_summary
 from ..db.models import Dataset
 from ..db.scoped import TenantScope
 from ..security.storage import dataset_store
+from . import parsing
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,12 @@ def data_kind(path: Path) -> str | None:
     own rule, so that what an upload is and what a job trains on agree)."""
     from ..strategies.generative import read_kind
 
-    return read_kind(Path(path))
+    try:
+        return read_kind(Path(path))
+    except RecursionError:
+        # JSON nested past the parser's depth in the first line: not generative data as far as
+        # anyone can tell; the table reader then refuses it as bad JSON (422, not a 500).
+        return None
 
 
 def task_of_kind(kind: str | None) -> str:
@@ -90,38 +98,72 @@ def task_of_kind(kind: str | None) -> str:
 
 def import_dataset(session: Session, tenant_id: str, home: Path, upload: Path, filename: str, *,
                    purpose: str = "fine-tune", text_column: str | None = None, label_column: str | None = None,
-                   limits: DataLimits | None = None, model: str = "minilm") -> Dataset:
-    """DataError when the file cannot be read (nothing stored, no row)."""
-    named = upload.with_name(Path(filename).name or "upload")
-    if named != upload:
-        upload.rename(named)       # the reader uses the suffix as a format hint
-    store = dataset_store(home, tenant_id)
+                   limits: DataLimits | None = None, model: str = "minilm", parsers: int = 0) -> Dataset:
+    """DataError when the file cannot be read (nothing stored, no row). `parsers` > 0: the file is
+    read and checked in one of that many parser processes (the server: see services/parsing.py)."""
+    named = _private_copy(upload, filename, dataset_store(home, tenant_id).root / "staging")
     try:
-        # Columns named by the caller: they mean a table, whatever the content looks like.
-        kind = None if (text_column or label_column) else data_kind(named)
-        if kind is None:
-            stored = store.import_file(named, text_column=text_column, label_column=label_column, limits=limits)
-        else:
-            stored = store.import_generative(named, limits=limits)
+        fields = parsing.run(read_dataset, tenant_id, home, named, purpose=purpose, text_column=text_column,
+                             label_column=label_column, limits=limits, model=model, workers=parsers)
     finally:
-        named.unlink(missing_ok=True)
+        shutil.rmtree(named.parent, ignore_errors=True)
+    return TenantScope(session, tenant_id).add(Dataset(**fields))
+
+
+def read_dataset(tenant_id: str, home: Path, named: Path, *, purpose: str, text_column: str | None,
+                 label_column: str | None, limits: DataLimits | None, model: str) -> dict:
+    """Parse, store and validate the file `named` (its name is the user's): the new row's fields.
+    Runs in a parser process: takes and returns only what pickles, touches no database."""
+    store = dataset_store(home, tenant_id)
+    # Columns named by the caller: they mean a table, whatever the content looks like.
+    kind = None if (text_column or label_column) else data_kind(named)
+    if kind is None:
+        stored = store.import_file(named, text_column=text_column, label_column=label_column, limits=limits)
+    else:
+        stored = store.import_generative(named, limits=limits)
     # The same bytes stored before decide (content addressing: the first import's reading).
     if stored.kind is not None:
-        return _add_generative(session, tenant_id, stored, filename, purpose)
+        return _generative_fields(stored, named.name, purpose)
     ds = stored.load()
     max_length, counter = _counter(model)
     report = validate(ds, max_length=max_length, count_tokens=counter)
-    row = Dataset(filename=Path(filename).name, purpose=purpose, bytes=len(stored.read()),
-                  sha256=stored.sha256, status="processed" if report.ok else "error",
-                  text_column=ds.text_column, label_column=ds.label_column, rows=len(ds),
-                  report={k: v for k, v in report.to_dict().items() if k != "stats"}
-                  | {"task": CLASSIFICATION, "kind": LABELLED, "format": stored.meta.get("format"),
-                     "encoding": stored.meta.get("encoding"), "columns": stored.meta.get("columns")},
-                  stats=report.stats.get("train", {}))
-    return TenantScope(session, tenant_id).add(row)
+    return dict(filename=named.name, purpose=purpose, bytes=len(stored.read()),
+                sha256=stored.sha256, status="processed" if report.ok else "error",
+                text_column=ds.text_column, label_column=ds.label_column, rows=len(ds),
+                report={k: v for k, v in report.to_dict().items() if k != "stats"}
+                | {"task": CLASSIFICATION, "kind": LABELLED, "format": stored.meta.get("format"),
+                   "encoding": stored.meta.get("encoding"), "columns": stored.meta.get("columns")},
+                stats=report.stats.get("train", {}))
 
 
-def _add_generative(session: Session, tenant_id: str, stored, filename: str, purpose: str) -> Dataset:
+def _private_copy(upload: Path, filename: str, staging: Path) -> Path:
+    """The upload moved, under the user's file name (the readers take its suffix as a format
+    hint), into a fresh owner-only folder of its own in the tenant's staging area: two uploads of
+    the same name, from one tenant or two, never share a path (they did: a rename to
+    uploads/<name> let one tenant's upload replace another's between rename and read)."""
+    staging.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(dir=staging, prefix="upload-"))
+    named = folder / upload_name(filename)
+    try:
+        shutil.move(upload, named)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return named
+
+
+def upload_name(filename: str) -> str:
+    """A file name that stays inside its folder and fits the file system: the last path part,
+    never "." or "..", at most 200 bytes (the suffix kept, it is the format hint)."""
+    name = Path(filename.replace("\0", "")).name
+    if name in ("", ".", ".."):
+        return "upload"
+    if len(name.encode("utf-8", "surrogateescape")) > 200:
+        return "upload" + Path(name).suffix[:20]
+    return name
+
+
+def _generative_fields(stored, filename: str, purpose: str) -> dict:
     ds = stored.load_generative()
     max_length, tokenizer, counter = _chat_counter(CHAT_MODEL)
     lengths: list[int] = []
@@ -136,14 +178,13 @@ def _add_generative(session: Session, tenant_id: str, stored, filename: str, pur
         stats["length"] = _length_summary(lengths)
         stats["histogram"] = _histogram(lengths)
         stats["roles"] = _role_lengths(ds, tokenizer)
-    row = Dataset(filename=Path(filename).name, purpose=purpose, bytes=len(stored.read()),
-                  sha256=stored.sha256, status="processed" if report.ok else "error",
-                  rows=len(ds),
-                  report={k: v for k, v in report.to_dict().items() if k != "stats"}
-                  | {"task": task_of_kind(ds.kind), "kind": ds.kind, "format": ds.format,
-                     "encoding": stored.meta.get("encoding"), "tokenizer": CHAT_MODEL if counter else None},
-                  stats=stats)
-    return TenantScope(session, tenant_id).add(row)
+    return dict(filename=filename, purpose=purpose, bytes=len(stored.read()),
+                sha256=stored.sha256, status="processed" if report.ok else "error",
+                rows=len(ds),
+                report={k: v for k, v in report.to_dict().items() if k != "stats"}
+                | {"task": task_of_kind(ds.kind), "kind": ds.kind, "format": ds.format,
+                   "encoding": stored.meta.get("encoding"), "tokenizer": CHAT_MODEL if counter else None},
+                stats=stats)
 
 
 def _role_lengths(ds, tokenizer) -> dict:
@@ -175,11 +216,17 @@ def stored_dataset(home: Path, row: Dataset):
     return dataset_store(home, row.tenant_id).get(row.sha256) if row.sha256 else None
 
 
-def preview(home: Path, row: Dataset, limit: int = 20) -> list[dict]:
+def preview(home: Path, row: Dataset, limit: int = 20, *, parsers: int = 0) -> list[dict]:
     """The first rows: {line, text, label} for a table; {line, messages: [{role, content}]} for
     conversations and plain documents; {line, prompt: [{role, content}], chosen, rejected} for
-    preference pairs."""
-    stored = stored_dataset(home, row)
+    preference pairs. The stored file is read again: in a parser process when `parsers` > 0."""
+    if not row.sha256:
+        return []
+    return parsing.run(preview_rows, home, row.tenant_id, row.sha256, limit, workers=parsers)
+
+
+def preview_rows(home: Path, tenant_id: str, sha256: str, limit: int) -> list[dict]:
+    stored = dataset_store(home, tenant_id).get(sha256)
     if stored is None:
         return []
     if stored.kind is not None:
@@ -196,3 +243,14 @@ def _example_out(e) -> dict:
     if hasattr(e, "chosen"):
         return {"line": e.line, "prompt": _messages(e.prompt), "chosen": e.chosen, "rejected": e.rejected}
     return {"line": e.line, "messages": _messages(e.messages)}
+
+
+def delete_dataset(scope: TenantScope, home: Path, dataset_id: str) -> Dataset:
+    """Delete the row and, once no other row of the tenant shares its content-addressed blob,
+    the stored bytes too (they count in the storage quota until then)."""
+    from .retention import drop_dataset_blob
+
+    row = scope.get(Dataset, dataset_id, "dataset")
+    scope.delete(row)
+    drop_dataset_blob(scope.session, home, scope.tenant_id, row.sha256)
+    return row

@@ -47,8 +47,11 @@ def export_tenant(session: Session, home: Path, tenant_id: str) -> Path:
                 **_STR))
         for m in _rows(session, TunedModel, tenant_id):
             sealed = Path(m.artifact_path)
-            if sealed.is_file():
-                zf.writestr(f"models/{m.id.replace(':', '_')}.tar", key.decrypt(sealed.read_bytes()))
+            if sealed.is_file():      # a segment at a time: a model is never whole in memory
+                with open(sealed, "rb") as src, zf.open(f"models/{m.id.replace(':', '_')}.tar", "w",
+                                                        force_zip64=True) as member:
+                    for chunk in key.decrypt_stream(src):
+                        member.write(chunk)
         zf.writestr("audit.json", json.dumps([{"seq": e.seq, "at": e.created_at, "actor": e.actor, "action": e.action,
                                                "target": e.target, "data": e.data, "hash": e.hash}
                                               for e in entries(session, tenant_id, limit=10**9)], **_STR))

@@ -46,7 +46,7 @@ def _first_record(path: Path):
             for raw in f:
                 if raw.strip():
                     return json.loads(raw.decode("utf-8-sig"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):     # RecursionError: JSON nested thousands deep
         return None
     return None
 

@@ -13,23 +13,51 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..api.bodies import BodyRule
 from ..api.errors import APIError
-from ..api.uploads import BodyLimit
+from ..api.headers import SecurityHeaders
+from ..api.uploads import upload_rule
 from ..db.scoped import NotFound
 from ..jobs.status import InvalidTransition
-from .deps import HERE, LoginRequired, current_user, PageError, is_htmx, login_url, render
+from . import session as sess
+from .deps import HERE, LoginRequired, current_user, PageError, is_htmx, login_url, render, secret
+from .routes_auth import LOGIN_BODY_BYTES
 
 log = logging.getLogger("tunelab.web")
-API_PREFIXES = ("/api/", "/v1/", "/docs", "/redoc", "/openapi.json", "/healthz")
+API_PREFIXES = ("/api/", "/v1/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz")
 UPLOAD_PATHS = ("/datasets/upload", "/models/import")
+# The pages' Content-Security-Policy: scripts, styles, images and requests from this server only, no
+# inline script (htmx's inline indicator style and eval are off in base.html), never framed. Style
+# attributes stay allowed (`style-src-attr`): bars and histograms are sized from data; with
+# img-src/font-src 'self' a style cannot fetch anything from elsewhere.
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'")
 
 
 def is_page(request: Request) -> bool:
     return not request.url.path.startswith(API_PREFIXES)
+
+
+def page_headers(path: str) -> list[tuple[bytes, bytes]]:
+    return [] if path.startswith(API_PREFIXES) else [(b"content-security-policy", PAGE_CSP.encode())]
+
+
+async def signed_in(scope) -> Response | None:
+    """The UI's upload routes read a body only from a browser with a validly signed session (the
+    user and key behind it are checked again by the route); others go to the sign-in page."""
+    request = Request(scope)
+    if sess.unsign(secret(request), request.cookies.get(sess.COOKIE)) is not None:
+        return None
+    return RedirectResponse(login_url(request.url.path), status_code=303, headers={"Connection": "close"})
+
+
+def _login_too_large(limit: int) -> APIError:
+    return APIError(413, "body_too_large", f"A sign-in form is a few short fields; this is over {limit // 1024} KB.")
 
 
 def error_page(request: Request, status: int, title: str, message: str):
@@ -68,7 +96,9 @@ def mount(app: FastAPI) -> FastAPI:
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     settings = app.state.settings
-    app.add_middleware(BodyLimit, limit_of=lambda: settings.max_upload_bytes, paths=UPLOAD_PATHS)
+    app.state.body_rules.extend([upload_rule(lambda: settings.max_upload_bytes, UPLOAD_PATHS, signed_in),
+                                 BodyRule(("/login",), lambda: LOGIN_BODY_BYTES, error=_login_too_large)])
+    app.add_middleware(SecurityHeaders, headers_for=page_headers)
 
     @app.exception_handler(LoginRequired)
     async def _login(request: Request, exc: LoginRequired):

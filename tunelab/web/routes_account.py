@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..api.deps import SessionDep, audit
 from ..api.errors import APIError
@@ -119,7 +120,8 @@ async def set_password(request: Request, user: UserDep, session: SessionDep):
     if password != again:
         return _settings(request, user, session, error="The two passwords differ.", status=422)
     me = session.get(User, user.user_id)
-    me.password_hash = hash_password(password)
+    # In a thread: scrypt at its full cost takes about a second and must not stall the event loop.
+    me.password_hash = await run_in_threadpool(hash_password, password)
     audit(session, user.principal, "user.password_set", user.user_id)
     response = _settings(request, user, session, notice="Password set: you can now sign in with your email.")
     if user.key_id is None:      # signed in with the old password: this session moves to the new one
@@ -136,7 +138,8 @@ async def add_member(request: Request, user: UserDep, session: SessionDep):
     try:
         body = UserCreate(email=str(form.get("email", "")).strip(), role=str(form.get("role", "member")),
                           password=str(form.get("password") or "") or None)
-        users_api.create_user(body, TenantScope(session, user.tenant_id), user.principal)
+        # In a thread: a member given a password means a full-cost scrypt.
+        await run_in_threadpool(users_api.create_user, body, TenantScope(session, user.tenant_id), user.principal)
     except (APIError, ValueError) as exc:
         return _settings(request, user, session, error=_form_error(exc), status=422)
     return _settings(request, user, session, notice=f"Added {body.email} as {body.role}.")

@@ -93,5 +93,5 @@ async def delete(dataset_id: str, request: Request, user: UserDep, session: Sess
     await checked_form(request, user)
     scope = TenantScope(session, user.tenant_id)
     name = scope.get(Dataset, dataset_id, "dataset").filename
-    delete_dataset(dataset_id, scope, user.principal)      # the API's own delete: audited the same way
+    delete_dataset(dataset_id, scope, user.principal, request.app.state.settings)   # the API's own delete: audited the same way
     return RedirectResponse(f"/datasets?deleted={quote(name)}", status_code=303)

@@ -5,7 +5,6 @@ and the model card)."""
 
 from __future__ import annotations
 
-import io
 import logging
 import tarfile
 import uuid
@@ -16,7 +15,8 @@ from fastapi.responses import RedirectResponse
 
 from ..api.deps import SessionDep, SettingsDep
 from ..api.routes.jobs import cancel_job as api_cancel
-from ..api.routes.jobs import stream_job
+from ..api.errors import APIError
+from ..api.routes.jobs import open_stream
 from ..db.models import Dataset, Job, JobEvent, TunedModel
 from ..db.scoped import TenantScope
 from ..jobs.status import JobStatus
@@ -101,14 +101,16 @@ _CARDS: dict[tuple[str, float], str] = {}
 
 
 def _sealed_card(home: Path, tenant_id: str, sealed: Path) -> str | None:
-    """README.md read out of an encrypted model folder, in memory (nothing decrypted to disk)."""
+    """README.md read out of an encrypted model folder as a stream: nothing decrypted to disk,
+    and never the whole model in memory."""
     key = (str(sealed), sealed.stat().st_mtime)
     if key not in _CARDS:
-        from ..security.storage import cipher          # at-rest encryption (the isolation layer)
+        from ..security.storage import read_sealed_file     # at-rest encryption (the isolation layer)
 
-        with tarfile.open(fileobj=io.BytesIO(cipher(home, tenant_id).decrypt(sealed.read_bytes()))) as tf:
-            member = next((m for m in tf.getmembers() if m.isfile() and m.name in ("README.md", "./README.md")), None)
-            _CARDS[key] = tf.extractfile(member).read().decode("utf-8", "replace") if member else ""
+        try:
+            _CARDS[key] = read_sealed_file(home, tenant_id, sealed, "README.md").decode("utf-8", "replace")
+        except FileNotFoundError:
+            _CARDS[key] = ""
         while len(_CARDS) > 64:
             _CARDS.pop(next(iter(_CARDS)))
     return _CARDS[key] or None
@@ -178,10 +180,14 @@ def job_page(job_id: str, request: Request, user: UserDep, session: SessionDep, 
 
 
 @router.get("/jobs/{job_id}/stream")
-async def stream(job_id: str, request: Request, user: UserDep, session: SessionDep, after: int = 0):
-    """The API's SSE stream, for a browser session (EventSource cannot send an API key)."""
-    TenantScope(session, user.tenant_id).get(Job, job_id, "job")
-    return await stream_job(job_id, request, user.principal, after)
+async def stream(job_id: str, request: Request, user: UserDep, after: int = 0):
+    """The API's SSE stream, for a browser session (EventSource cannot send an API key): the same
+    limits, counted for the session's key (or, signed in with a password, its user), and the
+    same per-key request rate at its opening."""
+    wait = request.app.state.limits["per_key"].hit(user.key_id or f"user:{user.user_id}")
+    if wait is not None:
+        raise APIError(429, "rate_limited", f"Too many requests; retry in {wait:.0f} s.", retry_after=round(wait, 1))
+    return await open_stream(request, user.principal, job_id, after)
 
 
 @router.post("/jobs/{job_id}/cancel")

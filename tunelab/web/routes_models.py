@@ -15,7 +15,7 @@ from ..api.deps import SessionDep, SettingsDep
 from ..api.errors import APIError
 from ..api.routes.models import delete_model, import_model, list_all, predict_route
 from ..api.schemas import PredictBody
-from ..billing.usage import count_served
+from ..billing.usage import NoCreditForServing, check_served, count_served
 from ..services import generation
 from ..services.generation import GenerationRefused, is_generative
 from ..db.models import TunedModel
@@ -118,6 +118,8 @@ async def playground_predict(request: Request, user: UserDep, session: SessionDe
     except (FileNotFoundError, ValueError) as exc:
         return _playground(request, user, session, model_id, text, status=409,
                            error=f"This model's files cannot be loaded ({exc}). Train it again.")
+    except APIError as exc:          # 402: no credit left to serve it
+        return _playground(request, user, session, model_id, text, status=exc.status, error=exc.message)
     scores = sorted(out["scores"].items(), key=lambda kv: -kv[1])
     result = {"label": out["label"], "score": out["score"], "model": m,
               "scores": [{"label": k, "value": f"{v:.1%}", "pct": round(100 * v, 1)} for k, v in scores]}
@@ -157,9 +159,17 @@ async def _answer(request, user, session, form) -> tuple[TunedModel, "generation
         raise GenerationRefused(404, f"There is no chat model {model_id!r} in your organisation.")
     settings = generation.settings_from(form.get("max_new_tokens"), form.get("temperature"), form.get("top_p"))
     prompt = generation.check_prompt(str(form.get("prompt", "")))
-    lm = await run_in_threadpool(generation.load, request.app.state.predictors, m.artifact_path)
-    answer = await run_in_threadpool(generation.start, lm, prompt, settings)
-    count_served(session, user.tenant_id, 1)       # billed per 1K requests, like a prediction
+    try:         # billed per 1K requests, like a prediction: never served on credit that is gone
+        check_served(session, user.tenant_id, 1)
+        lm = await run_in_threadpool(generation.load, request.app.state.predictors, m.artifact_path)
+        answer = await run_in_threadpool(generation.start, lm, prompt, settings)
+    except NoCreditForServing as exc:
+        raise GenerationRefused(402, str(exc)) from None
+    try:
+        count_served(session, user.tenant_id, 1)
+    except NoCreditForServing as exc:     # a concurrent request took the last of the credit
+        answer.close()                    # its generation slot back
+        raise GenerationRefused(402, str(exc)) from None
     return m, answer
 
 

@@ -5,6 +5,7 @@ grant credit and top-ups, correct balances, set quotas and reconcile the books."
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from datetime import datetime
 
@@ -118,16 +119,30 @@ def price_sheet(principal: PrincipalDep):
 
 # ---- operators -------------------------------------------------------------------------------
 def operator(request: Request) -> str:
-    """The platform operator's key (TUNELAB_OPERATOR_API_KEY): credit and quotas are not a tenant's to set."""
+    """The platform operator's key (TUNELAB_OPERATOR_API_KEY): credit and quotas are not a tenant's to set.
+    Guessing it is throttled like API keys, per client address: a blocked address gets 429 before its
+    guess is compared (so it cannot tell a right one), and the comparison takes constant time."""
     expected = getattr(request.app.state.settings, "operator_api_key", None)
     if not expected:
         raise APIError(403, "operator_api_disabled", "The operator API is off: set TUNELAB_OPERATOR_API_KEY on the "
                                                      "server, or use `tunelab admin billing` on its machine.")
     auth = request.headers.get("authorization", "")
     given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise APIError(403, "forbidden", "This needs the operator key (TUNELAB_OPERATOR_API_KEY).")
-    return "operator"
+    limiter, client = request.app.state.limits["failed_auth"], request.client.host if request.client else "?"
+    wait = limiter.retry_after(client)
+    if wait is None and _same(given, expected):
+        return "operator"
+    if wait is None and given:                    # a wrong key: counted against the address
+        wait = limiter.hit(client)
+    if wait is not None:
+        raise APIError(429, "rate_limited", f"Too many failed attempts; retry in {wait:.0f} s.",
+                       retry_after=round(wait, 1))
+    raise APIError(403, "forbidden", "This needs the operator key (TUNELAB_OPERATOR_API_KEY).")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Compared as digests: the time taken tells neither the value nor the length of the key."""
+    return secrets.compare_digest(hashlib.sha256(given.encode()).digest(), hashlib.sha256(expected.encode()).digest())
 
 
 Operator = Depends(operator)
@@ -176,8 +191,9 @@ def _amount(value) -> int:
         raise APIError(422, "invalid_amount", str(exc), "amount_usd") from None
 
 
-# Operator routes take the operator key, not a tenant's: a wrong or missing one is 403 (never 401/429).
-@router.post(f"{A}/grants", status_code=201, response_model=Grant, responses=errors(400, 403, 404, 422))
+# Operator routes take the operator key, not a tenant's: a wrong or missing one is 403 (never 401);
+# an address that keeps guessing gets 429.
+@router.post(f"{A}/grants", status_code=201, response_model=Grant, responses=errors(400, 403, 404, 422, 429))
 def grant(body: GrantBody, session: SessionDep, who: str = Operator):
     _tenant(session, body.tenant_id)
     amount = _amount(body.amount_usd)
@@ -188,7 +204,8 @@ def grant(body: GrantBody, session: SessionDep, who: str = Operator):
     return done | {"amount": amount, "amount_usd": usd(amount), "balance": reports.balance(session, body.tenant_id)}
 
 
-@router.post(f"{A}/adjustments", status_code=201, response_model=Adjustment, responses=errors(400, 403, 404, 409, 422))
+@router.post(f"{A}/adjustments", status_code=201, response_model=Adjustment,
+             responses=errors(400, 403, 404, 409, 422, 429))
 def adjust(body: AdjustBody, session: SessionDep, who: str = Operator):
     _tenant(session, body.tenant_id)
     amount = _amount(body.amount_usd)
@@ -201,7 +218,7 @@ def adjust(body: AdjustBody, session: SessionDep, who: str = Operator):
             "balance": reports.balance(session, body.tenant_id)}
 
 
-@router.put(f"{A}/quotas", response_model=QuotaLimits, responses=errors(400, 403, 404, 422))
+@router.put(f"{A}/quotas", response_model=QuotaLimits, responses=errors(400, 403, 404, 422, 429))
 def set_quotas(body: QuotaBody, session: SessionDep, who: str = Operator):
     _tenant(session, body.tenant_id)
     changes = {q: getattr(body, q) for q in quotas.QUOTAS if getattr(body, q) is not None}
@@ -213,12 +230,12 @@ def set_quotas(body: QuotaBody, session: SessionDep, who: str = Operator):
     return {"tenant_id": body.tenant_id, "limits": limits}
 
 
-@router.get(f"{A}/reconcile", response_model=Reconciliation, responses=errors(403))
+@router.get(f"{A}/reconcile", response_model=Reconciliation, responses=errors(403, 429))
 def reconcile_books(session: SessionDep, who: str = Operator):
     return reconcile(session)
 
 
-@router.get(f"{A}/calibration", response_model=CalibrationTable, responses=errors(403))
+@router.get(f"{A}/calibration", response_model=CalibrationTable, responses=errors(403, 429))
 def calibration_table(session: SessionDep, who: str = Operator):
     rows = session.scalars(select(Calibration).order_by(Calibration.key)).all()
     return {"data": [{"key": r.key, "factor": r.factor, "wall_factor": r.wall_factor, "spread": r.spread,

@@ -12,6 +12,8 @@ from ...data.readers import DataLimits
 from ...db.models import Dataset
 from ...services.billing import QuotaExceeded, check_upload
 from ...services.datasets import dataset_task, import_dataset, preview
+from ...services.datasets import delete_dataset as remove_dataset
+from ...services.parsing import ParserCrashed
 from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep, audit
 from ...contract import Dataset as DatasetOut, DatasetList, DatasetPreview, Deleted
 from ..errors import AUTH, APIError, errors
@@ -32,7 +34,7 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
         limits = DataLimits(max_bytes=settings.max_upload_bytes, max_rows=limits.max_rows)
         row = import_dataset(session, principal.tenant_id, settings.home, path,
                              file.filename or "upload", purpose=purpose, text_column=text_column or None,
-                             label_column=label_column or None, limits=limits)
+                             label_column=label_column or None, limits=limits, parsers=settings.upload_parsers)
         audit(session, principal, "dataset.upload", row.id, filename=row.filename, bytes=row.bytes)
         return row
     except DataError as exc:
@@ -40,6 +42,9 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
                        issues=[i.to_dict() for i in exc.issues]) from None
     except QuotaExceeded as exc:
         raise APIError(429, "quota_exceeded", str(exc), exc.quota, **exc.to_dict()) from None
+    except ParserCrashed as exc:
+        raise APIError(422, "invalid_file", f"The file could not be read: {exc} (it may need more memory "
+                       "than a parser has).", "file") from None
     finally:
         cleanup(path)
 
@@ -75,13 +80,11 @@ def get_dataset(dataset_id: str, scope: ScopeDep):
 @router.get("/{dataset_id}/preview", response_model=DatasetPreview, responses=errors(*AUTH, 404, 422))
 def preview_dataset(dataset_id: str, scope: ScopeDep, settings: SettingsDep, limit: int = 20):
     row = scope.get(Dataset, dataset_id, "dataset")
-    return {"data": preview(settings.home, row, max(1, min(limit, 500)))}
+    return {"data": preview(settings.home, row, max(1, min(limit, 500)), parsers=settings.upload_parsers)}
 
 
 @router.delete("/{dataset_id}", response_model=Deleted, responses=errors(*AUTH, 403, 404))
-def delete_dataset(dataset_id: str, scope: ScopeDep, principal: MemberDep):
-    # The stored bytes are content-addressed and may be shared by another row with the same
-    # content; the row is what the tenant owns (encryption and shredding: the isolation issue).
-    scope.delete(scope.get(Dataset, dataset_id, "dataset"))
+def delete_dataset(dataset_id: str, scope: ScopeDep, principal: MemberDep, settings: SettingsDep):
+    remove_dataset(scope, settings.home, dataset_id)
     audit(scope.session, principal, "dataset.delete", dataset_id)
     return {"id": dataset_id, "deleted": True}

@@ -3,25 +3,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from ...billing import InsufficientCredit, QuotaExceeded
 from ...db.models import Job, JobEvent
 from ...jobs.spec import JobSpec
-from ...jobs.status import JobStatus
+from ...db.scoped import NotFound
+from ...services import job_reads
 from ...services.jobs import JobRejected, cancel, submit
-from ..deps import MemberDep, PrincipalDep, RowId, ScopeDep, SessionDep, audit
+from ...services.streams import JobStreams, StreamRefused
+from ..deps import MemberDep, PrincipalDep, RowId, ScopeDep, SessionDep, audit, principal_and
 from ...contract import EventPage, Job as JobOut, JobList
 from ..errors import AUTH, APIError, errors
 from ..schemas import event_out, job_out
 from ..routing import ContractRoute
 
 router = APIRouter(route_class=ContractRoute, prefix="/api/v1/jobs", tags=["jobs"])
+KEEPALIVE_S = 15          # an idle stream sends a comment line this often
 
 
 def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tuple[Job, bool]:
@@ -68,9 +70,20 @@ def list_jobs(scope: ScopeDep, limit: int = 50, status: str | None = None):
     return {"data": [job_out(j) for j in jobs]}
 
 
+def _read(db, read, *args):
+    """One read of `job_reads` on a connection of its own (run in a worker thread)."""
+    with db.engine.connect() as conn:
+        return read(conn, *args)
+
+
 @router.get("/{job_id}", response_model=JobOut, responses=errors(*AUTH, 404))
-def get_job(job_id: str, scope: ScopeDep):
-    return job_out(scope.get(Job, job_id, "job"))
+async def get_job(job_id: str, request: Request):
+    """The call every SDK and UI makes while a job runs, so its cost is kept down: the key check and
+    this read are one indexed query each, in one hop to a worker thread, with no ORM session."""
+    _, job = await principal_and(request, job_reads.job_view, job_id)
+    if job is None:
+        raise NotFound("job", job_id)
+    return job_out(job)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses=errors(*AUTH, 403, 404, 409))
@@ -96,36 +109,66 @@ def job_events(job_id: str, scope: ScopeDep, after: RowId = 0, limit: int = 500,
               "event": {"type": "string"}, "data": {"type": "string"}, "id": {"type": "string"}}}}}}, **errors(*AUTH, 404, 422)})
 async def stream_job(job_id: str, request: Request, principal: PrincipalDep, after: RowId = 0):
     """SSE: one `event: <type>` message per job event, then `event: end` once the job is over.
-    Reconnecting clients resume with the standard Last-Event-ID header."""
-    db = request.app.state.db
-    with db.session() as s:
-        job = s.get(Job, job_id)
-        if job is None or job.tenant_id != principal.tenant_id:
-            raise APIError(404, "not_found", f"No job with id {job_id!r}.")
+    Reconnecting clients resume with the standard Last-Event-ID header. At most
+    TUNELAB_STREAM_MAX_PER_KEY streams a key and TUNELAB_STREAM_MAX_PER_TENANT a tenant (429)."""
+    return await open_stream(request, principal, job_id, after)
+
+
+async def open_stream(request: Request, principal, job_id: str, after: int) -> StreamingResponse:
+    """The stream of a job of the principal's tenant (the API's and the UI's): counted against the
+    stream limits, then fed by the process's one poller (services.streams), never polling itself."""
+    status = await run_in_threadpool(_read, request.app.state.db, job_reads.job_status, principal.tenant_id, job_id)
+    if status is None:
+        raise NotFound("job", job_id)
     header = request.headers.get("last-event-id", "")      # a garbled one is ignored, not a 500
-    last = int(header) if header.isascii() and header.isdigit() and len(header) <= 18 else after
+    cursor = int(header) if header.isascii() and header.isdigit() and len(header) <= 18 else after
+    hub = request.app.state.job_streams
+    try:
+        sub = hub.open(job_id, principal.tenant_id, principal.key_id or f"user:{principal.user_id}", cursor)
+    except StreamRefused as exc:
+        raise APIError(429, "too_many_streams", str(exc), retry_after=exc.retry_after) from None
+    return _Stream(hub, sub)
 
-    def poll(cursor: int):
-        with db.session() as s:
-            rows = s.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > cursor)
-                             .order_by(JobEvent.id).limit(500)).all()
-            status = s.get(Job, job_id).status
-            return [event_out(e) for e in rows], status
 
-    async def gen():
-        cursor = last
-        yield "retry: 2000\n\n"
-        while not await request.is_disconnected():
-            events, status = await asyncio.to_thread(poll, cursor)
-            for e in events:
-                cursor = e["id"]
-                yield f"id: {e['id']}\nevent: {e['type']}\ndata: {json.dumps(e)}\n\n"
-            if JobStatus(status).is_terminal and not events:
-                yield f"event: end\ndata: {json.dumps({'status': status})}\n\n"
-                return
-            if not events:
-                yield ": keep-alive\n\n"
-            await asyncio.sleep(0.5)
+def stream_hub(db, settings) -> JobStreams:
+    """The process's stream poller (app.state.job_streams), writing this route's wire format."""
+    return JobStreams(db, tick=settings.stream_poll_seconds, per_key=settings.stream_max_per_key,
+                      per_tenant=settings.stream_max_per_tenant, event_frame=_event_frame, end_frame=_end_frame)
 
-    return StreamingResponse(gen(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+def _event_frame(e) -> str:
+    return f"id: {e.id}\nevent: {e.type}\ndata: {json.dumps(event_out(e))}\n\n"
+
+
+def _end_frame(status: str) -> str:
+    return f"event: end\ndata: {json.dumps({'status': status})}\n\n"
+
+
+class _Stream(StreamingResponse):
+    """The subscription's frames as they come. It unsubscribes however the response ends: the
+    client went away, the job ended, or the response never started (a client gone before the
+    headers), which a generator's own `finally` would miss."""
+
+    def __init__(self, hub: JobStreams, sub):
+        super().__init__(_frames(sub), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.hub, self.sub = hub, sub
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.hub.close(self.sub)
+
+
+async def _frames(sub):
+    """A comment line when idle: proxies keep the connection, and a gone client is noticed."""
+    yield "retry: 2000\n\n"
+    while True:
+        frames = await sub.next_frames(KEEPALIVE_S)
+        for frame in frames:
+            yield frame
+        if sub.ended or sub.dropped:
+            return
+        if not frames:
+            yield ": keep-alive\n\n"

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Form, Request, UploadFile
 from fastapi.responses import Response
 
-from ...billing.usage import count_served
+from ...billing.usage import NoCreditForServing, check_served, count_served
 from ...strategies import task_named
 from ...db.models import TunedModel
 from ...models.catalog import list_models
@@ -17,9 +17,11 @@ from ...services.predictions import predict
 from ...security.archives import UnsafeArchive
 from ...security.weights import UnsafeWeights
 from ...services import uploaded_models
+from ...services.retention import drop_tuned_artifact
 from ..deps import AdminDep, MemberDep, PrincipalDep, ScopeDep, SessionDep, SettingsDep, audit
 from ...contract import Deleted, Model, ModelList, PredictionList
 from ..errors import AUTH, APIError, errors
+from ..downloads import sealed_response, take_slot
 from ..uploads import cleanup, save_upload
 from .datasets import NonEmptyFile
 from ..schemas import PredictBody, tuned_out
@@ -64,8 +66,13 @@ def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: 
     from ...security.storage import read_sealed_file
 
     m = scope.get(TunedModel, model_id, "model")
+    slot = take_slot(settings.max_concurrent_downloads)     # reading the tar up to the manifest decrypts it
+    try:
+        manifest = read_sealed_file(settings.home, m.tenant_id, Path(m.artifact_path), "manifest.json")
+    finally:
+        slot.release()
     audit(scope.session, principal, "model.artifact_read", m.id)
-    return json.loads(read_sealed_file(settings.home, m.tenant_id, Path(m.artifact_path), "manifest.json"))
+    return json.loads(manifest)
 
 
 @router.get("/{model_id}/download", response_class=Response, responses={
@@ -73,19 +80,21 @@ def artifact(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: 
         "schema": {"type": "string", "format": "binary"}}}}, **errors(*AUTH, 404)})
 def download(model_id: str, scope: ScopeDep, principal: PrincipalDep, settings: SettingsDep):
     """The tuned model's folder (weights as safetensors or the adapter, tokenizer, label map,
-    config, metrics, model card, manifest) as a tar, decrypted."""
-    from ...security.storage import cipher
-
+    config, metrics, model card, manifest) as a tar, decrypted as it is sent."""
     m = scope.get(TunedModel, model_id, "model")
+    slot = take_slot(settings.max_concurrent_downloads)
     audit(scope.session, principal, "model.download", m.id)
-    data = cipher(settings.home, m.tenant_id).decrypt(Path(m.artifact_path).read_bytes())
-    name = m.id.replace(":", "_") + ".tar"
-    return Response(data, media_type="application/x-tar", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return sealed_response(settings.home, m.tenant_id, Path(m.artifact_path), m.id.replace(":", "_") + ".tar",
+                           "application/x-tar", slot)
 
 
-@router.post("/{model_id}/predict", response_model=PredictionList, responses=errors(*AUTH, 400, 404, 422))
+@router.post("/{model_id}/predict", response_model=PredictionList, responses=errors(*AUTH, 400, 402, 404, 422))
 async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, request: Request):
     m = scope.get(TunedModel, model_id, "model")
+    try:
+        check_served(scope.session, scope.tenant_id, len(body.texts))
+    except NoCreditForServing as exc:
+        raise APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict()) from None
     task = (m.metrics or {}).get("task") or "text-classification"
     if task_named(task).serving != "classify":
         raise APIError(400, "not_a_classifier", f"{m.id} is a {task_named(task).title} model: it generates text "
@@ -95,7 +104,10 @@ async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, reque
     def run():
         return predict(cache.get(m.artifact_path), body.texts)
     data = await asyncio.to_thread(run)
-    count_served(scope.session, scope.tenant_id, len(body.texts))    # billed per 1K requests by the worker
+    try:        # billed per 1K requests by the worker; counted only while the credit covers it
+        count_served(scope.session, scope.tenant_id, len(body.texts))
+    except NoCreditForServing as exc:       # a concurrent request took the last of the credit
+        raise APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict()) from None
     return {"model": m.id, "data": data}
 
 
@@ -120,5 +132,6 @@ def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: 
     m = scope.get(TunedModel, model_id, "model")
     request.app.state.predictors.forget(m.artifact_path)
     scope.delete(m)
+    drop_tuned_artifact(scope.session, settings.home, scope.tenant_id, m.artifact_path)    # its sealed file too
     audit(scope.session, principal, "model.delete", model_id)
     return {"id": model_id, "object": "model", "deleted": True}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, UploadFile
 from fastapi.responses import Response
 
-from ...services.datasets import stored_dataset
+from ...services.datasets import delete_dataset, stored_dataset
 from ...db.models import Dataset
 from ..deps import MemberDep, PrincipalDep, ScopeDep, SessionDep, SettingsDep, audit
 from ...contract import FileDeleted, FileList, FileObject
@@ -66,11 +67,18 @@ def file_content(file_id: str, scope: ScopeDep, settings: SettingsDep, principal
     if stored is None:
         raise APIError(404, "not_found", f"The content of {file_id} is gone.")
     return Response(stored.read(), media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{row.filename}"'})
+                    headers={"Content-Disposition": attachment(row.filename)})
+
+
+def attachment(filename: str) -> str:
+    """RFC 6266's percent-encoded form: a user's file name with quotes or non-Latin-1 letters
+    can neither break the header nor fail to encode it (a 500)."""
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @router.delete("/{file_id}", response_model=FileDeleted, responses=errors(*AUTH, 403, 404))
-def delete_file(file_id: str, scope: ScopeDep, principal: MemberDep):
-    scope.delete(scope.get(Dataset, file_id, "file"))
+def delete_file(file_id: str, scope: ScopeDep, principal: MemberDep, settings: SettingsDep):
+    scope.get(Dataset, file_id, "file")          # a missing id is "file", not "dataset"
+    delete_dataset(scope, settings.home, file_id)
     audit(scope.session, principal, "dataset.delete", file_id)
     return {"id": file_id, "object": "file", "deleted": True}

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 
 from ...db.models import TunedModel
 from ...models.catalog import list_models
-from ..deps import MemberDep, PrincipalDep, ScopeDep, audit
+from ...services.retention import drop_tuned_artifact
+from ..deps import MemberDep, PrincipalDep, ScopeDep, SettingsDep, audit
 from ...contract import OpenAIModel, OpenAIModelDeleted, OpenAIModelList
 from ..errors import AUTH, APIError, errors
 from ..schemas import ts
@@ -37,11 +38,12 @@ def retrieve_model(model_id: str, scope: ScopeDep):
 
 
 @router.delete("/{model_id}", response_model=OpenAIModelDeleted, responses=errors(*AUTH, 403, 404))
-def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: Request):
+def delete_model(model_id: str, scope: ScopeDep, principal: MemberDep, request: Request, settings: SettingsDep):
     if any(m["id"] == model_id for m in _catalog()):
         raise APIError(403, "forbidden", "Catalog models cannot be deleted; only your tuned models.", "model")
     m = scope.get(TunedModel, model_id, "model")
     request.app.state.predictors.forget(m.artifact_path)
     scope.delete(m)
+    drop_tuned_artifact(scope.session, settings.home, scope.tenant_id, m.artifact_path)    # its sealed file too
     audit(scope.session, principal, "model.delete", model_id)
     return {"id": model_id, "object": "model", "deleted": True}

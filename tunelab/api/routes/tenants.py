@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
-from starlette.background import BackgroundTask
+from fastapi.responses import Response, StreamingResponse
 
 from ...db.models import Tenant
 from ...settings import get_settings
+from ..downloads import take_slot
 from ..deps import AdminDep, PrincipalDep, SessionDep, SettingsDep, audit
 from ...contract import Deleted, Tenant as TenantOut
 from ..errors import AUTH, APIError, errors
@@ -38,16 +39,32 @@ def export(admin: AdminDep, session: SessionDep, settings: SettingsDep):
     """Everything the tenant owns, decrypted, as one zip."""
     from ...services.export import export_tenant
 
-    path = export_tenant(session, settings.home, admin.tenant_id)
+    slot = take_slot(settings.max_concurrent_downloads)     # it decrypts every model the tenant has
+    try:
+        path = export_tenant(session, settings.home, admin.tenant_id)
+    finally:
+        slot.release()
+    # The zip is all the tenant's data in clear: its name goes from the disk at once (the open
+    # file is sent, then closed), so no crash or dropped connection can leave it behind.
+    try:
+        src = open(path, "rb")
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    size = os.fstat(src.fileno()).st_size
     audit(session, admin, "tenant.export", admin.tenant_id)
-    return FileResponse(path, filename=path.name, media_type="application/zip",
-                        background=BackgroundTask(shutil.rmtree, path.parent, ignore_errors=True))
+    return StreamingResponse(_sent_and_closed(src), media_type="application/zip", headers={
+        "Content-Length": str(size), "Content-Disposition": f'attachment; filename="{path.name}"'})
+
+
+def _sent_and_closed(src):
+    with src:
+        yield from iter(lambda: src.read(1 << 20), b"")
 
 
 @router.delete("/me", response_model=Deleted, responses=errors(*AUTH, 400, 403, 422))
 def delete_me(body: DeleteBody, admin: AdminDep, session: SessionDep, settings: SettingsDep, request: Request):
     """Delete the tenant and all its data, for good: its key is destroyed first."""
-    from ...services.tenants import delete_tenant
+    from ...services.tenants import delete_tenant, scrub_database
 
     tenant = session.get(Tenant, admin.tenant_id)
     if body.confirm != tenant.name:
@@ -55,4 +72,6 @@ def delete_me(body: DeleteBody, admin: AdminDep, session: SessionDep, settings: 
                        "confirm")
     request.app.state.predictors.forget_prefix(str(settings.home / "jobs" / admin.tenant_id))
     delete_tenant(session, settings.home, admin.tenant_id, actor=admin.user_id)
+    session.commit()
+    scrub_database(session)         # the deleted rows' old pages out of SQLite's write-ahead log
     return {"id": admin.tenant_id, "deleted": True}

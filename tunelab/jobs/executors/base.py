@@ -12,11 +12,14 @@ class Execution(Protocol):
     def lines(self) -> list[str]: ...                 # report lines received since the last call
     def terminate(self) -> None: ...                  # graceful: checkpoint and stop
     def kill(self) -> None: ...
+    @property
+    def violation(self) -> str | None: ...          # set when stopped for going over a limit
 
 
 class Executor(Protocol):
     name: str
 
     def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable: list[Path] = (),
-              writable: list[Path] = ()) -> Execution:
-        """readable: inputs the job may read (datasets, a model folder); writable: besides job_dir."""
+              writable: list[Path] = (), gpus: int = 0) -> Execution:
+        """readable: inputs the job may read (datasets, a model folder); writable: besides job_dir;
+        gpus: how many GPUs the job reserved (a sandbox passes only those devices)."""

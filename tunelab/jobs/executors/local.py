@@ -12,8 +12,12 @@ from pathlib import Path
 
 import psutil
 
+from ...security.safe_fs import open_append
+
 
 class LocalExecution:
+    watch = None            # a sandbox's limits watch (watch.Watch), when there is one
+
     def __init__(self, proc: subprocess.Popen, log):
         self.proc, self._log, self._q = proc, log, queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -29,6 +33,11 @@ class LocalExecution:
             self._reader.join(timeout=5)    # drain what it wrote before exiting
             self._log.close()
         return code
+
+    @property
+    def violation(self) -> str | None:
+        """Why the job was stopped for going over a limit, if it was."""
+        return self.watch.violation if self.watch is not None else None
 
     def lines(self) -> list[str]:
         out = []
@@ -69,9 +78,10 @@ class LocalExecution:
 class LocalExecutor:
     name = "local"
 
-    def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable=(), writable=()) -> LocalExecution:
-        log = open(job_dir / "job.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "tunelab.jobs.child", str(spec_path)],
+    def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable=(), writable=(),
+              gpus: int = 0) -> LocalExecution:
+        log = open_append(job_dir / "job.log")          # never through a link a job left
+        proc = subprocess.Popen([sys.executable, "-m", "tunelab.jobs.child", str(spec_path)],  # safe: argv list
                                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
                                 cwd=job_dir, env={**env, "TUNELAB_PARENT_PID": str(os.getpid())},
                                 start_new_session=True)

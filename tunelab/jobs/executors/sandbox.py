@@ -1,11 +1,12 @@
 """A job inside bubblewrap: no network, a read-only system, its inputs read-only, only its own job
 folder (and its tenant's cache) writable, nothing else of TUNELAB_HOME visible (no database, no
-keys, no other tenant), a scrubbed environment, and rlimits (address space, CPU time, file
-size, processes) applied by prlimit before Python starts."""
+keys, no other tenant), a scrubbed environment, no capabilities, no nested user namespace, a
+seccomp filter (seccomp.py), only the GPUs it reserved (gpus.py), a bounded /tmp, rlimits
+(address space, CPU time, file size, processes) applied by prlimit before Python starts, and a
+watch (watch.py) on the disk its folders take and the memory of all its processes together."""
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -14,7 +15,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ...security.safe_fs import open_append
+from . import gpus as gpu_nodes
+from . import seccomp
 from .local import LocalExecution
+from .watch import Watch
 
 # What Python and its native libraries need from /etc (nothing secret).
 _ETC = ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/nsswitch.conf", "/etc/passwd",
@@ -29,29 +34,46 @@ class Limits:
     cpu_seconds: int = 24 * 3600
     file_mb: int = 20_000            # largest file the job may write
     processes: int = 512             # threads count too
+    disk_mb: int = 50_000            # its folder, plus what it adds to its tenant's cache
+    memory_total_mb: int = 0         # resident memory of all its processes together; 0: memory_mb
+    tmp_mb: int = 2_048              # its private /tmp (memory-backed)
+    watch_seconds: float = 5.0       # how often disk and memory are measured
 
     @classmethod
-    def from_env(cls) -> "Limits":
-        d = cls()
-        return cls(**{f: int(os.environ.get(f"TUNELAB_JOB_{f.upper()}", getattr(d, f)))
-                      for f in ("memory_mb", "cpu_seconds", "file_mb", "processes")})
+    def from_settings(cls, settings=None) -> "Limits":
+        """The operator's limits: settings.job_<field> (TUNELAB_JOB_<FIELD>)."""
+        from ...settings import get_settings
+
+        settings = settings or get_settings()
+        return cls(**{f: getattr(settings, f"job_{f}") for f in cls.__dataclass_fields__})
+
+
+# No capabilities, and no user namespace of its own inside (it could be the start of an escape
+# through a kernel bug; a job has no use for one): bubblewrap's own options (0.8+).
+_HARDEN = ["--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--die-with-parent"]
 
 
 @lru_cache(maxsize=1)
 def sandbox_problem() -> str | None:
-    """None when bubblewrap can start a sandbox here; else why not (and what to do)."""
+    """None when bubblewrap can start a hardened sandbox here; else why not (and what to do)."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap is not installed (Debian: apt-get install bubblewrap)"
     if shutil.which("prlimit") is None:
         return "prlimit is not installed (Debian: apt-get install util-linux)"
     try:
-        r = subprocess.run([bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "true"],
-                           capture_output=True, text=True, timeout=20)
+        fd = seccomp.filter_fd()
+    except (seccomp.SeccompUnavailable, OSError) as exc:
+        return f"its seccomp filter cannot be built: {exc}"
+    try:
+        r = subprocess.run([bwrap, *_HARDEN, "--seccomp", str(fd), "--ro-bind", "/", "/", "true"],  # safe: fixed argv
+                           capture_output=True, text=True, timeout=20, pass_fds=[fd])
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap cannot run: {exc}"
+    finally:
+        os.close(fd)
     if r.returncode != 0:
-        return f"bubblewrap cannot create namespaces here: {r.stderr.strip()[:300]}"
+        return f"bubblewrap (0.8 or later) cannot create a hardened sandbox here: {r.stderr.strip()[:300]}"
     return None
 
 
@@ -65,12 +87,15 @@ def _code_roots() -> list[str]:
 
 
 def build_argv(spec_path: Path, job_dir: Path, *, readable: list[Path], writable: list[Path],
-               env: dict[str, str], limits: Limits, program: list[str] | None = None) -> list[str]:
+               env: dict[str, str], limits: Limits, program: list[str] | None = None,
+               seccomp_fd: int | None = None, gpu_binds: gpu_nodes.GpuBinds | None = None) -> list[str]:
     """program: what runs inside (default: the job process on spec_path); tests run probes."""
     # No --new-session: stdin is /dev/null and the worker starts us in a session of our own, so
     # there is no terminal to inject into; staying in that session lets the worker signal the job.
-    argv = [shutil.which("bwrap"), "--unshare-all", "--die-with-parent",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    argv = [shutil.which("bwrap"), *_HARDEN, "--proc", "/proc", "--dev", "/dev",
+            "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     for system in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32"):
         if os.path.exists(system):
             argv += ["--ro-bind", system, system]
@@ -78,8 +103,7 @@ def build_argv(spec_path: Path, job_dir: Path, *, readable: list[Path], writable
         argv += ["--ro-bind-try", path, path]
     for path in _code_roots():
         argv += ["--ro-bind", path, path]
-    for dev in glob.glob("/dev/nvidia*"):          # a GPU, when there is one
-        argv += ["--dev-bind", dev, dev]
+    argv += gpu_nodes.argv(gpu_binds or gpu_nodes.GpuBinds([], [], None))      # only the GPUs it reserved
     for path in readable:
         argv += ["--ro-bind", str(path), str(path)]
     for path in [job_dir, *writable]:
@@ -106,14 +130,24 @@ class SandboxExecutor:
     name = "sandbox"
 
     def __init__(self, limits: Limits | None = None):
-        self.limits = limits or Limits.from_env()
+        self.limits = limits or Limits.from_settings()
 
     def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable: list[Path] = (),
-              writable: list[Path] = (), program: list[str] | None = None) -> LocalExecution:
+              writable: list[Path] = (), gpus: int = 0, program: list[str] | None = None) -> LocalExecution:
         home = Path(env.get("TUNELAB_HOME", job_dir))
-        argv = build_argv(spec_path, job_dir, readable=list(readable), writable=[home, *writable],
-                          env=sandbox_env(env, home), limits=self.limits, program=program)
-        log = open(job_dir / "job.log", "ab")
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
-                                cwd=job_dir, env={}, start_new_session=True)
-        return LocalExecution(proc, log)
+        binds = gpu_nodes.reserved(gpus, env.get("CUDA_VISIBLE_DEVICES"))
+        if binds.devices:          # inside, CUDA sees exactly the devices bound, numbered from 0
+            env = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}
+        filter_fd = seccomp.filter_fd()
+        try:
+            argv = build_argv(spec_path, job_dir, readable=list(readable), writable=[home, *writable],
+                              env=sandbox_env(env, home), limits=self.limits, program=program,
+                              seccomp_fd=filter_fd, gpu_binds=binds)
+            log = open_append(job_dir / "job.log")          # never through a link the job left
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,  # safe: argv list
+                                    text=True, cwd=job_dir, env={}, start_new_session=True, pass_fds=[filter_fd])
+        finally:
+            os.close(filter_fd)
+        execution = LocalExecution(proc, log)
+        execution.watch = Watch(proc, self.limits, job_dir, [p for p in {home, *writable} if p != job_dir])
+        return execution

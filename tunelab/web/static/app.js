@@ -23,6 +23,12 @@
     return (s / 3600).toFixed(1) + " h";
   }
 
+  // ---- filters that apply on change (an inline onchange= would break the pages' CSP) ------------
+  document.addEventListener("change", function (ev) {
+    var el = ev.target;
+    if (el.dataset && el.dataset.autosubmit !== undefined && el.form) el.form.submit();
+  });
+
   // ---- confirmations on destructive forms -------------------------------------------------
   document.addEventListener("submit", function (ev) {
     var form = ev.target;
