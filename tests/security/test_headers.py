@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from service.server_proc import ServerProcess
-from web.conftest import browser  # noqa: F401  (Chromium, shared with the UI's tests)
+from web.conftest import launch_browser
 
 SQLITE_ONLY = True
 PAGES = ["/datasets", "/jobs", "/train", "/models", "/settings", "/usage", "/no-such-page"]
@@ -24,6 +24,13 @@ def server(tmp_path_factory):
     srv = ServerProcess(tmp_path_factory.mktemp("headers"), worker=False).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    # This module's own: the UI tests' session-wide browser would keep Playwright's event loop
+    # running in this thread for every module after this one.
+    yield from launch_browser()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +109,7 @@ class _Attacker(BaseHTTPRequestHandler):
         pass
 
 
-def test_another_site_cannot_frame_a_page(server, browser):  # noqa: F811
+def test_another_site_cannot_frame_a_page(server, browser):
     """A page on another origin frames the sign-in page (every page has the same policy): Chromium
     refuses to render it. Before issue 22 the frame showed the sign-in form."""
     _Attacker.target = server.url + "/login"
@@ -120,7 +127,7 @@ def test_another_site_cannot_frame_a_page(server, browser):  # noqa: F811
         evil.shutdown()
 
 
-def test_pages_run_under_their_policy(server, key, browser):  # noqa: F811
+def test_pages_run_under_their_policy(server, key, browser):
     """Sign in, visit the pages, use the jobs filter (it submits on change, from app.js): no CSP
     violation, no script error."""
     context = browser.new_context()

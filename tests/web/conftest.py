@@ -30,6 +30,13 @@ def web_server(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def browser():
+    yield from launch_browser()
+
+
+def launch_browser():
+    """Chromium through Playwright's sync API, for as long as the generator runs. Its event loop
+    runs in this thread meanwhile: a module outside tests/web that needs a browser takes its own,
+    module-scoped, so that the loop is gone before the next module (asyncio.run() there)."""
     if not Path(CHROMIUM).is_file():
         from sysdeps import missing_dependency
 
