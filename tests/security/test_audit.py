@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sqlalchemy import text
 
 from tunelab.db import Database
 
 from service.helpers import upload
+
+# `make test` runs the chain checks on SQLite; `make test-slow` on PostgreSQL too.
+pytestmark = pytest.mark.slow_on_postgresql
 
 
 def _db(server) -> Database:

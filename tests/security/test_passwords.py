@@ -17,6 +17,9 @@ from sqlalchemy import create_engine, text
 from service.conftest import database_url
 from service.server_proc import ServerProcess
 
+# Hashing does not depend on the database: `make test` on SQLite, `make test-slow` on both.
+pytestmark = pytest.mark.slow_on_postgresql
+
 PASSWORD = "correct horse battery"
 
 

@@ -16,6 +16,9 @@ import pytest
 from service.helpers import upload, wait_job
 from service.server_proc import ServerProcess
 
+# `make test` on SQLite; `make test-slow` on PostgreSQL too (its conditional UPDATE under concurrency).
+pytestmark = pytest.mark.slow_on_postgresql
+
 OPERATOR = "tl-operator-quota-test"
 PER_REQUEST = 10          # micro-dollars: the price sheet's 10,000 per 1K requests
 

@@ -138,6 +138,7 @@ def _rss(pid: int) -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
+@pytest.mark.slow
 def test_a_100_mb_download_is_streamed_not_held_in_memory(server, client_a, big_model):
     pid, peak, done = server.proc.pid, [0], threading.Event()
 

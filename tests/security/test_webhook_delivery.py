@@ -47,6 +47,7 @@ def _healthz_latencies(url: str, seconds: float) -> list[float]:
     return out
 
 
+@pytest.mark.slow
 def test_hanging_receivers_stall_only_their_tenant(server, client_a, client_b, banking_subset):
     tenant_c = server.create_tenant("tenant-c", "c@c.test")
     tarpit, fast = Tarpit(50), Receiver(200, b"ok")

@@ -21,6 +21,9 @@ from service.server_proc import ServerProcess
 
 from .webhook_receivers import Canary, Receiver, cancelled_job
 
+# The address checks do not depend on the database: `make test` runs them on SQLite, `make test-slow` on both.
+pytestmark = pytest.mark.slow_on_postgresql
+
 
 @pytest.fixture(scope="module")
 def server(backend, tmp_path_factory):

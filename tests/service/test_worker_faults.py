@@ -66,6 +66,7 @@ def _leftovers(folder: Path) -> list[str]:
     return bad
 
 
+@pytest.mark.slow
 # ---- a full disk under TUNELAB_HOME ---------------------------------------------------------------
 def test_a_disk_that_fills_during_a_job_fails_it_at_once_and_keeps_nothing_half_written(tmp_path_factory,
                                                                                        banking_subset):
@@ -171,6 +172,7 @@ def _gone(procs: list[psutil.Process]) -> bool:
     return not any(alive)
 
 
+@pytest.mark.slow
 @pytest.mark.slow_on_postgresql
 def test_a_worker_that_lost_its_lease_records_nothing(backend, tmp_path_factory, banking_subset):
     from .conftest import database_url

@@ -60,7 +60,7 @@ def out(d: Dataset, full: bool = False) -> dict:
 NonEmptyFile = File(..., json_schema_extra={"minLength": 1})
 
 
-@router.post("", status_code=201, response_model=DatasetOut, responses=errors(*AUTH, 400, 403, 413, 422))
+@router.post("", status_code=201, response_model=DatasetOut, responses=errors(*AUTH, 400, 403, 413, 422, 507))
 def upload(session: SessionDep, settings: SettingsDep, principal: MemberDep, file: UploadFile = NonEmptyFile,
            text_column: str | None = Form(None), label_column: str | None = Form(None),
            purpose: str = Form("fine-tune")):

@@ -42,7 +42,7 @@ def list_all(scope: ScopeDep, settings: SettingsDep):
     return {"data": catalog_out() + uploaded + [tuned_out(m) for m in tuned]}
 
 
-@router.post("/import", status_code=201, response_model=Model, responses=errors(*AUTH, 400, 403, 413, 422))
+@router.post("/import", status_code=201, response_model=Model, responses=errors(*AUTH, 400, 403, 413, 422, 507))
 def import_model(admin: AdminDep, settings: SettingsDep, session: SessionDep, file: UploadFile = NonEmptyFile,
                  name: str = Form("")):
     """An archive (zip or tar) of a Hugging Face model folder: safetensors weights only."""

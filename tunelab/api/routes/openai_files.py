@@ -30,7 +30,7 @@ def file_out(d: Dataset) -> dict:
             "expires_at": None}
 
 
-@router.post("", response_model=FileObject, responses=errors(*AUTH, 400, 403, 413, 422))
+@router.post("", response_model=FileObject, responses=errors(*AUTH, 400, 403, 413, 422, 507))
 def create_file(session: SessionDep, settings: SettingsDep, principal: MemberDep,
                 file: UploadFile = NonEmptyFile, purpose: Purpose = Form(...)):
     if purpose not in PURPOSES:
