@@ -167,6 +167,7 @@ def test_a_100_mb_download_is_streamed_not_held_in_memory(server, client_a, big_
     assert grew < 50, f"the server grew by {grew:.0f} MiB serving a 100 MiB download"
 
 
+@pytest.mark.slow
 def test_downloads_beyond_the_limit_get_429_then_the_slot_comes_back(server, client_a, big_model):
     url = f"/api/v1/models/{big_model['id']}/download"
     with httpx.Client(base_url=server.url, headers=client_a.headers, timeout=60) as other:

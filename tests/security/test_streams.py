@@ -26,6 +26,9 @@ from tunelab.jobs import store
 
 PER_KEY, PER_TENANT = 2, 3
 
+# `make test` on SQLite; `make test-slow` on PostgreSQL too.
+pytestmark = pytest.mark.slow_on_postgresql
+
 
 @pytest.fixture(scope="module")
 def server(backend, tmp_path_factory):
