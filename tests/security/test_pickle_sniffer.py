@@ -5,39 +5,22 @@ Ordinary model-folder files (text, JSON, images, random bytes) are not mistaken 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
-import struct
-import zipfile
 
 import pytest
 
 from tunelab.security.weights import looks_like_pickle
 
+from .test_model_uploads import _Canary, _zip_bytes
+from .test_model_uploads import _safetensors as safetensors_bytes
+
 SQLITE_ONLY = True   # database-independent: see tests/service/conftest.py
 
 
-class _Canary:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):       # unpickling this writes the canary file
-        return (exec, (f"open({str(self.path)!r}, 'w').write('pwned')",))
-
-
-def _zip(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def _safetensors() -> bytes:
-    raw = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
-    return struct.pack("<Q", len(raw)) + raw + b"\0" * 8
+    return safetensors_bytes({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8)
 
 
 CONFIG = json.dumps({"model_type": "bert", "architectures": ["BertModel"]}).encode()
@@ -48,7 +31,7 @@ def test_every_protocol_is_refused_under_any_name_and_never_unpickled(client_a, 
     canary = tmp_path / f"canary-{protocol}"
     payload = pickle.dumps(_Canary(canary), protocol=protocol)
     for name in ("innocent.json.weights", "tokenizer.model", "README"):   # names no suffix rule catches
-        archive = _zip({"config.json": CONFIG, "model.safetensors": _safetensors(), name: payload})
+        archive = _zip_bytes({"config.json": CONFIG, "model.safetensors": _safetensors(), name: payload})
         r = client_a.post("/api/v1/models/import", files={"file": ("model.zip", archive)}, data={"name": "m"})
         assert r.status_code == 422 and r.json()["error"]["code"] == "pickle", (name, r.text)
         assert name in r.json()["error"]["message"]
