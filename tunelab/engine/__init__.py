@@ -11,7 +11,7 @@ from importlib import import_module
 # import system would otherwise leave as the package's attribute.
 from .compare import Comparison, compare, finish, recommend
 
-_HOME = {"prepare_data": "data", "task_of_file": "data", "DoesNotFit": "planning", "FitOption": "planning",
+_HOME = {"Budget": "budget", "BudgetError": "budget", "parse_duration": "budget", "prepare_data": "data", "task_of_file": "data", "DoesNotFit": "planning", "FitOption": "planning",
          "Plan": "planning", "preflight": "planning", "RunResult": "run", "make_context": "run",
          "run_strategy": "run", "tunelab_home": "run"}
 _STRATEGIES = ("DataSpec", "PreparedData")

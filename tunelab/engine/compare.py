@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..strategies import ConfigError, PreparedData, Task, default_compare
 from ..training.progress import ProgressEvent, ProgressFn, null_progress
+from .budget import Budget
 
 
 @dataclass
@@ -59,7 +60,8 @@ def finish(rows: list[dict], task: Task) -> Comparison:
 
 def compare(model, data: PreparedData, strategies: list[str] | None = None, *, params: dict | None = None,
             out_root: Path | None = None, auto_fit: bool = False,
-            progress: ProgressFn = null_progress) -> Comparison:
+            progress: ProgressFn = null_progress, budget: Budget | None = None,
+            exhaustive: bool = False) -> Comparison:
     """params: strategy name -> its hyperparameter overrides. No strategies: the task's defaults."""
     from .run import run_strategy     # here: `finish` serves the web's tables without loading torch
 
