@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..evaluation.intervals import format_with_interval
+
 
 def _fmt(value) -> str:
     if isinstance(value, float):
@@ -14,6 +16,31 @@ def _param(name: str, value, notes: dict) -> str:
     if value is None and name in notes:
         return f"{_fmt(notes[name])} (chosen on validation)"
     return _fmt(value)
+
+
+ROWS_OF = {"token_f1": "answers_scored", "exact_match": "answers_scored"}    # scored on generated answers
+
+
+def _value(metrics: dict, key: str, unit: str = "test rows") -> str:
+    """A metric, with its interval and the rows it was measured on when it has one (older runs: alone)."""
+    interval = metrics.get(f"{key}_interval")
+    if not interval:
+        return _fmt(metrics[key])
+    rows = metrics.get(ROWS_OF.get(key, ""), (metrics.get("interval") or {}).get("rows", metrics.get("test_rows")))
+    if key in ROWS_OF:
+        unit = "held-out answers"
+    return format_with_interval(metrics[key], interval, rows, unit)
+
+
+def _interval_note(metrics: dict, generative: bool = False) -> list[str]:
+    info = metrics.get("interval") or {}
+    if not info:
+        return []
+    how = (f"{info.get('method', '')}, {info.get('resamples') or 0:,} resamples" if not generative else
+           "a percentile bootstrap over the rows for mean scores such as token F1, the Wilson score interval "
+           "for proportions such as preference accuracy and exact match")
+    return ["", f"In brackets: the {100 * info.get('level', 0.95):.0f}% interval ({how}); a smaller test split "
+            "gives a wider interval."]
 
 
 def render_model_card(config: dict, metrics: dict, data_report: dict) -> str:
@@ -44,7 +71,8 @@ def render_model_card(config: dict, metrics: dict, data_report: dict) -> str:
     for key in ("accuracy", "macro_f1", "weighted_f1", "train_seconds", "latency_ms_per_example",
                 "throughput_per_s", "trainable_params", "total_params", "peak_rss_mb"):
         if key in metrics:
-            lines.append(f"| {key} | {_fmt(metrics[key])} |")
+            lines.append(f"| {key} | {_value(metrics, key)} |")
+    lines += _interval_note(metrics)
     per_class = metrics.get("per_class", {})
     if per_class:
         lines += ["", "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
@@ -85,10 +113,12 @@ def render_generative_card(config: dict, metrics: dict, data_report: dict, sampl
              ("exact match", None, "exact_match"), ("token F1", None, "token_f1"),
              ("chosen - rejected log-prob margin", "base_margin", "margin"),
              ("preference accuracy", "base_preference_accuracy", "preference_accuracy")]
+    unit = "held-out pairs" if "preference_accuracy" in metrics else "held-out answers"
     for title, base, tuned in pairs:
         if tuned in metrics:
             lines.append(f"| {title} | {_fmt(metrics.get(base)) if base and base in metrics else '—'} | "
-                         f"{_fmt(metrics[tuned])} |")
+                         f"{_value(metrics, tuned, unit)} |")
+    lines += _interval_note(metrics, generative=True)
     lines += ["", "| cost | value |", "|---|---|"]
     for key in ("train_seconds", "tokens_per_second", "peak_rss_mb", "trainable_params", "total_params"):
         if metrics.get(key) is not None:

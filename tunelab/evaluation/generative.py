@@ -12,6 +12,7 @@ import torch
 
 from ..models.causal import IGNORE, collate_lm
 from ..models.device import autocast
+from .intervals import mean_interval, wilson_interval
 
 
 def batch_loss_sum(model, batch: dict, device: str, precision: str) -> tuple[torch.Tensor, int]:
@@ -67,8 +68,12 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def answer_metrics(predictions: list[str], references: list[str]) -> dict:
+    """Exact match and token F1 of the answers, each with its 95% interval over the answers
+    (token F1: bootstrap of the per-answer scores; exact match: Wilson)."""
     if not references:
         return {}
-    return {"exact_match": float(np.mean([exact_match(p, r) for p, r in zip(predictions, references)])),
-            "token_f1": float(np.mean([token_f1(p, r) for p, r in zip(predictions, references)])),
-            "answers_scored": len(references)}
+    exact = [exact_match(p, r) for p, r in zip(predictions, references)]
+    f1 = [token_f1(p, r) for p, r in zip(predictions, references)]
+    return {"exact_match": float(np.mean(exact)), "token_f1": float(np.mean(f1)),
+            "exact_match_interval": wilson_interval(int(sum(exact)), len(exact)),
+            "token_f1_interval": mean_interval(f1), "answers_scored": len(references)}

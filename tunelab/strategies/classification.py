@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..data import DataError, TextDataset, read_table, split_dataset, stratified_limit, validate
 from ..evaluation import classification_metrics, timed_predict
+from ..evaluation.intervals import format_short, format_with_interval, macro_f1_accuracy_intervals
 from ..models import token_counter
 from .task import TASKS, DataSpec, PreparedData, Task
 
@@ -70,7 +71,8 @@ class TextClassification(Task):
             predictor.cache = cache
         names = predictor.label_names
         predicted = [names[i] for i in proba.argmax(axis=1)] if len(test) else []
-        return {**classification_metrics(test.labels, predicted, names), **speed, "test_rows": len(test)}, []
+        return {**classification_metrics(test.labels, predicted, names), **speed, "test_rows": len(test),
+                **label_intervals(test.labels, proba.argmax(axis=1) if len(test) else [], names)}, []
 
     columns = (("macro_f1", "macro-F1", "{:.3f}"), ("accuracy", "accuracy", "{:.3f}"),
                ("train_seconds", "train s", "{:.1f}"), ("latency_ms", "latency ms", "{:.2f}"),
@@ -78,8 +80,10 @@ class TextClassification(Task):
 
     def headline(self, strategy: str, metrics: dict) -> str:
         m = metrics
-        return (f"{strategy}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['test_rows']} test "
-                f"rows; trained in {m['train_seconds']:.1f}s")
+        brackets = " (95% intervals in brackets)" if m.get("macro_f1_interval") else ""
+        return (f"{strategy}: accuracy {format_short(m['accuracy'], m.get('accuracy_interval'))}, macro-F1 "
+                f"{format_with_interval(m['macro_f1'], m.get('macro_f1_interval'))} on {m['test_rows']} test rows"
+                f"{brackets}; trained in {m['train_seconds']:.1f}s")
 
     def summarize(self, strategy: str, metrics: dict) -> dict:
         m = metrics
@@ -87,7 +91,17 @@ class TextClassification(Task):
                 "train_seconds": m["train_seconds"], "latency_ms": m["latency_ms_per_example"],
                 "trainable_params": m["trainable_params"], "peak_rss_mb": m["peak_rss_mb"],
                 "cost_seconds": m["train_seconds"] + m["latency_ms_per_example"] / 1000 * SERVED_PREDICTIONS,
-                "quality": m["macro_f1"]}
+                "quality": m["macro_f1"], "macro_f1_interval": m.get("macro_f1_interval"),
+                "accuracy_interval": m.get("accuracy_interval"), "quality_interval": m.get("macro_f1_interval"),
+                "test_rows": m.get("test_rows")}
+
+
+def label_intervals(true_labels: list[str], predicted_ids, names: list[str]) -> dict:
+    """The 95% bootstrap intervals of macro-F1 and accuracy over the test rows (a test label the
+    model does not know counts as a miss, outside the average, as for sklearn's labels=names)."""
+    index = {n: i for i, n in enumerate(names)}
+    true_ids = [index.get(label, len(names)) for label in true_labels]
+    return macro_f1_accuracy_intervals(true_ids, predicted_ids, len(names))
 
 
 TEXT_CLASSIFICATION = TASKS[TextClassification.name]

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from ..data.generative import Message
 from ..evaluation.generative import answer_metrics
+from ..evaluation.intervals import WILSON, interval_info, wilson_interval
 from ..models.causal import IGNORE, encode_conversation, load_causal_lm, load_chat_tokenizer
 from ..models.device import autocast
 from ..models.generation import GenerationSettings, generate_text
@@ -245,7 +246,17 @@ def evaluate_pairs(lm: CausalLMModel, ctx: RunContext, progress) -> tuple[dict, 
                "base_margin": float(base.mean()) if len(pairs) else None,
                "preference_accuracy": float((tuned > 0).mean()) if len(pairs) else None,
                "base_preference_accuracy": float((base > 0).mean()) if len(pairs) else None,
-               **answer_metrics(tuned_answers, [p.chosen for p in pairs[:SAMPLES]])}
+               **answer_metrics(tuned_answers, [p.chosen for p in pairs[:SAMPLES]]),
+               **preference_intervals(tuned, base)}
     samples = [{"prompt": p.prompt[-1].content, "reference": p.chosen, "base": b, "tuned": t}
                for p, b, t in zip(pairs[:SAMPLES], base_answers, tuned_answers)]
     return metrics, samples
+
+
+def preference_intervals(tuned: np.ndarray, base: np.ndarray) -> dict:
+    """95% Wilson intervals of how often the tuned (and the base) model prefers the chosen answer
+    over the held-out pairs (None without pairs). The sample answers' token F1 and exact match
+    (a handful of pairs) keep their own intervals from answer_metrics."""
+    return {"preference_accuracy_interval": wilson_interval(int((tuned > 0).sum()), len(tuned)),
+            "base_preference_accuracy_interval": wilson_interval(int((base > 0).sum()), len(base)),
+            "interval": interval_info(len(tuned), method=WILSON)}

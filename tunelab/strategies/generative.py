@@ -12,6 +12,7 @@ from ..data import DataError, Issue
 from ..data.generative import GenerativeDataset, GenerativeSplits, read_generative, split_generative
 from ..data.generative_checks import validate_generative
 from ..evaluation.generative import answer_metrics, mean_token_loss, perplexity
+from ..evaluation.intervals import format_short, interval_info
 from ..models.causal import conversation_token_counter, encode_conversation, load_causal_lm, load_chat_tokenizer
 from ..models.generation import GenerationSettings, generate_text
 from ..training.progress import ProgressEvent, ProgressFn
@@ -108,20 +109,33 @@ class GenerativeTask(Task):
 
     def headline(self, strategy: str, metrics: dict) -> str:
         m = metrics
-        parts = [f"{k.replace('_', ' ')} {m[k]:.4g}" for k in ("test_loss", "base_test_loss", "test_perplexity",
-                 "exact_match", "token_f1", "margin", "base_margin") if m.get(k) is not None]
-        return (f"{strategy}: {', '.join(parts)} on {m.get('test_rows')} held-out examples; trained in "
+        parts = [f"{k.replace('_', ' ')} {_with_interval(m, k)}" for k in (
+                 "test_loss", "base_test_loss", "test_perplexity", "exact_match", "token_f1", "margin", "base_margin",
+                 "preference_accuracy") if m.get(k) is not None]
+        brackets = " (95% intervals in brackets)" if any(m.get(f"{k}_interval") for k in INTERVALS) else ""
+        return (f"{strategy}: {', '.join(parts)} on {m.get('test_rows')} held-out examples{brackets}; trained in "
                 f"{m['train_seconds']:.1f}s ({m.get('tokens_per_second') or 0:.0f} tokens/s, peak "
                 f"{m['peak_rss_mb']:.0f} MB)")
 
     def summarize(self, strategy: str, metrics: dict) -> dict:
         keep = ("test_loss", "base_test_loss", "test_perplexity", "exact_match", "token_f1", "margin",
                 "base_margin", "preference_accuracy", "base_preference_accuracy", "train_seconds",
-                "tokens_per_second", "trainable_params", "peak_rss_mb", "test_rows")
+                "tokens_per_second", "trainable_params", "peak_rss_mb", "test_rows", "answers_scored",
+                "token_f1_interval", "preference_accuracy_interval")
         row = {"strategy": strategy, **{k: metrics.get(k) for k in keep if k in metrics}}
         row["quality"] = metrics.get(self.quality) or 0.0
+        row["quality_interval"] = metrics.get(f"{self.quality}_interval")
         row["cost_seconds"] = metrics["train_seconds"]
         return row
+
+
+INTERVALS = ("exact_match", "token_f1", "preference_accuracy")
+
+
+def _with_interval(m: dict, key: str) -> str:
+    """A headline's number: 4 significant digits, or 3 decimals and its interval when it has one."""
+    interval = m.get(f"{key}_interval")
+    return format_short(m[key], interval) if interval else f"{m[key]:.4g}"
 
 
 class Chat(GenerativeTask):
@@ -174,6 +188,8 @@ def evaluate_answers(lm, ctx, splits: GenerativeSplits, progress: ProgressFn) ->
     prompts = _references(splits, getattr(p, "eval_answers", 32))
     tuned = _answers(lm, prompts, getattr(p, "max_new_tokens", 128), progress, "tuned answers")
     metrics.update(answer_metrics(tuned, [r for _, r in prompts]))
+    metrics.setdefault("token_f1_interval", None)        # no held-out answer: no interval
+    metrics["interval"] = interval_info(metrics.get("answers_scored", 0))
     # The base model, for comparison: the adapter switched off, or a fresh copy of the base weights.
     base_lm = _base_of(lm, ctx)
     with _AdapterOff(lm):

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 
 from ..api.deps import SessionDep
 from ..engine.compare import finish
+from ..evaluation.intervals import format_short
 from ..strategies import task_named
 from ..strategies.classification import SERVED_PREDICTIONS
 from ..db.models import Dataset, Job
@@ -104,7 +105,9 @@ def table(rows: list[dict], models: dict, task=None) -> dict:
         out.append(r)
     ok = [r for r in out if "error" not in r]
     return {"rows": out, "task": shown_as(task), "headers": headers,
-            "f1_bars": [{"label": r["strategy"], "pct": r["f1_pct"], "value": f"{r['quality']:.3f}"} for r in ok],
+            "f1_bars": [{"label": r["strategy"], "pct": r["f1_pct"],
+                         "value": format_short(r["quality"], r.get("quality_interval"))} for r in ok],
+            "intervals": any(r.get("quality_interval") for r in ok),
             "cost_bars": [{"label": r["strategy"], "pct": r["cost_pct"], "value": f"{r['cost_seconds']:.0f} s"}
                           for r in ok]}
 

@@ -146,7 +146,9 @@ def quality(metrics: dict) -> dict:
         task = task_named(metrics.get("task") or "text-classification")
     except KeyError:
         task = task_named("text-classification")
-    return {"label": task.quality_label, "value": metrics.get(task.quality)}
+    interval = metrics.get(f"{task.quality}_interval")       # absent from runs made before intervals
+    out = {"label": task.quality_label, "value": metrics.get(task.quality)}
+    return {**out, "interval": interval} if interval else out
 
 
 def samples(job: Job) -> list[dict]:

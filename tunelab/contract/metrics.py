@@ -1,0 +1,66 @@
+"""A run's quality metrics and a comparison's rows, as the API documents them.
+
+On the wire they stay open JSON objects (a model's `metrics`, a comparison's `results`): the SDK
+hands them over as dicts, as before, and a newer server may add keys. The document lists the keys
+every client can rely on, among them each quality metric's uncertainty interval: `[low, high]`,
+the 95% interval over the test rows the metric was measured on (a bootstrap over the rows for
+macro-F1, accuracy and token F1; Wilson's score interval for preference accuracy), null for an
+empty test split and absent from runs made before intervals. `RunMetrics.model_validate(m)` and
+`ComparisonRow.model_validate(r)` give typed views."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field, WithJsonSchema
+
+from .base import Obj
+
+Interval = Annotated[list[float], Field(min_length=2, max_length=2)]
+
+
+def _interval(what: str) -> Any:
+    return Field(None, description=f"[low, high]: the 95% interval of {what} over the rows it was measured "
+                                   "on; null for an empty test split")
+
+
+class RunMetrics(Obj):
+    """A finished run's metrics (the keys below, and more: per_class, confusion_matrix, timings...)."""
+    task: str | None = Field(None, description="text-classification, chat or preference")
+    test_rows: int | None = Field(None, description="held-out rows (pairs, conversations) scored")
+    macro_f1: float | None = Field(None, description="classification: the quality a comparison ranks by")
+    macro_f1_interval: Interval | None = _interval("macro-F1")
+    accuracy: float | None = None
+    accuracy_interval: Interval | None = _interval("accuracy")
+    token_f1: float | None = Field(None, description="chat: token F1 of the held-out answers (the quality)")
+    token_f1_interval: Interval | None = _interval("token F1 (over the answers scored)")
+    exact_match: float | None = None
+    exact_match_interval: Interval | None = _interval("exact match (Wilson)")
+    answers_scored: int | None = Field(None, description="chat: held-out answers generated and scored")
+    preference_accuracy: float | None = Field(None, description="preference: how often the tuned model "
+                                              "prefers the chosen answer (the quality)")
+    preference_accuracy_interval: Interval | None = _interval("preference accuracy (Wilson)")
+    base_preference_accuracy_interval: Interval | None = _interval("the base model's preference accuracy")
+    interval: dict[str, Any] | None = Field(None, description="how the intervals were made: level (0.95), "
+                                            "method, resamples (bootstrap), rows")
+
+
+class ComparisonRow(Obj):
+    """One strategy's row of a comparison: its metrics in brief, or why it did not run."""
+    strategy: str
+    quality: float | None = Field(None, description="the task's ranking metric (macro-F1, token F1, "
+                                  "preference accuracy)")
+    quality_interval: Interval | None = _interval("the quality")
+    cost_seconds: float | None = Field(None, description="compute: training, plus serving 10,000 predictions "
+                                       "for classifiers")
+    relative_cost: float | None = Field(None, description="cost over the cheapest finished strategy's")
+    error: str | None = Field(None, description="why the strategy did not run or finish (no metrics then)")
+
+
+def _open_object(model: type[Obj]) -> WithJsonSchema:
+    """The model's schema for a field that stays a dict in Python."""
+    return WithJsonSchema(model.model_json_schema(mode="serialization"))
+
+
+MetricsObject = Annotated[dict[str, Any], _open_object(RunMetrics)]
+ComparisonRowObject = Annotated[dict[str, Any], _open_object(ComparisonRow)]
