@@ -47,6 +47,8 @@ def test_train_then_predict(banking_subset, tmp_path):
     for key in ("accuracy", "macro_f1", "train_seconds", "trainable_params"):
         assert key in metrics
     assert metrics["macro_f1"] > 0.8
+    lo, hi = metrics["macro_f1_interval"]          # 95% bootstrap over the test rows
+    assert lo <= metrics["macro_f1"] <= hi and metrics["interval"]["rows"] == metrics["test_rows"]
     card = (out / "README.md").read_text()
     assert card.startswith("# linear-probe")
     assert re.search(r"\| C \| [0-9.]+ \(chosen on validation\) \|", card)   # what ran, not "None"
@@ -91,3 +93,72 @@ def test_unfinished_artifact_is_refused(tmp_path):
     r = run_cli("predict", tmp_path / "half", "hello")
     assert r.returncode == 2
     assert "not a finished tunelab model" in r.stderr
+
+
+# ---- a comparison's budget: --budget, --budget-usd, --exhaustive (parsed before any data is read) ----
+@pytest.mark.parametrize("argv, seconds, usd", [
+    (["--budget", "10m"], 600.0, None),
+    (["--budget", "90s"], 90.0, None),
+    (["--budget", "1h30m"], 5400.0, None),
+    (["--budget", "45"], 45.0, None),
+    (["--budget", "2.5m"], 150.0, None),
+    (["--budget-usd", "0.50"], None, 0.5),
+    (["--budget-usd", "$2"], None, 2.0),
+    (["--budget", "5m", "--budget-usd", "0.10"], 300.0, 0.1),
+    ([], None, None),
+])
+def test_compare_budget_flags(argv, seconds, usd):
+    from tunelab.cli.commands import build_parser
+
+    args = build_parser().parse_args(["compare", "train.csv", *argv])
+    assert (args.budget, args.budget_usd, args.exhaustive) == (seconds, usd, False)
+    assert build_parser().parse_args(["compare", "train.csv", "--exhaustive", *argv]).exhaustive
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--budget", "10x"], "--budget: 10x: give a duration such as 90s, 10m or 1h30m"),
+    (["--budget", "m"], "give a duration such as 90s, 10m or 1h30m"),
+    (["--budget", ""], "give a duration such as 90s, 10m or 1h30m"),
+    (["--budget", "0s"], "--budget: 0s: must be more than 0 seconds and at most 7 days"),
+    (["--budget", "8d"], "give a duration such as 90s, 10m or 1h30m"),
+    (["--budget", "200h"], "at most 7 days"),
+    (["--budget-usd", "abc"], "--budget-usd: abc: give dollars such as 0.50"),
+    (["--budget-usd", "0"], "must be more than $0"),
+    (["--budget-usd", "-1"], "must be more than $0"),
+    (["--budget-usd", "nan"], "must be more than $0"),
+    (["--budget-usd", "1e9"], "at most $10,000"),
+])
+def test_compare_bad_budget_is_a_usage_error(capsys, argv, message):
+    """Exit 2 with the flag and what to type, as every usage error: locally and remotely."""
+    from tunelab.cli.commands import build_parser
+
+    for command in (["compare", "train.csv"], ["jobs", "compare", "file-abc"]):
+        with pytest.raises(SystemExit) as exit_:
+            build_parser().parse_args([*command, *argv])
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_remote_compare_sends_the_budget(monkeypatch):
+    """`tunelab jobs compare` through the SDK: seconds, dollars, exhaustive, per-strategy --set."""
+    import httpx
+
+    import tunelab.sdk as sdk
+    from tunelab.cli.commands import main
+
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(201, json={"id": "ftjob-1", "status": "queued", "spec": {},
+                                         "budget": {"seconds": 600.0, "usd": 0.5}, "exhaustive": True})
+
+    original = sdk.Client.__init__
+    monkeypatch.setattr(sdk.Client, "__init__", lambda self, base_url, api_key, **kw:
+                        original(self, base_url, api_key, transport=httpx.MockTransport(handler)))
+    status = main(["--server", "http://tunelab.test", "--api-key", "tl-x", "jobs", "compare", "file-abc",
+                   "--strategies", "zero-shot,lora", "--set", "lora.r=8", "--budget", "10m",
+                   "--budget-usd", "0.50", "--exhaustive"])
+    assert status == 0
+    assert sent == [{"dataset_id": "file-abc", "strategies": ["zero-shot", "lora"], "strategy_params": {"lora": {"r": 8}},
+                     "seed": 0, "budget_seconds": 600.0, "budget_usd": 0.5, "exhaustive": True}]

@@ -57,6 +57,21 @@ def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
+def _budget(budget: str | float | None = None, budget_usd: float | None = None, exhaustive: bool = False) -> dict:
+    """A comparison's limits as the API takes them: `budget` as seconds or "90s", "10m", "1h30m"
+    (read here: the API takes `budget_seconds`, a number), `budget_usd` in dollars."""
+    out: dict = {}
+    if budget is not None:
+        from .engine.budget import parse_duration     # no torch: a regex and arithmetic
+
+        out["budget_seconds"] = parse_duration(budget)
+    if budget_usd is not None:
+        out["budget_usd"] = budget_usd
+    if exhaustive:
+        out["exhaustive"] = True
+    return out
+
+
 class _Resource:
     def __init__(self, client: "Client"):
         self._c = client
@@ -93,9 +108,12 @@ class Jobs(_Resource):
     def create(self, dataset_id: str, strategy: str | None = None, model: str | None = None, params: dict | None = None,
                test_dataset_id: str | None = None, limit: int | None = None, idempotency_key: str | None = None,
                **extra: Any) -> Job:
-        """`extra`: other JobSpec fields (seed, suffix, auto_fit, metadata). No strategy or model: the
-        server's defaults for the dataset's task (lora on minilm for labelled texts, sft-lora on
-        smollm2 for conversations, dpo for preference pairs)."""
+        """`extra`: other JobSpec fields (seed, suffix, auto_fit, metadata; for a compare job
+        kind="compare", strategies, strategy_params, budget_seconds, budget_usd, exhaustive, or
+        `budget="10m"`). No strategy or model: the server's defaults for the dataset's task (lora on
+        minilm for labelled texts, sft-lora on smollm2 for conversations, dpo for preference pairs)."""
+        if "budget" in extra:
+            extra.update(_budget(extra.pop("budget")))
         body = _drop_none({"dataset_id": dataset_id, "strategy": strategy, "model": model, "params": params or {},
                            "test_dataset_id": test_dataset_id, "limit": limit, **extra})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
@@ -105,6 +123,8 @@ class Jobs(_Resource):
                  test_dataset_id: str | None = None, limit: int | None = None, **extra: Any) -> dict:
         """What the job would cost and take before it starts: cost_usd, cost_range_usd, wall_seconds(_range),
         reserve_usd, and whether it would start now (would_start, missing_usd, quota)."""
+        if "budget" in extra:
+            extra.update(_budget(extra.pop("budget")))
         body = _drop_none({"dataset_id": dataset_id, "strategy": strategy, "model": model, "params": params or {},
                            "test_dataset_id": test_dataset_id, "limit": limit, **extra})
         return self._c.request("POST", "/api/v1/jobs/estimate", json=body)
@@ -149,12 +169,17 @@ class Jobs(_Resource):
 
 
 class Comparisons(_Resource):
-    def create(self, dataset_id: str, strategies: list[str] | None = None, model: str = "minilm",
+    def create(self, dataset_id: str, strategies: list[str] | None = None, model: str | None = None,
                test_dataset_id: str | None = None, strategy_params: dict | None = None, limit: int | None = None,
-               seed: int = 0, idempotency_key: str | None = None) -> Comparison:
+               seed: int = 0, idempotency_key: str | None = None, budget: str | float | None = None,
+               budget_usd: float | None = None, exhaustive: bool = False) -> Comparison:
+        """No strategies or model: the defaults of the dataset's task. `budget`: wall seconds or
+        "90s", "10m", "1h30m"; `budget_usd`: dollars of compute; the
+        comparison stops at whichever comes first. `exhaustive`: every candidate runs to the end.
+        A bad `budget` raises ValueError before anything is sent."""
         body = _drop_none({"dataset_id": dataset_id, "strategies": strategies, "model": model,
                            "test_dataset_id": test_dataset_id, "strategy_params": strategy_params,
-                           "limit": limit, "seed": seed})
+                           "limit": limit, "seed": seed, **_budget(budget, budget_usd, exhaustive)})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Comparison(**self._c.request("POST", "/api/v1/comparisons", json=body, headers=headers))
 

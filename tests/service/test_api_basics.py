@@ -157,6 +157,49 @@ def test_sse_progress_and_signed_webhook_with_retry(server, client_a, banking_su
     assert deliveries[0]["response_status"] == 200
 
 
+def test_a_compare_job_takes_a_budget_and_reads_it_back(client_a, banking_subset):
+    """budget_seconds / budget_usd / exhaustive through both routes that create a compare job, read
+    back on the comparison and the job; the reservation is capped by the budget; a train job with a
+    budget, and a duration string, are 422 (the SDK and CLI read "10m"). Cancelled at once: nothing
+    here needs the comparison to run."""
+    train = upload(client_a, banking_subset[0])
+    body = {"dataset_id": train["id"], "strategies": ["zero-shot", "linear-probe"]}
+    r = client_a.post("/api/v1/comparisons", json=body | {"budget_seconds": 600, "budget_usd": 0.00001,
+                                                          "exhaustive": True})
+    assert r.status_code == 201, r.text
+    made = r.json()
+    try:
+        got = client_a.get(f"/api/v1/comparisons/{made['id']}").json()
+        for c in (made, got):
+            assert c["budget"]["seconds"] == 600 and c["budget"]["usd"] == 0.00001 and c["exhaustive"] is True
+            assert (c["spec"]["budget_seconds"], c["spec"]["budget_usd"], c["spec"]["exhaustive"]) == (600, 0.00001, True)
+        assert client_a.get(f"/api/v1/billing/jobs/{made['id']}").json()["estimate"]["high"] == 10   # $0.00001
+    finally:
+        client_a.post(f"/api/v1/jobs/{made['id']}/cancel")
+    plain = client_a.post("/api/v1/jobs/estimate", json=body | {"kind": "compare"}).json()
+    capped = client_a.post("/api/v1/jobs/estimate", json=body | {"kind": "compare", "budget_usd": 0.00001}).json()
+    assert capped["reserve"] == 10 < plain["reserve"]
+
+    r = client_a.post("/api/v1/jobs", json=body | {"kind": "compare", "budget_seconds": 90})
+    assert r.status_code == 201, r.text
+    try:
+        job = client_a.get(f"/api/v1/jobs/{r.json()['id']}").json()
+        assert job["kind"] == "compare" and job["spec"]["budget_seconds"] == 90 and job["spec"]["exhaustive"] is False
+        assert client_a.get(f"/api/v1/comparisons/{job['id']}").json()["budget"]["seconds"] == 90
+    finally:
+        client_a.post(f"/api/v1/jobs/{r.json()['id']}/cancel")
+
+    for bad, field in ((body | {"kind": "compare", "budget_seconds": "10m"}, "budget_seconds"),
+                       ({"dataset_id": train["id"], "strategy": "zero-shot", "budget_seconds": 60}, None),
+                       (body | {"kind": "compare", "budget_usd": 0}, "budget_usd")):
+        r = client_a.post("/api/v1/jobs", json=bad)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "validation_error", r.text
+        assert field is None or field in (r.json()["error"]["param"] or ""), r.text
+        assert "Traceback" not in r.text
+    r = client_a.post("/api/v1/jobs", json={"dataset_id": train["id"], "strategy": "zero-shot", "exhaustive": True})
+    assert r.status_code == 422 and "compare jobs" in r.json()["error"]["message"]
+
+
 @pytest.mark.slow_on_postgresql     # the compare job's engine does not depend on the database
 def test_comparison_job_gives_a_table_and_a_recommendation(client_a, banking_subset):
     train, test = (upload(client_a, p) for p in banking_subset)

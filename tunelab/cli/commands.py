@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import admin, billing, generative, remote
+from .budget import add_budget_args
 from .common import say as _say, split_set_by_strategy
 from .errors import guarded
 from .exits import EXIT_CONFIG, EXIT_DATA, EXIT_OK
@@ -71,6 +72,7 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     compare.add_argument("--set", action="append", default=[], metavar="STRATEGY.KEY=VALUE")
     compare.add_argument("--out", type=Path, help="keep each strategy's model under OUT/STRATEGY")
     compare.add_argument("--auto-fit", action="store_true")
+    add_budget_args(compare)
     compare.add_argument("--json", action="store_true")
 
     predict = sub.add_parser("predict", help="label texts with a trained model folder")
@@ -161,35 +163,52 @@ def cmd_train(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from ..engine import compare
+    from ..engine import Budget, compare
 
     names = [s.strip() for s in (args.strategies or "").split(",") if s.strip()]
+    params = split_set_by_strategy(args.set)
+    budget = Budget(args.budget, args.budget_usd) if args.budget is not None or args.budget_usd is not None else None
     model, data = _prepare(args)
     progress = _progress(not args.json)
-    result = compare(model, data, names or None, params=split_set_by_strategy(args.set), out_root=args.out,
-                     auto_fit=args.auto_fit, progress=progress)
+    result = compare(model, data, names or None, params=params, out_root=args.out,
+                     auto_fit=args.auto_fit, progress=progress, budget=budget, exhaustive=args.exhaustive)
     progress.close()
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
         return EXIT_OK
     print(f"{len(data.splits.train)} train / {len(data.splits.validation)} validation / "
-          f"{len(data.splits.test)} test rows ({data.splits.test_origin} test set), model {model.name}\n")
+          f"{len(data.splits.test)} test rows ({data.splits.test_origin} test set), model {model.name}"
+          + (f"; budget {budget.describe()}" if budget else "") + "\n")
     print(render_table(result.results, data.task.columns))
     print(f"\nrecommended: {result.recommended}: {result.reason}")
     return EXIT_OK
 
 
 def render_table(rows: list[dict], columns) -> str:
-    """The task's columns (key, header, format), one row a strategy; a strategy that did not run says why."""
-    widths = [max(len(header) + 2, 9) for _, header, _ in columns]
+    """The task's columns (key, header, format), one row a strategy; a strategy that did not run says
+    why. A number with an interval in the row (`<key>_interval`, e.g. macro-F1's) shows it:
+    "0.950 (0.86–0.99)", the 95% interval over the test rows."""
+    from ..evaluation.intervals import format_short
+
+    def cell(r: dict, key: str, fmt: str) -> str:
+        if r.get(key) is None:
+            return "-"
+        interval = r.get(f"{key}_interval")
+        return format_short(r[key], interval) if interval else fmt.format(r[key])
+
+    done = [r for r in rows if "error" not in r]
+    cells = [[cell(r, key, fmt) for key, _, fmt in columns] for r in done]
+    widths = [max([len(header) + 2, 9] + [len(c[i]) + 2 for c in cells]) for i, (_, header, _) in enumerate(columns)]
     head = f"{'strategy':<16}" + "".join(f"{h:>{w}}" for (_, h, _), w in zip(columns, widths))
     lines = [head, "-" * len(head)]
+    by_row = iter(cells)
     for r in rows:
         if "error" in r:
             lines.append(f"{r['strategy']:<16}  not run: {r['error'].splitlines()[0][:90]}")
             continue
-        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for key, _, fmt in columns]
-        lines.append(f"{r['strategy']:<16}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
+        lines.append(f"{r['strategy']:<16}" + "".join(f"{c:>{w}}" for c, w in zip(next(by_row), widths)))
+    if any(r.get("quality_interval") for r in done):
+        lines.append("(in brackets: the 95% interval over the test rows)")
     return "\n".join(lines)
 
 

@@ -13,7 +13,8 @@ import json
 import sys
 
 from .billing import estimate_line
-from .common import dump, remote, say as _say, split_set
+from .budget import add_budget_args
+from .common import dump, remote, say as _say, split_set, split_set_by_strategy
 from .exits import EXIT_AUTH, EXIT_CANCELLED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, JOB_EXIT
 
 __all__ = ["EXIT_AUTH", "EXIT_CANCELLED", "EXIT_ERROR", "EXIT_OK", "JOB_EXIT", "Watcher", "extend"]
@@ -51,6 +52,18 @@ def extend(sub, groups) -> None:
     p.add_argument("--idempotency-key", help="sending the same key again returns the first job")
     p.add_argument("--watch", action="store_true", help="follow the job; exit 0/1/3 as it succeeds/fails/is cancelled")
     p.set_defaults(func=cmd_jobs_create)
+    p = _json_flag(jobs.add_parser("compare", help="queue a comparison: several strategies on one split, one "
+                                   "recommendation (--watch to follow it)"))
+    p.add_argument("dataset_id")
+    p.add_argument("--strategies", help="comma-separated (default: the dataset's task's default comparison)")
+    p.add_argument("--model", help="default: the task's")
+    p.add_argument("--test-dataset", dest="test_dataset_id", help="a dataset id to test on (default: a split)")
+    p.add_argument("--set", action="append", default=[], metavar="STRATEGY.KEY=VALUE", help="a hyperparameter")
+    p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
+    add_budget_args(p)
+    p.add_argument("--idempotency-key", help="sending the same key again returns the first comparison")
+    p.add_argument("--watch", action="store_true", help="follow it; exit 0/1/3 as it succeeds/fails/is cancelled")
+    p.set_defaults(func=cmd_jobs_compare)
     p = _json_flag(jobs.add_parser("watch", help="follow a job live; exit 0 succeeded, 1 failed, 3 cancelled"))
     p.add_argument("job_id")
     p.set_defaults(func=cmd_jobs_watch)
@@ -157,6 +170,29 @@ def cmd_jobs_create(client, args) -> int:
 
 
 @remote
+def cmd_jobs_compare(client, args) -> int:
+    names = [s.strip() for s in (args.strategies or "").split(",") if s.strip()]
+    params = {name: split_set(items, json_values=True) for name, items in split_set_by_strategy(args.set).items()}
+    cmp = client.comparisons.create(args.dataset_id, strategies=names or None, model=args.model,
+                                    test_dataset_id=args.test_dataset_id, strategy_params=params or None,
+                                    limit=args.limit, budget=args.budget, budget_usd=args.budget_usd,
+                                    exhaustive=args.exhaustive, idempotency_key=args.idempotency_key)
+    if cmp.job is not None and cmp.job.billing and not args.json:
+        _say(estimate_line(cmp.job.billing))
+    if not args.watch:
+        dump(cmp) if args.json else print(cmp.id)
+        return EXIT_OK
+    _say(f"comparison {cmp.id} {cmp.status}" + (f", budget {_budget_text(cmp.budget)}" if cmp.budget else ""))
+    return _watch(client, cmp.id, args.json)
+
+
+def _budget_text(budget: dict) -> str:
+    parts = [f"{budget['seconds']:.0f} s" if budget.get("seconds") is not None else None,
+             f"${budget['usd']:.2f}" if budget.get("usd") is not None else None]
+    return " or ".join(p for p in parts if p)
+
+
+@remote
 def cmd_jobs_watch(client, args) -> int:
     return _watch(client, args.job_id, args.json)
 
@@ -239,6 +275,8 @@ def _watch(client, job_id: str, as_json: bool) -> int:
             summary += f": model {job.fine_tuned_model}"
         if "macro_f1" in metrics:
             summary += f" (macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics.get('accuracy', 0):.3f})"
+        if job.kind == "compare" and (job.result or {}).get("recommended"):
+            summary += f": recommended {job.result['recommended']}"
         if job.error:
             summary += f": {job.error.code}: {job.error.message}"
         print(summary)

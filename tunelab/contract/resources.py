@@ -7,6 +7,7 @@ from typing import Any, Iterator
 from pydantic import Field, model_validator
 
 from .base import Obj
+from .metrics import ComparisonRowObject, MetricsObject
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -168,7 +169,8 @@ class Model(Obj):
     base_model: str | None = None
     strategy: str | None = None
     job_id: str | None = None
-    metrics: dict[str, Any] | None = None
+    metrics: MetricsObject | None = Field(None, description="the run's metrics on its test split, each quality "
+                                          "metric with its 95% interval (`<metric>_interval`)")
     created_at: int | None = None
 
 
@@ -192,11 +194,15 @@ class Comparison(Obj):
     id: str
     status: str
     spec: dict[str, Any] = Field(default_factory=dict)
-    results: list[dict[str, Any]] = Field(default_factory=list)
+    results: list[ComparisonRowObject] = Field(default_factory=list, description=(
+        "one row a strategy: its metrics, `quality` and `quality_interval` (95%), or `error`"))
     recommended: str | None = None
     reason: str | None = None
     models: dict[str, str] = Field(default_factory=dict)
     job: Job | None = None
+    budget: dict[str, Any] | None = Field(None, description="what the comparison may spend: seconds and/or usd "
+                                          "(with what the engine reports once it ran); null: no limit")
+    exhaustive: bool = Field(False, description="every candidate runs to the end (no early stopping)")
 
 
 class ComparisonList(Obj):

@@ -74,7 +74,8 @@ def run(spec_path: Path) -> int:
         out = Path(spec.out_dir)
         if job.kind == "compare":
             result = compare(model, data, job.strategies, params=job.strategy_params, out_root=out,
-                             auto_fit=job.auto_fit, progress=progress)
+                             auto_fit=job.auto_fit, progress=progress, budget=job.budget(),
+                             exhaustive=job.exhaustive)
             emit("result", kind="compare", **result.to_dict(),
                  artifacts={r["strategy"]: str(out / r["strategy"]) for r in result.results if "error" not in r})
         else:

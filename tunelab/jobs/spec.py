@@ -22,6 +22,14 @@ def json_int(**constraints):
 
 JsonInt = json_int()
 
+MAX_BUDGET_SECONDS = 7 * 24 * 3600     # engine.budget.parse_duration's bound
+MAX_BUDGET_USD = 10_000.0
+BUDGET_ON_TRAIN = ("`budget_seconds`, `budget_usd` and `exhaustive` are for compare jobs (kind \"compare\"); "
+                   "a train job runs its one strategy to the end")
+# strict: a JSON number (3 or 2.5), not `true` nor "600"; NaN and infinities are refused
+BudgetSeconds = Annotated[float, Field(gt=0, le=MAX_BUDGET_SECONDS, strict=True, allow_inf_nan=False)]
+BudgetUsd = Annotated[float, Field(gt=0, le=MAX_BUDGET_USD, strict=True, allow_inf_nan=False)]
+
 
 def strategy_params_schemas() -> tuple[list[str], dict[str, dict]]:
     """The registered strategies' names and each one's hyperparameters as JSON Schema."""
@@ -46,11 +54,14 @@ def _document(schema: dict) -> None:
     """What the service refuses, in the OpenAPI document and not only in code (check_spec and
     _one_or_many): a train job names a registered strategy and that strategy's hyperparameters; a
     compare job names at least one; a model is a catalog name or an uploaded model. Fields a kind
-    ignores (a train job's `strategies`, a compare job's `params`) stay unconstrained there."""
+    ignores (a train job's `strategies`, a compare job's `params`) stay unconstrained there. A
+    comparison's budget and `exhaustive` are refused on a train job: null / false there."""
     names, params = strategy_params_schemas()
     props = schema["properties"]
     props["model"] = model_schema()
-    train_kind = {"anyOf": [{"not": {"required": ["kind"]}}, {"properties": {"kind": {"const": "train"}}}]}
+    train_kind = {"anyOf": [{"not": {"required": ["kind"]}}, {"properties": {"kind": {"const": "train"}}}],
+                  "properties": {"budget_seconds": {"type": "null"}, "budget_usd": {"type": "null"},
+                                 "exhaustive": {"const": False}}}
     train = [{"properties": {"strategy": {"const": n}, "params": params[n]}, "required": ["strategy"]} for n in names]
     # no strategy: the default of the dataset's task (services.jobs.resolved); its parameters are checked then
     train.append({"not": {"required": ["strategy"]}, "properties": {"params": {"type": "object"}}})
@@ -78,6 +89,15 @@ class JobSpec(BaseModel):
     suffix: str | None = Field(default=None, max_length=40)
     auto_fit: bool = Field(default=False, strict=True)
     metadata: dict[str, str] | None = None
+    # compare jobs: what the comparison may spend (whichever limit comes first), and whether every
+    # candidate runs to the end instead of the weak ones being stopped early
+    budget_seconds: BudgetSeconds | None = Field(
+        default=None, description="compare jobs: stop the comparison after this many wall seconds (at most 7 days)")
+    budget_usd: BudgetUsd | None = Field(
+        default=None, description="compare jobs: stop the comparison once it has used this many dollars of compute")
+    exhaustive: bool = Field(default=False, strict=True,
+                             description="compare jobs: run every candidate to the end instead of stopping "
+                                         "the ones that fall behind early")
 
     @model_validator(mode="after")
     def _one_or_many(self):
@@ -85,7 +105,20 @@ class JobSpec(BaseModel):
             if not self.strategies:
                 raise ValueError("a compare job needs `strategies`, e.g. [\"zero-shot\", \"lora\"]")
             self.strategy = None
+        elif self.has_budget_fields():
+            raise ValueError(BUDGET_ON_TRAIN)
         return self
+
+    def has_budget_fields(self) -> bool:
+        return self.budget_seconds is not None or self.budget_usd is not None or self.exhaustive
+
+    def budget(self):
+        """The engine's Budget for a compare job (None: no limit)."""
+        if self.budget_seconds is None and self.budget_usd is None:
+            return None
+        from ..engine.budget import Budget
+
+        return Budget(seconds=self.budget_seconds, usd=self.budget_usd)
 
 
 class ChildSpec(BaseModel):

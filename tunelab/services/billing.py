@@ -110,7 +110,29 @@ def _max_length(model: str) -> int:
 
 
 def estimate_spec(session: Session, tenant_id: str, spec: JobSpec) -> Estimate:
-    return estimate(session, shapes(session, tenant_id, spec))
+    return within_budget(estimate(session, shapes(session, tenant_id, spec)), spec)
+
+
+def within_budget(est: Estimate, spec: JobSpec) -> Estimate:
+    """A compare job with a budget stops when it is spent: its cost (and so its reservation, the
+    top of the range) is at most the budget's. Seconds are priced as the estimate's device and
+    units for that long; a job that still outruns it draws more as it goes (billing.metering)."""
+    if spec.kind != "compare" or (spec.budget_seconds is None and spec.budget_usd is None):
+        return est
+    from dataclasses import replace
+
+    from ..billing import prices
+
+    caps = []
+    if spec.budget_usd is not None:
+        caps.append(int(round(spec.budget_usd * 1_000_000)))
+    if spec.budget_seconds is not None:
+        per_hour = prices.current().compute_per_hour(est.device)
+        caps.append(prices.compute_cost(int(spec.budget_seconds * 1000 * est.units), per_hour))
+    cap = max(min(caps), 1)
+    if est.cost_high <= cap:
+        return est
+    return replace(est, cost=min(est.cost, cap), cost_low=min(est.cost_low, cap), cost_high=cap)
 
 
 def admit(session: Session, tenant_id: str, spec: JobSpec) -> Estimate:

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..jobs import store
-from ..jobs.spec import JobSpec
+from ..jobs.spec import BUDGET_ON_TRAIN, JobSpec
 from ..jobs.status import InvalidTransition, JobStatus
 from ..models import resolve_model
 from ..models.catalog import catalog_spec, is_catalog_name, list_models
@@ -91,6 +91,8 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
             resolve_model(spec.model)     # says which package to install
         except (LookupError, ValueError, FileNotFoundError) as exc:
             raise JobRejected(f"Unknown model {spec.model!r}: {exc}", "model", "model_not_found") from None
+    if spec.kind == "train" and spec.has_budget_fields():   # the spec refuses it; a copy made with
+        raise JobRejected(BUDGET_ON_TRAIN, "budget_seconds")   # model_copy(update=) skips validators
     task = dataset_task(train)
     _check_model_kind(spec, task)
     names = spec.strategies if spec.kind == "compare" else [spec.strategy]

@@ -61,7 +61,9 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
            "catalog": catalog, "uploaded": own, "model_name": model_name,
            "budget": q.get("budget") if q.get("budget") in BUDGETS else "balanced", "budgets": BUDGETS,
            "limit": q.get("limit") or "", "error": error or model_error, "explain": explanation(task.name),
-           "idempotency_key": uuid.uuid4().hex, "compare": q.get("compare") or []}
+           "idempotency_key": uuid.uuid4().hex, "compare": q.get("compare") or [],
+           "time_limits": TIME_LIMITS, "time_limit": str(q.get("time_limit") or ""),
+           "exhaustive": q.get("exhaustive") in ("1", "on", "true")}
     if ds is not None and ds.status == "processed":
         try:
             limit = wizard.positive_int(q.get("limit"), "Rows to use")
@@ -117,7 +119,7 @@ def train_form(request: Request, user: UserDep, session: SessionDep, settings: S
 async def start(request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
     need(user, "member")
     form = await checked_form(request, user)
-    q = {k: form.get(k) for k in ("dataset", "model", "strategy", "budget", "limit")}
+    q = {k: form.get(k) for k in ("dataset", "model", "strategy", "budget", "limit", "time_limit", "exhaustive")}
     q["values"] = {k: v for k, v in form.items() if k.startswith("p.") and isinstance(v, str)}
     q["compare"] = form.getlist("compare")
     action = form.get("action", "train")
@@ -145,10 +147,34 @@ async def start(request: Request, user: UserDep, session: SessionDep, settings: 
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
+TIME_LIMITS = [("", "No limit"), ("120", "2 minutes"), ("300", "5 minutes"), ("600", "10 minutes"),
+               ("1800", "30 minutes"), ("3600", "1 hour")]
+
+
+def time_limit(value) -> float | None:
+    """The wizard's "Time limit for the comparison" in seconds (None: no limit)."""
+    from ..engine.budget import BudgetError, parse_duration
+
+    if value is None or not str(value).strip():
+        return None
+    try:
+        return parse_duration(str(value))
+    except BudgetError:
+        raise ConfigError(f"Time limit for the comparison: {value!r} is not a duration; choose one in "
+                          "the list.") from None
+
+
 async def _compare(request, user, session, settings, q, form, model: str, limit: int | None):
     """One training job per strategy on the same dataset, rows and seed (the same split), tagged
-    with a group id; with `base_job`, a finished run joins the group instead of running again."""
+    with a group id; with `base_job`, a finished run joins the group instead of running again.
+    With a time limit, one compare job instead (a budget is a compare job's: it stops the
+    comparison when the time is up, and unless `exhaustive` stops the candidates that fall behind)."""
     names = list(dict.fromkeys(q["compare"]))
+    seconds, exhaustive = time_limit(form.get("time_limit")), form.get("exhaustive") in ("1", "on", "true")
+    if seconds is not None:
+        if form.get("base_job"):
+            raise ConfigError("A time limit applies to a new comparison, not to one that includes a finished run.")
+        return await _compare_job(session, user, q, form, model, limit, names, seconds, exhaustive)
     base = None
     if form.get("base_job"):
         base = TenantScope(session, user.tenant_id).get(Job, str(form["base_job"]), "job")
@@ -173,3 +199,16 @@ async def _compare(request, user, session, settings, q, form, model: str, limit:
         job, _ = await run_in_threadpool(create, session, user.principal, spec, key)
         gid = ((job.spec or {}).get("metadata") or {}).get(GROUP_KEY, gid)   # a repeated post: the first group
     return RedirectResponse(f"/comparisons/group/{gid}", status_code=303)
+
+
+async def _compare_job(session, user, q, form, model: str, limit: int | None, names: list[str],
+                       seconds: float, exhaustive: bool):
+    """The comparison as one compare job with a time budget: its own page, one table."""
+    if len(names) < 2:
+        raise ConfigError("Tick at least two strategies to compare.")
+    spec = JobSpec(kind="compare", dataset_id=q["dataset"], model=model, strategies=names, limit=limit,
+                   strategy_params={n: p for n in names if (p := wizard.params_from_form(n, form))},
+                   budget_seconds=seconds, exhaustive=exhaustive)
+    key = f"web-{form.get('idempotency_key')}-compare" if form.get("idempotency_key") else None
+    job, _ = await run_in_threadpool(create, session, user.principal, spec, key)
+    return RedirectResponse(f"/comparisons/{job.id}", status_code=303)

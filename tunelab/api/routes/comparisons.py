@@ -8,7 +8,7 @@ from pydantic import ConfigDict, Field, ValidationError
 from ...db.models import Job
 from ...db.scoped import NotFound
 from ...db.scoped import TenantScope
-from ...jobs.spec import JobSpec, JsonInt, json_int, model_schema, strategy_params_schemas
+from ...jobs.spec import BudgetSeconds, BudgetUsd, JobSpec, JsonInt, json_int, model_schema, strategy_params_schemas
 from ...services.jobs import default_strategies
 from ..deps import MemberDep, ScopeDep, SessionDep
 from ...contract import Comparison, ComparisonList
@@ -42,6 +42,12 @@ class ComparisonCreate(Body):
     strategy_params: dict[str, dict[str, object]] = Field(default_factory=dict)
     limit: json_int(gt=0) | None = None
     seed: JsonInt = 0
+    budget_seconds: BudgetSeconds | None = Field(
+        None, description="stop the comparison after this many wall seconds (at most 7 days)")
+    budget_usd: BudgetUsd | None = Field(
+        None, description="stop the comparison once it has used this many dollars of compute")
+    exhaustive: bool = Field(False, description="run every candidate to the end instead of stopping "
+                                                "the ones that fall behind early")
 
 
 def scope_of(session, principal) -> TenantScope:
@@ -49,10 +55,20 @@ def scope_of(session, principal) -> TenantScope:
 
 
 def comparison_out(job: Job) -> dict:
-    result = job.result or {}
+    result, spec = job.result or {}, job.spec or {}
     return {"id": job.id, "status": job.status, "spec": job.spec, "results": result.get("results", []),
             "recommended": result.get("recommended"), "reason": result.get("reason"),
-            "models": result.get("models", {}), "job": job_out(job)}
+            "models": result.get("models", {}), "job": job_out(job), "budget": budget_of(spec, result),
+            "exhaustive": bool(spec.get("exhaustive"))}
+
+
+def budget_of(spec: dict, result: dict) -> dict | None:
+    """What the comparison may spend: as the engine reported it once it ran, else as asked."""
+    if result.get("budget"):
+        return result["budget"]
+    if spec.get("budget_seconds") is None and spec.get("budget_usd") is None:
+        return None
+    return {"seconds": spec.get("budget_seconds"), "usd": spec.get("budget_usd")}
 
 
 @router.post("", status_code=201, response_model=Comparison, responses=CREATE_ERRORS)
