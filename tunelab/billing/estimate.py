@@ -93,14 +93,26 @@ def splits(shape: JobShape) -> tuple[int, int, int]:
     return shape.rows - val - test, val, test
 
 
+MAX_EVALUATIONS = 20     # training.loop evaluates at most about this many times
+
+
 def loop_steps(train_rows: int, p: dict) -> tuple[int, int]:
     """(steps, epochs) the training loop will run at most (training.loop's arithmetic)."""
     batch, accum = int(p.get("batch_size", 32)), int(p.get("gradient_accumulation", 1))
     per_epoch = math.ceil(math.ceil(train_rows / batch) / accum)
     epochs = int(p.get("epochs", 3))
     min_steps = int(p.get("min_steps", 0))
-    run = min(max(epochs, math.ceil(min_steps / max(per_epoch, 1))), max(20, epochs))
+    run = max(epochs, math.ceil(min_steps / max(per_epoch, 1)))
+    if p.get("max_epochs"):
+        run = min(run, max(int(p["max_epochs"]), epochs))
     return per_epoch * run, run
+
+
+def min_epochs(train_rows: int, p: dict) -> int:
+    """Epochs before early stopping may fire: it never does before `min_steps` (training/stopping.py)."""
+    steps, epochs = loop_steps(train_rows, p)
+    per_epoch = max(steps // max(epochs, 1), 1)
+    return min(epochs, math.ceil(int(p.get("min_steps", 0)) / per_epoch))
 
 
 def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tuple[float, list[dict]]:
@@ -126,14 +138,14 @@ def raw_seconds(shape: JobShape, device: str, early_stopping: bool = True) -> tu
         steps, epochs = loop_steps(train, shape.params)
         nominal = int(shape.params.get("epochs", 3))
         if early_stopping and epochs > nominal:
-            epochs = min(epochs, max(nominal, int(s.get("typical_epochs", epochs))))
+            epochs = min(epochs, max(nominal, int(s.get("typical_epochs", epochs)), min_epochs(train, shape.params)))
             steps = steps * epochs // loop_steps(train, shape.params)[1]
         trained = epochs * train * tok
         terms.append({"term": "train", "steps": steps, "epochs": epochs, "tokens": int(trained),
                       "padding": round(train_f, 3), "seconds": s["k_train"] * pb * trained * train_f})
         if s.get("step_s"):      # what a step costs whatever the model's size (dominant for small LMs)
             terms.append({"term": "steps", "steps": steps, "seconds": s["step_s"] * steps})
-        evaluated = (val * epochs + test + latency_texts) * tok
+        evaluated = (val * min(epochs, MAX_EVALUATIONS) + test + latency_texts) * tok
         terms.append({"term": "evaluate", "tokens": int(evaluated), "padding": round(infer_f, 3),
                       "seconds": dev["k_eval"] * pb * evaluated * infer_f})
     else:

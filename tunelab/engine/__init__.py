@@ -13,7 +13,7 @@ from .compare import Comparison, compare, finish, recommend
 
 _HOME = {"Budget": "budget", "BudgetError": "budget", "parse_duration": "budget", "prepare_data": "data", "task_of_file": "data", "DoesNotFit": "planning", "FitOption": "planning",
          "Plan": "planning", "preflight": "planning", "RunResult": "run", "make_context": "run",
-         "run_strategy": "run", "tunelab_home": "run"}
+         "run_strategy": "run", "plan_strategy": "run", "execute": "run", "Planned": "run", "tunelab_home": "run"}
 _STRATEGIES = ("DataSpec", "PreparedData")
 
 __all__ = [*_STRATEGIES, "Comparison", "compare", "finish", "recommend", *_HOME]

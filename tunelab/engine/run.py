@@ -45,19 +45,39 @@ def make_context(model, data: PreparedData, strategy_name: str, params, *, work_
     return strategy, ctx
 
 
-def run_strategy(model, data: PreparedData, strategy_name: str, params=None, *, out: Path | None = None,
-                 work_dir: Path | None = None, auto_fit: bool = False,
-                 progress: ProgressFn = null_progress) -> RunResult:
+@dataclass
+class Planned:
+    """A run checked and estimated by pre-flight, not started: what a comparison orders and skips by."""
+    strategy: Strategy
+    ctx: RunContext
+    plan: Plan
+    data: PreparedData
+    work: Path
+
+    @property
+    def name(self) -> str:
+        return self.strategy.name
+
+
+def plan_strategy(model, data: PreparedData, strategy_name: str, params=None, *, work_dir: Path | None = None,
+                  out: Path | None = None, auto_fit: bool = False,
+                  progress: ProgressFn = null_progress) -> Planned:
     # Checkpoints live with the output, so rerunning the same command resumes; a run with no
     # output folder gets a private scratch folder and can't pick up another run's checkpoints.
     work = Path(work_dir or out or tempfile.mkdtemp(prefix=f"tunelab-{strategy_name}-"))
     strategy, ctx = make_context(model, data, strategy_name, params, work_dir=work, progress=progress,
                                  seed=data.spec.seed)
     plan, ctx, strategy = preflight(ctx, strategy, auto_fit=auto_fit)
+    return Planned(strategy, ctx, plan, data, work)
+
+
+def execute(planned: Planned, out: Path | None = None) -> RunResult:
+    """Fit under the resource meter, evaluate on the test split, write the model folder."""
+    strategy, ctx, plan, data, model = planned.strategy, planned.ctx, planned.plan, planned.data, planned.ctx.model
     with ResourceMeter() as meter:
         predictor = strategy.fit(ctx)
     cost = meter.record
-    metrics, samples = strategy.evaluate(predictor, ctx, progress)
+    metrics, samples = strategy.evaluate(predictor, ctx, ctx.progress)
     notes = ctx.notes
     metrics.update(strategy=strategy.name, task=data.task.name, train_seconds=cost.wall_seconds,
                    cpu_seconds=cost.cpu_seconds, gpu_seconds=cost.gpu_seconds, peak_rss_mb=cost.peak_rss_mb,
@@ -71,14 +91,22 @@ def run_strategy(model, data: PreparedData, strategy_name: str, params=None, *, 
     if out is not None:
         _write(Path(out), predictor, strategy, ctx, data, plan, metrics, samples)
         # The model is safe in the artifact: the checkpoints (weights + optimizer state) are not needed.
-        shutil.rmtree(work / "checkpoints", ignore_errors=True)
+        shutil.rmtree(planned.work / "checkpoints", ignore_errors=True)
     return RunResult(strategy.name, metrics, plan, out, notes, samples)
+
+
+def run_strategy(model, data: PreparedData, strategy_name: str, params=None, *, out: Path | None = None,
+                 work_dir: Path | None = None, auto_fit: bool = False,
+                 progress: ProgressFn = null_progress) -> RunResult:
+    return execute(plan_strategy(model, data, strategy_name, params, work_dir=work_dir, out=out,
+                                 auto_fit=auto_fit, progress=progress), out)
 
 
 def _write(out: Path, predictor, strategy: Strategy, ctx: RunContext, data: PreparedData, plan: Plan,
            metrics: dict, samples: list[dict]) -> None:
     task = data.task
-    notes = {k: v for k, v in ctx.notes.items() if k != "history"}
+    # "_"-keys are in-memory facts for the caller (a comparison's per-row predictions), not the folder's
+    notes = {k: v for k, v in ctx.notes.items() if k != "history" and not k.startswith("_")}
     config = {"strategy": strategy.name, "task": task.name, "model": ctx.model.to_dict() | {"ref": ctx.model.ref},
               "params": ctx.params.model_dump(), "seed": ctx.seed, "device": ctx.device,
               "precision": ctx.precision, "labels": list(getattr(data.splits, "label_names", []) or []),

@@ -25,7 +25,7 @@ def finetune_seconds(facts, per_text: float, scale: float, params: dict, samples
     batch = int(params.get("batch_size") or 32)
     per_epoch = max(1, math.ceil(train / batch))
     epochs = int(params.get("epochs") or 3)
-    steps = per_epoch * min(max(epochs, math.ceil(int(params.get("min_steps") or 200) / per_epoch)), max(20, epochs))
+    steps = per_epoch * max(epochs, math.ceil(int(params.get("min_steps") or 200) / per_epoch))
     return LOAD_SECONDS + steps * batch * scale / samples_per_s + (val * epochs + test) * per_text
 
 

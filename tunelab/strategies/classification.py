@@ -7,7 +7,8 @@ from pathlib import Path
 
 from ..data import DataError, TextDataset, read_table, split_dataset, stratified_limit, validate
 from ..evaluation import classification_metrics, timed_predict
-from ..evaluation.intervals import format_short, format_with_interval, macro_f1_accuracy_intervals
+from ..evaluation.intervals import (format_short, format_with_interval, macro_f1_accuracy_intervals,
+                                   paired_difference_interval)
 from ..models import token_counter
 from .task import TASKS, DataSpec, PreparedData, Task
 
@@ -71,8 +72,18 @@ class TextClassification(Task):
             predictor.cache = cache
         names = predictor.label_names
         predicted = [names[i] for i in proba.argmax(axis=1)] if len(test) else []
+        pred_ids = proba.argmax(axis=1) if len(test) else []
+        # In memory only: a comparison tells two strategies apart on the same rows (paired bootstrap).
+        ctx.notes["_paired"] = {"true": true_ids(test.labels, names), "pred": list(map(int, pred_ids)),
+                                "labels": len(names)}
         return {**classification_metrics(test.labels, predicted, names), **speed, "test_rows": len(test),
-                **label_intervals(test.labels, proba.argmax(axis=1) if len(test) else [], names)}, []
+                **label_intervals(test.labels, pred_ids, names)}, []
+
+    def difference(self, a: dict, b: dict) -> dict | None:
+        pa, pb = a.get("_paired"), b.get("_paired")
+        if not pa or not pb or pa["true"] != pb["true"]:
+            return None
+        return paired_difference_interval(pa["true"], pa["pred"], pb["pred"], pa["labels"])
 
     columns = (("macro_f1", "macro-F1", "{:.3f}"), ("accuracy", "accuracy", "{:.3f}"),
                ("train_seconds", "train s", "{:.1f}"), ("latency_ms", "latency ms", "{:.2f}"),
@@ -99,9 +110,12 @@ class TextClassification(Task):
 def label_intervals(true_labels: list[str], predicted_ids, names: list[str]) -> dict:
     """The 95% bootstrap intervals of macro-F1 and accuracy over the test rows (a test label the
     model does not know counts as a miss, outside the average, as for sklearn's labels=names)."""
+    return macro_f1_accuracy_intervals(true_ids(true_labels, names), predicted_ids, len(names))
+
+
+def true_ids(true_labels: list[str], names: list[str]) -> list[int]:
     index = {n: i for i, n in enumerate(names)}
-    true_ids = [index.get(label, len(names)) for label in true_labels]
-    return macro_f1_accuracy_intervals(true_ids, predicted_ids, len(names))
+    return [index.get(label, len(names)) for label in true_labels]
 
 
 TEXT_CLASSIFICATION = TASKS[TextClassification.name]

@@ -99,7 +99,7 @@ def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
     del model, optimizer, inputs
     gc.collect()
     per_epoch = math.ceil(len(lengths) / p.batch_size / p.gradient_accumulation)
-    epochs = min(max(p.epochs, math.ceil(p.min_steps / per_epoch)), max(20, p.epochs))
+    epochs = max(p.epochs, math.ceil(p.min_steps / per_epoch))
     steps = per_epoch * epochs
     eval_s = step_s / 3 * math.ceil((len(ctx.splits.validation) + len(ctx.splits.test)) / p.batch_size)
     # step_s is one batch; an optimizer step with gradient accumulation runs several

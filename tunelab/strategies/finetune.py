@@ -98,7 +98,9 @@ def run_loop(ctx: RunContext, model, tokenizer, strategy: str) -> None:
     ctx.notes.update(resumed_from_step=result.resumed_from_step, steps=result.state.global_step,
                      tokens_processed=result.tokens_processed, history=result.history,
                      trainable_params=trainable, total_params=total,
-                     best_val_macro_f1=result.state.best_metric)
+                     stopping=result.stopping,
+                     best_val_macro_f1=max((h["val_macro_f1"] for h in result.history if "val_macro_f1" in h),
+                                           default=None))
 
 
 def predictor(ctx: RunContext, model, tokenizer, adapter: bool) -> SequenceClassifierPredictor:

@@ -76,3 +76,9 @@ class Task:
     def summarize(self, strategy: str, metrics: dict) -> dict:
         """A comparison's row for one finished run; carries `quality` and `cost_seconds`."""
         raise NotImplementedError
+
+    def difference(self, a: dict, b: dict) -> dict | None:
+        """Quality of row a minus row b on the same test rows with its interval ({"difference",
+        "interval": [lo, hi]}), from the rows' in-memory `_paired` data; None when the rows do
+        not carry it (a comparison assembled from finished jobs): intervals are compared then."""
+        return None

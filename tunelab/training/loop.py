@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
+from ..evaluation.intervals import macro_f1_accuracy_intervals
 from ..models.batch_shapes import split_batch
 from ..models.device import autocast
 from ..models.inference import collate, lengths_of, predict_logits
@@ -25,16 +26,22 @@ from .batching import epoch_batches
 from .checkpoints import CheckpointManager, TrainerState
 from .control import TrainingStopped, stop_requested
 from .progress import ProgressEvent, ProgressFn, Throughput, null_progress
+from .stopping import StoppingRule
+
+# At most about this many validation evaluations in a run (at epoch ends): a run of 200 one-step
+# epochs on tiny data should not spend its time evaluating.
+MAX_EVALUATIONS = 20
+VAL_RESAMPLES = 400          # the validation metric's bootstrap interval: enough for a pruning bound
 
 
 @dataclass
 class LoopConfig:
     epochs: int = 3
-    # Small datasets get more epochs, up to this many optimizer steps in all (early stopping
-    # still ends the run when validation stops improving): 3 epochs of 300 rows is ~30 steps,
-    # far too few for a new head to learn.
+    # Small datasets get more epochs, up to this many optimizer steps in all: 3 epochs of 300
+    # rows is ~30 steps, far too few for a new head to learn. Early stopping never fires before
+    # them (training/stopping.py).
     min_steps: int = 0
-    max_epochs: int = 20
+    max_epochs: int | None = None     # a cap on the epochs min_steps may add (None: none)
     learning_rate: float = 2e-4
     batch_size: int = 32
     gradient_accumulation: int = 1
@@ -43,7 +50,7 @@ class LoopConfig:
     precision: str = "no"             # "bf16" | "fp16" | "no"
     device: str = "cpu"
     gradient_checkpointing: bool = False
-    early_stopping_patience: int = 2  # epochs without validation improvement
+    early_stopping_patience: int = 2  # evaluations without improvement (at least a fifth of the run)
     checkpoint_every: int = 200       # optimizer steps
     seed: int = 0
 
@@ -64,6 +71,7 @@ class LoopResult:
     resumed_from_step: int = 0
     tokens_processed: int = 0
     history: list[dict] = field(default_factory=list)
+    stopping: str = ""
 
 
 class StopTraining(Exception):
@@ -105,8 +113,8 @@ class ClassificationTask:
 
     metric_name = "val_macro_f1"
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, labels: int | None = None):
+        self.pad_id, self.labels = pad_id, labels
 
     def size(self, split) -> int:
         return len(split.labels)
@@ -127,7 +135,12 @@ class ClassificationTask:
     def evaluate(self, model, split: EncodedSplit, cfg: LoopConfig) -> tuple[float, dict]:
         logits = predict_logits(model, split.input_ids, self.pad_id, cfg.device, cfg.precision)
         metric = float(f1_score(split.labels, logits.argmax(1), average="macro", zero_division=0))
-        return metric, {self.metric_name: metric}
+        loss = float(torch.nn.functional.cross_entropy(torch.as_tensor(logits, dtype=torch.float32),
+                                                       torch.as_tensor(split.labels, dtype=torch.long)))
+        # The interval lets a comparison stop a candidate whose curve cannot reach the best (engine/pruning.py).
+        interval = macro_f1_accuracy_intervals(split.labels, logits.argmax(1), logits.shape[1],
+                                               resamples=VAL_RESAMPLES)["macro_f1_interval"]
+        return metric, {self.metric_name: metric, "val_loss": loss, f"{self.metric_name}_interval": interval}
 
 
 def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedSplit | None,
@@ -136,7 +149,7 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
     """`task`: the loss and validation metric (default: sequence classification)."""
     from accelerate import Accelerator
 
-    task = task or ClassificationTask(pad_id)
+    task = task or ClassificationTask(pad_id, getattr(getattr(model, "config", None), "num_labels", None))
 
     torch.manual_seed(cfg.seed)
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_mixed_precision_arg())
@@ -148,9 +161,17 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
     lengths = train.lengths
     batches_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation)
-    epochs = min(max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch)), max(cfg.max_epochs, cfg.epochs))
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    if cfg.max_epochs is not None:
+        epochs = min(epochs, max(cfg.max_epochs, cfg.epochs))
     total_steps = steps_per_epoch * epochs
     warmup = int(cfg.warmup_ratio * total_steps)
+    eval_every = max(steps_per_epoch, math.ceil(total_steps / MAX_EVALUATIONS))
+    rule = StoppingRule.for_run(metric_name=task.metric_name,
+                                val_rows=task.size(validation) if validation is not None else 0,
+                                labels=getattr(task, "labels", None), min_steps=cfg.min_steps,
+                                total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                                patience_evals=cfg.early_stopping_patience, eval_every=eval_every)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     ckpt = CheckpointManager(checkpoint_dir)
@@ -206,9 +227,15 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
             if reason:
                 raise TrainingStopped(state.global_step, reason)
         state.epoch, state.step_in_epoch = epoch + 1, 0
-        stop = _end_of_epoch(accelerator.unwrap_model(model), validation, cfg, state, ckpt, task,
+        last = state.history[-1]["step"] if state.history and "step" in state.history[-1] else 0
+        stop = evaluated = False
+        if state.global_step - last >= eval_every or epoch + 1 == epochs:
+            stop = _evaluate(accelerator.unwrap_model(model), validation, cfg, state, ckpt, task, rule,
                              running, progress, total_steps)
-        if accelerator.is_main_process:
+            evaluated = True
+        # A checkpoint with each evaluation (its early-stopping state must survive a restart), not
+        # each epoch: tiny data runs hundreds of one-step epochs.
+        if evaluated and accelerator.is_main_process:
             ckpt.save(accelerator.unwrap_model(model), optimizer, state)
             progress(ProgressEvent("checkpoint", state.global_step, total_steps, epoch=state.epoch,
                                    loss=running))
@@ -218,26 +245,32 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
     # Drop the autocast wrapper accelerate puts on forward when a caller (a Trainer) left a mixed-
     # precision state behind: the trained model must predict as it will after being reloaded.
     unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    if validation is not None:
+    if rule.select and state.best_metric is not None:
         ckpt.load_best(unwrapped)
     return LoopResult(state=state, resumed_from_step=resumed_from, tokens_processed=tokens,
-                      history=state.history)
+                      history=state.history, stopping=rule.describe())
 
 
-def _end_of_epoch(model, validation, cfg, state, ckpt, task, running, progress, total_steps) -> bool:
-    """Evaluate on validation, keep the best weights, and say whether to stop early."""
+def _evaluate(model, validation, cfg, state, ckpt, task, rule: StoppingRule, running, progress,
+              total_steps) -> bool:
+    """Evaluate on validation, keep the best weights (when the rule selects), and say whether to
+    stop early."""
     if validation is None or task.size(validation) == 0:
-        state.history.append({"epoch": state.epoch, "train_loss": running})
+        state.history.append({"epoch": state.epoch, "step": state.global_step, "train_loss": running})
         return False
     t0 = time.perf_counter()
     metric, values = task.evaluate(model, validation, cfg)
-    state.history.append({"epoch": state.epoch, "train_loss": running, **values,
+    state.history.append({"epoch": state.epoch, "step": state.global_step, "train_loss": running, **values,
                           "eval_seconds": time.perf_counter() - t0})
     progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
-                           loss=running, eval_metric=metric, eval_loss=values.get("val_loss")))
-    if state.best_metric is None or metric > state.best_metric:
-        state.best_metric, state.best_step, state.bad_epochs = metric, state.global_step, 0
+                           loss=running, eval_metric=metric, eval_loss=values.get("val_loss"),
+                           eval_interval=values.get(f"{task.metric_name}_interval")))
+    if not rule.select:
+        return False
+    score = rule.score(metric, values)
+    if rule.improved(score, state.best_metric):
+        state.best_metric, state.best_step, state.bad_epochs = score, state.global_step, 0
         ckpt.save_best(model)
         return False
     state.bad_epochs += 1
-    return state.bad_epochs >= cfg.early_stopping_patience
+    return rule.should_stop(state.global_step, state.best_step)

@@ -16,6 +16,7 @@ class ProgressEvent:
     loss: float | None = None
     eval_metric: float | None = None
     eval_loss: float | None = None  # held-out loss where the task has one (causal LMs)
+    eval_interval: list | None = None   # [low, high] of eval_metric where the task gives one
     samples_per_s: float | None = None
     eta_s: float | None = None
     message: str = ""
