@@ -201,3 +201,105 @@ def test_dollars_become_seconds_through_the_price_sheet(monkeypatch):
         assert Budget(seconds=60, usd=100).limit_seconds() == 60
     finally:
         detect.cache_clear()
+
+
+# -- the comparison's control flow, with strategies whose curve and cost the test sets -----------
+
+class _Predictor:
+    def __init__(self, names, right):
+        self.label_names, self.right = names, right
+
+    def predict_proba(self, texts):
+        return np.array([[0.9, 0.1] if self.right else [0.1, 0.9] for _ in texts])
+
+
+def _scripted(name, estimate_s, curve_points, right, sleep_s=0.0):
+    """A strategy of the text task that reports `curve_points` (step, metric, lo, hi) out of 100 steps."""
+    import time
+
+    from tunelab.strategies.base import Params as BaseParams, StrategyBase
+    from tunelab.training.preflight import Estimate
+
+    class Scripted(StrategyBase):
+        task = TEXT
+        family = "fine-tune"
+        summary = advice = "test"
+        Params = type("P", (BaseParams,), {})
+
+        def check(self, ctx):
+            pass
+
+        def estimate(self, ctx):
+            return Estimate(1.0, estimate_s, {}, "scripted")
+
+        def fit(self, ctx):
+            for step, m, lo, hi in curve_points:
+                time.sleep(sleep_s)
+                ctx.progress(ProgressEvent("train", step, 100, loss=1.0))
+                ctx.progress(ProgressEvent("train", step, 100, eval_metric=m, eval_interval=[lo, hi]))
+            return _Predictor(ctx.splits.label_names, right)
+
+    Scripted.name = name
+    return Scripted
+
+
+@pytest.fixture
+def scripted_data(tmp_path):
+    from tunelab.engine import DataSpec, prepare_data
+    from tunelab.models import resolve_model
+
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\n" + "".join(f"good text number {i},{'a' if i % 2 else 'b'}\n" for i in range(60)))
+    return resolve_model("minilm"), prepare_data(DataSpec(f), resolve_model("minilm"))
+
+
+@pytest.fixture
+def registered():
+    from tunelab.strategies.base import REGISTRY
+
+    added = []
+
+    def add(cls):
+        REGISTRY[cls.name] = cls
+        added.append(cls.name)
+    yield add
+    for name in added:
+        REGISTRY.pop(name, None)
+
+
+def test_compare_runs_cheapest_first_prunes_and_skips(scripted_data, registered):
+    from tunelab.engine import Budget, compare
+
+    model, data = scripted_data
+    registered(_scripted("t-good", 1.0, [(50, 0.9, 0.8, 1.0)], right=True))
+    registered(_scripted("t-loser", 5.0, [(50, 0.2, 0.1, 0.3), (60, 0.2, 0.1, 0.3), (100, 0.2, 0.1, 0.3)],
+                         right=False))
+    registered(_scripted("t-huge", 10_000.0, [(100, 0.9, 0.8, 1.0)], right=True))
+    result = compare(model, data, ["t-huge", "t-loser", "t-good"], budget=Budget(seconds=600))
+    rows = {r["strategy"]: r for r in result.results}
+    assert result.order == ["t-good", "t-loser", "t-huge"]             # cheapest first
+    assert rows["t-loser"]["stopped"] and rows["t-loser"]["stopped_because"] == "cannot win"
+    assert [c["step"] for c in rows["t-loser"]["curve"]] == [50, 60]
+    assert rows["t-huge"]["skipped"] and "budget" in rows["t-huge"]["reason"]
+    assert result.recommended == "t-good"
+    assert result.budget["limit_seconds"] == 600 and result.budget["spent_seconds"] < 600
+    assert not any(k.startswith("_") for r in result.results for k in r)
+
+    exhaustive = compare(model, data, ["t-loser", "t-good"], exhaustive=True)
+    assert all("error" not in r for r in exhaustive.results)
+
+
+def test_compare_stops_a_run_past_its_budget(scripted_data, registered):
+    import time
+
+    from tunelab.engine import Budget, compare
+
+    model, data = scripted_data
+    registered(_scripted("t-slow", 0.1, [(s, 0.5, 0.4, 0.6) for s in range(10, 101, 10)], right=True,
+                         sleep_s=0.4))
+    t0 = time.monotonic()
+    result = compare(model, data, ["t-slow"], budget=Budget(seconds=1.0))
+    row = result.results[0]
+    assert row["stopped"] and row["stopped_because"] == "budget" and row["curve"]
+    assert time.monotonic() - t0 < 3.0
+    assert result.recommended is None

