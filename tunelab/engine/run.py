@@ -39,7 +39,7 @@ def make_context(model, data: PreparedData, strategy_name: str, params, *, work_
     """The strategy `strategy_name` means on this data's task, and its run context."""
     strategy = resolve(strategy_name, data.task)
     device = default_device()
-    ctx = RunContext(model=model, splits=data.splits, params=parse_params(strategy, params),
+    ctx = RunContext(model=model, splits=data.splits, params=parse_params(strategy, params).for_data(data.splits),
                      work_dir=Path(work_dir), cache_dir=tunelab_home() / "cache", device=device,
                      precision=best_precision(device), seed=seed, progress=progress)
     return strategy, ctx

@@ -26,6 +26,11 @@ class Params(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    def for_data(self, splits) -> "Params":
+        """The parameters this run uses on these splits: defaults a user did not set may depend
+        on the data (a batch size for 20 rows); what a user set is kept."""
+        return self
+
 
 @dataclass
 class RunContext:
