@@ -203,6 +203,12 @@ def render_table(rows: list[dict], columns) -> str:
     lines = [head, "-" * len(head)]
     by_row = iter(cells)
     for r in rows:
+        if r.get("skipped") or r.get("stopped"):     # a comparison that spends little says what it spared
+            lines.append(f"{r['strategy']:<16}  {r['reason']}")
+            if r.get("curve"):
+                lines.append(f"{'':<18}validation curve (step: metric): "
+                             + ", ".join(f"{c['step']}: {c['metric']:.3f}" for c in r["curve"][-8:]))
+            continue
         if "error" in r:
             lines.append(f"{r['strategy']:<16}  not run: {r['error'].splitlines()[0][:90]}")
             continue

@@ -64,6 +64,7 @@ def compare(model, data: PreparedData, strategies: list[str] | None = None, *, p
 
     names = list(dict.fromkeys(strategies or default_compare(data.task)))
     rows, planned = [], []
+    t0 = time.monotonic()            # the budget covers planning too
     for i, name in enumerate(names):
         progress(ProgressEvent("plan", i, len(names), message=f"estimating {name}"))
         try:
@@ -74,7 +75,6 @@ def compare(model, data: PreparedData, strategies: list[str] | None = None, *, p
             rows.append({"strategy": name, "error": str(exc)})
     planned.sort(key=lambda p: p.plan.estimate.seconds)        # cheapest first
     limit = budget.limit_seconds() if budget is not None else None
-    t0 = time.monotonic()
     for i, run in enumerate(planned):
         progress(ProgressEvent("compare", i, len(planned), message=run.name))
         elapsed, predicted = time.monotonic() - t0, run.plan.estimate.seconds

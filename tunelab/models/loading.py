@@ -60,6 +60,10 @@ def load_classifier(path: Path, label_names: list[str]):
             **SAFE_KWARGS)
     finally:
         transformers.logging.set_verbosity(verbosity)
+    # The freshly initialised head, by identity: the loop may let it learn faster than the
+    # pretrained layers (training.loop.LoopConfig.head_lr_scale).
+    new = set(info.get("missing_keys", []))
+    model.tunelab_new_parameters = {id(p) for n, p in model.named_parameters() if n in new}
     missing = [k for k in info.get("missing_keys", []) if not any(p in k.split(".") for p in HEAD_PARTS)]
     if missing:
         log.warning("%d weights of %s are not in the folder and start random (e.g. %s): the model "

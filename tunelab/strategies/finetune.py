@@ -102,7 +102,8 @@ def run_loop(ctx: RunContext, model, tokenizer, strategy: str) -> None:
                      warmup_ratio=p.warmup_ratio, precision=ctx.precision, device=ctx.device,
                      gradient_checkpointing=p.gradient_checkpointing,
                      early_stopping_patience=p.early_stopping_patience,
-                     checkpoint_every=p.checkpoint_every, seed=ctx.seed)
+                     checkpoint_every=p.checkpoint_every, seed=ctx.seed,
+                     head_lr_scale=getattr(p, "head_learning_rate_scale", 1.0))
     result = train_loop(model, train, validation if len(validation.labels) else None, cfg,
                         ctx.work_dir / "checkpoints", tokenizer.pad_token_id or 0,
                         fingerprint=fingerprint(ctx, strategy), progress=ctx.progress)

@@ -50,6 +50,9 @@ class LoopConfig:
     precision: str = "no"             # "bf16" | "fp16" | "no"
     device: str = "cpu"
     gradient_checkpointing: bool = False
+    # The new head's learning rate over the base one: a head initialised at random learns too
+    # slowly at a rate gentle enough for pretrained layers (77 labels from 10 examples each).
+    head_lr_scale: float = 1.0
     early_stopping_patience: int = 2  # evaluations without improvement (at least a fifth of the run)
     checkpoint_every: int = 200       # optimizer steps
     seed: int = 0
@@ -79,12 +82,15 @@ class StopTraining(Exception):
 
 
 def _optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    new = getattr(model, "tunelab_new_parameters", set())
+    groups = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+            decays = not (p.ndim < 2 or "norm" in name.lower())
+            scale = cfg.head_lr_scale if id(p) in new else 1.0
+            groups.setdefault((decays, scale), []).append(p)
+    groups = [{"params": ps, "weight_decay": cfg.weight_decay if decays else 0.0, "lr_scale": scale}
+              for (decays, scale), ps in groups.items()]
     # The fused kernel does the whole update in one pass over memory: measurably faster on CPU.
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
 
@@ -94,7 +100,7 @@ def _set_lr(optimizer, base_lr: float, step: int, warmup: int, total: int) -> No
     scheduler state."""
     factor = (step + 1) / max(warmup, 1) if step < warmup else max(0.0, (total - step) / max(total - warmup, 1))
     for group in optimizer.param_groups:
-        group["lr"] = base_lr * factor
+        group["lr"] = base_lr * factor * group.get("lr_scale", 1.0)
 
 
 def _mixed_precision_arg() -> str | None:
