@@ -55,6 +55,17 @@ class ComparisonRow(Obj):
                                        "for classifiers")
     relative_cost: float | None = Field(None, description="cost over the cheapest finished strategy's")
     error: str | None = Field(None, description="why the strategy did not run or finish (no metrics then)")
+    skipped: bool | None = Field(None, description="not started: its estimate did not fit what was left of "
+                                 "the comparison's budget (`reason` says so)")
+    stopped: bool | None = Field(None, description="stopped before its end: its learning curve could not "
+                                 "reach the best, or the budget ran out (`stopped_because`, `reason`)")
+    reason: str | None = Field(None, description="why it was skipped or stopped, in words")
+    stopped_because: str | None = Field(None, description="`cannot win` or `budget`")
+    curve: list[dict[str, Any]] | None = Field(None, description="a stopped candidate's validation curve: "
+                                               "step, metric and its 95% interval at each evaluation")
+    stopped_at_step: int | None = None
+    planned_steps: int | None = None
+    predicted_seconds: float | None = Field(None, description="pre-flight's estimate of its run")
 
 
 def _open_object(model: type[Obj]) -> WithJsonSchema:
