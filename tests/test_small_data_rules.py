@@ -303,3 +303,18 @@ def test_compare_stops_a_run_past_its_budget(scripted_data, registered):
     assert row["stopped"] and row["stopped_because"] == "budget" and row["curve"]
     assert time.monotonic() - t0 < 3.0
     assert result.recommended is None
+
+
+@pytest.mark.parametrize("val_rows, labels, trusted", [(2, 2, False), (40, 8, False), (80, 8, True)])
+def test_only_a_validation_split_big_enough_can_stop_a_candidate(val_rows, labels, trusted, tmp_path):
+    """The benchmark caught it: `full` on 16 rows was stopped on a 2-row validation split whose
+    bootstrap "upper bound" of macro-F1 was 0.5. The loop reports no interval then, and the guard
+    stops nothing without one."""
+    assert rule(val_rows, labels).trusts_metric is trusted
+    from tunelab.training.loop import LoopConfig, train_loop
+
+    seen = []
+    cfg = LoopConfig(epochs=2, batch_size=8, checkpoint_every=1000)
+    train_loop(_tiny_model(), _split(16), _split(2), cfg, tmp_path / "c", pad_id=0, progress=seen.append)
+    evals = [e for e in seen if e.eval_metric is not None]
+    assert evals and all(e.eval_interval is None for e in evals)

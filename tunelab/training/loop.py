@@ -270,7 +270,10 @@ def _evaluate(model, validation, cfg, state, ckpt, task, rule: StoppingRule, run
                           "eval_seconds": time.perf_counter() - t0})
     progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
                            loss=running, eval_metric=metric, eval_loss=values.get("val_loss"),
-                           eval_interval=values.get(f"{task.metric_name}_interval")))
+                           # an interval lets a comparison stop this run (engine/pruning.py): only
+                           # where the split is big enough to select on by the metric itself; the
+                           # bootstrap of macro-F1 on 2 rows "bounds" it at 0.5
+                           eval_interval=values.get(f"{task.metric_name}_interval") if rule.trusts_metric else None))
     if not rule.select:
         return False
     score = rule.score(metric, values)

@@ -56,6 +56,12 @@ class StoppingRule:
             return True
         return score > best + (MIN_RELATIVE_GAIN * abs(best) if self.on_loss else 0.0)
 
+    @property
+    def trusts_metric(self) -> bool:
+        """The validation metric itself is informative (enough rows a label): a comparison may
+        judge the run by it."""
+        return self.select and not self.on_loss
+
     def should_stop(self, step: int, best_step: int) -> bool:
         return self.select and step >= self.min_steps and step - best_step >= self.patience_steps
 
