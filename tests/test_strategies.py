@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import time
@@ -13,8 +14,8 @@ import torch
 from tunelab.engine import compare
 from tunelab.models import resolve_model
 from tunelab.engine import DataSpec, prepare_data, run_strategy
-from tunelab.strategies import ConfigError
 from conftest import BANKING_CLASSES
+from tunelab.strategies import ConfigError
 from tunelab.strategies.few_shot import SECONDS_PER_TOKEN_PER_BPARAM, TRAIN_SECONDS, plan_setfit
 
 
@@ -196,11 +197,14 @@ class Stop(Exception):
 def test_few_shot_reports_every_step_and_a_raise_from_progress_stops_it(tiny_encoder, banking_subset, tmp_path):
     files = []
     for src, per_label in zip(banking_subset, (8, 4)):       # 3 intents: 8 train, 4 test rows each
-        rows = [line for line in src.read_text(encoding="utf-8").splitlines()[1:]
-                if line.rsplit(",", 1)[1] in BANKING_CLASSES[:3]]
-        keep = [r for c in BANKING_CLASSES[:3] for r in [r for r in rows if r.rsplit(",", 1)[1] == c][:per_label]]
+        with open(src, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        keep = [r for c in BANKING_CLASSES[:3] for r in [r for r in rows if r["category"] == c][:per_label]]
         files.append(tmp_path / src.name)
-        files[-1].write_text("\n".join(["text,category", *keep]) + "\n", encoding="utf-8")
+        with open(files[-1], "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=["text", "category"])
+            writer.writeheader()
+            writer.writerows(keep)
     data = prepare_data(DataSpec(*files), tiny_encoder)
     params = {"max_pairs": 64, "batch_size": 16, "k": 4}
     events = []
@@ -220,3 +224,18 @@ def test_few_shot_reports_every_step_and_a_raise_from_progress_stops_it(tiny_enc
     with pytest.raises(Stop):
         run_strategy(tiny_encoder, data, "few-shot", params, progress=stop_at_two)
     assert seen == [1, 2]
+
+
+@pytest.mark.parametrize("params, pairs", [
+    ({}, 1600),                                  # 5 labels x 8 examples, 40 pairs each
+    ({"k": 2}, 400),
+    ({"max_pairs": "500"}, 500),                 # a job's stored settings may be strings
+    ({"max_pairs": 160, "epochs": 2}, 320),
+])
+def test_few_shot_billing_work_follows_the_plan(params, pairs):
+    from tunelab.strategies import get_strategy
+
+    work = get_strategy("few-shot").encode_work(train=70, val=10, test=20, labels=5, cached=frozenset(),
+                                                params=params)
+    assert work["pairs"] == pairs
+    assert work["texts"] == min(5 * int(params.get("k", 8)), 70) + 10 + 20

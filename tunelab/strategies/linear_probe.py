@@ -18,7 +18,9 @@ from .heads import fit_logistic_head
 
 
 class LinearProbeParams(Params):
-    C: float | None = Field(None, gt=0, description="inverse L2 strength; tuned on validation when unset")
+    C: float | None = Field(None, gt=0, description=(
+        "inverse L2 strength; None: chosen by cross-validation on train + validation when they are small "
+        "(the head then trains on both), on the validation split otherwise"))
     batch_size: int = Field(64, ge=1, le=4096)
     max_iter: int = Field(300, ge=10)
 
@@ -79,8 +81,8 @@ class LinearProbe(StrategyBase):
         ctx.progress(ProgressEvent("encode", total, total))
         ctx.notes["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
         y_val = label_ids(ctx.splits.validation.labels, names)
-        weight, bias, c = fit_logistic_head(feats["train"], label_ids(ctx.splits.train.labels, names),
-                                            len(names), feats["validation"], y_val, p.C, p.max_iter)
-        ctx.notes["C"] = c
-        return EmbeddingHeadPredictor(encoder, weight, bias, names, ctx.model.ref, cache=cache,
+        fit = fit_logistic_head(feats["train"], label_ids(ctx.splits.train.labels, names), len(names),
+                                feats["validation"], y_val, p.C, p.max_iter, seed=ctx.seed)
+        ctx.notes.update(C=fit.C, head=fit.selection)
+        return EmbeddingHeadPredictor(encoder, fit.weight, fit.bias, names, ctx.model.ref, cache=cache,
                                       cache_key=key, precision=ctx.precision)
