@@ -9,6 +9,7 @@ job was cancelled.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -43,23 +44,15 @@ def extend(sub, groups) -> None:
     p.add_argument("job_id")
     p.set_defaults(func=cmd_jobs_get)
     p = _json_flag(jobs.add_parser("create", help="queue a training job (--watch to follow it)"))
-    p.add_argument("dataset_id")
+    _training_data_args(p, "default: the task's (minilm for labelled texts, smollm2 for conversations)", "KEY=VALUE")
     p.add_argument("--strategy", help="default: the dataset's task's (lora, sft-lora, dpo); `tunelab strategies` lists them")
-    p.add_argument("--model", help="default: the task's (minilm for labelled texts, smollm2 for conversations)")
-    p.add_argument("--test-dataset", dest="test_dataset_id", help="a dataset id to test on (default: a split)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter")
-    p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
     p.add_argument("--idempotency-key", help="sending the same key again returns the first job")
     p.add_argument("--watch", action="store_true", help="follow the job; exit 0/1/3 as it succeeds/fails/is cancelled")
     p.set_defaults(func=cmd_jobs_create)
     p = _json_flag(jobs.add_parser("compare", help="queue a comparison: several strategies on one split, one "
                                    "recommendation (--watch to follow it)"))
-    p.add_argument("dataset_id")
+    _training_data_args(p, "default: the task's", "STRATEGY.KEY=VALUE")
     p.add_argument("--strategies", help="comma-separated (default: the dataset's task's default comparison)")
-    p.add_argument("--model", help="default: the task's")
-    p.add_argument("--test-dataset", dest="test_dataset_id", help="a dataset id to test on (default: a split)")
-    p.add_argument("--set", action="append", default=[], metavar="STRATEGY.KEY=VALUE", help="a hyperparameter")
-    p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
     add_budget_args(p)
     p.add_argument("--idempotency-key", help="sending the same key again returns the first comparison")
     p.add_argument("--watch", action="store_true", help="follow it; exit 0/1/3 as it succeeds/fails/is cancelled")
@@ -84,6 +77,16 @@ def extend(sub, groups) -> None:
     p = _json_flag(models.add_parser("get", help="remote: one model (catalog or tuned) on the server"))
     p.add_argument("model_id")
     p.set_defaults(func=cmd_models_get)
+
+
+def _training_data_args(p: argparse.ArgumentParser, model_help: str, set_metavar: str) -> None:
+    """What a training job and a comparison job both take: the dataset, model, test set,
+    hyperparameters and row limit."""
+    p.add_argument("dataset_id")
+    p.add_argument("--model", help=model_help)
+    p.add_argument("--test-dataset", dest="test_dataset_id", help="a dataset id to test on (default: a split)")
+    p.add_argument("--set", action="append", default=[], metavar=set_metavar, help="a hyperparameter")
+    p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
 
 
 def _json_flag(p):
