@@ -20,9 +20,9 @@ from test_loop_plumbing import _split, _tiny_model
 TEXT = task_named("text-classification")
 
 
-def rule(val_rows, labels=8, min_steps=200, total=300, per_epoch=3, patience=2, every=15):
+def rule(val_rows, labels=8, min_steps=200, total=300, patience=2, every=15):
     return StoppingRule.for_run(metric_name="val_macro_f1", val_rows=val_rows, labels=labels, min_steps=min_steps,
-                                total_steps=total, steps_per_epoch=per_epoch, patience_evals=patience,
+                                total_steps=total, patience_evals=patience,
                                 eval_every=every)
 
 

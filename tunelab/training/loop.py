@@ -176,7 +176,7 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
     rule = StoppingRule.for_run(metric_name=task.metric_name,
                                 val_rows=task.size(validation) if validation is not None else 0,
                                 labels=getattr(task, "labels", None), min_steps=cfg.min_steps,
-                                total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                                total_steps=total_steps,
                                 patience_evals=cfg.early_stopping_patience, eval_every=eval_every)
     model, optimizer = accelerator.prepare(model, optimizer)
 

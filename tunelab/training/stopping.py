@@ -38,7 +38,7 @@ class StoppingRule:
 
     @classmethod
     def for_run(cls, *, metric_name: str, val_rows: int, labels: int | None, min_steps: int,
-                total_steps: int, steps_per_epoch: int, patience_evals: int,
+                total_steps: int, patience_evals: int,
                 eval_every: int) -> "StoppingRule":
         """labels: the classifier's label count (None: not a classifier; its metric is kept)."""
         if val_rows < NO_SELECTION_BELOW_ROWS or (labels and val_rows < labels):
