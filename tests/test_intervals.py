@@ -224,7 +224,9 @@ def test_web_cells_show_the_interval_and_older_runs_the_value_alone():
         '{{ metric("macro-F1", "0.900", interval_hint(m, "macro_f1", "every label counts equally"), '
         'm.macro_f1_interval) }}|{{ with_interval(m.accuracy_interval, True, 20) }}')
     shown = page.render(m=CLASSIFIER)
-    assert "0.900 <span" in shown and "(0.80–0.97)" in shown and "95% interval on 20 test rows" in shown
+    # The value stays a bare number (people and scripts read it); its interval sits right after it.
+    assert '<span class="metric-value">0.900</span> <span class="muted small" data-interval' in shown
+    assert "(0.80–0.97)" in shown and "95% interval on 20 test rows" in shown
     assert "(85.0–98.0%)" in shown
     old = page.render(m=OLD)
     assert "data-interval" not in old and "every label counts equally" in old
