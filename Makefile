@@ -55,13 +55,18 @@ test-claims: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_banking77.py
 
-# API latency under 200 polling clients, SQLite and PostgreSQL (on a throwaway cluster when installed).
+.PHONY: bench-hardware
+# this machine's figures (matmul peak, bandwidth, MiniLM full / LoRA / linear-probe MFU) and the targets' ratios
+bench-hardware: $(STAMP)
+	$(BIN)/python benchmarks/bench_hardware.py --json benchmarks/results/bench_hardware.json
+
 .PHONY: bench-small-data
 # the pruned comparison against the exhaustive one on 8-64 examples a label (hours on 2 cores: see
 # the script's --datasets/--sizes/--seeds for a subset)
 bench-small-data: $(STAMP)
 	$(BIN)/python benchmarks/bench_small_data.py --json benchmarks/results/small_data.json
 
+# API latency under 200 polling clients, SQLite and PostgreSQL (on a throwaway cluster when installed).
 .PHONY: bench-service
 bench-service: $(STAMP)
 	scripts/pg-test-server run -- $(BIN)/python benchmarks/bench_service.py

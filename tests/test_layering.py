@@ -12,7 +12,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "tunelab"
 LAYERS = {
     0: ["data", "models", "evaluation", "db", "settings", "logs", "contract"],
-    1: ["training", "security"],
+    1: ["training", "security", "hardware"],
     2: ["strategies", "artifacts", "billing"],
     3: ["engine"],
     4: ["jobs", "services", "cli", "sdk"],

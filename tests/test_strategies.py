@@ -239,3 +239,17 @@ def test_few_shot_billing_work_follows_the_plan(params, pairs):
                                                 params=params)
     assert work["pairs"] == pairs
     assert work["texts"] == min(5 * int(params.get("k", 8)), 70) + 10 + 20
+
+
+def test_every_run_reports_its_efficiency(quick):
+    """Every strategy's metrics carry tokens/s and MFU of its own compute (training steps, or the
+    encoder passes of frozen-feature strategies), and a comparison shows them per strategy."""
+    for name, row in by_name(quick).items():
+        if row.get("error"):
+            continue
+        eff = json.loads((quick[1] / name / "metrics.json").read_text())["efficiency"]
+        assert eff["tokens_per_s"] > 0 and eff["samples_per_s"] > 0 and eff["tokens"] > 0, (name, eff)
+        # a live matmul probe is the peak here: a contended machine moves both, not their order of magnitude
+        assert 0.01 < eff["mfu"] < 2.0 and eff["model_flops"] > 0 and eff["peak_gflops"] > 0, (name, eff)
+        assert eff["usd_per_million_tokens"] > 0, (name, eff)
+        assert row["tokens_per_s"] == eff["tokens_per_s"] and row["mfu"] == eff["mfu"]

@@ -35,15 +35,27 @@ def cpu_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+PROBE_FIGURE = "estimator_probe"      # the hardware benchmark's figure of the same probe
+
+
 @lru_cache(maxsize=1)
 def cpu_probe_ms() -> float:
     """Milliseconds this CPU takes for one [512 x 384] @ [384 x 1536] matrix product (a MiniLM
-    feed-forward layer on a batch of 32 x 16 tokens) in the precision training runs use here, best
-    of 40: the machine's speed, not its current load. ~0.3 s, once per process.
-    TUNELAB_BILLING_CPU_PROBE_MS fixes it (tests, or a server pricing jobs for other workers)."""
+    feed-forward layer on a batch of 32 x 16 tokens) in the precision training runs use here: the
+    machine's speed, not its current load. TUNELAB_BILLING_CPU_PROBE_MS fixes it (tests, or a
+    server pricing jobs for other workers); else this worker's latest hardware benchmark
+    (`tunelab bench hardware`, the median of many runs), else measured now (~0.3 s, once per process)."""
     forced = os.environ.get("TUNELAB_BILLING_CPU_PROBE_MS")
     if forced:
         return float(forced)
+    from ..hardware import store
+
+    stored = store.figure(store.latest(store.worker_name()), PROBE_FIGURE)
+    return stored if stored else measure_probe_ms()
+
+
+def measure_probe_ms(runs: int = 40) -> float:
+    """The probe, best of `runs` after a warm-up (thread pool, caches)."""
     import time
 
     import torch
@@ -54,9 +66,9 @@ def cpu_probe_ms() -> float:
     a, b = torch.randn(512, 384, generator=gen), torch.randn(384, 1536, generator=gen)
     best = float("inf")
     with torch.inference_mode(), autocast("cpu", best_precision("cpu")):
-        for i in range(44):
+        for i in range(runs + 4):
             t0 = time.perf_counter()
             a @ b
-            if i >= 4:                                 # warm-up: thread pool, caches
+            if i >= 4:
                 best = min(best, time.perf_counter() - t0)
     return best * 1000

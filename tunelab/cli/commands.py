@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import admin, billing, generative, remote
+from . import admin, bench, billing, generative, remote
 from .budget import add_budget_args
 from .common import say as _say, split_set_by_strategy
 from .errors import guarded
@@ -85,7 +85,7 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     strategies.add_argument("--json", action="store_true")
     groups = {"datasets": ds, "models": models}
     # remote adds groups["jobs"], admin groups["admin"]: billing adds commands to both.
-    for extend in (remote.extend, admin.extend, billing.extend, generative.extend, *extensions):
+    for extend in (remote.extend, admin.extend, billing.extend, generative.extend, bench.extend, *extensions):
         extend(sub, groups)
     return parser
 

@@ -24,6 +24,31 @@ def _interval(what: str) -> Any:
                                    "on; null for an empty test split")
 
 
+class Efficiency(Obj):
+    """What the run's own compute did (its training steps, or its encoder passes for frozen-feature
+    strategies): counted on every step, so every run has it unless it did no timed work (features
+    read from the cache)."""
+    phase: str | None = Field(None, description="training (forward + backward) or encoding (forward only)")
+    rows: int | None = Field(None, description="sequences through the model (a pair counts 2)")
+    tokens: int | None = Field(None, description="real tokens (padding excluded)")
+    seconds: float | None = Field(None, description="the steps' own time: no evaluation or checkpoints")
+    steps: int | None = None
+    tokens_per_s: float | None = None
+    samples_per_s: float | None = None
+    step_p50_s: float | None = Field(None, description="median optimizer step time")
+    step_p95_s: float | None = Field(None, description="95th percentile step time")
+    precision: str | None = Field(None, description="fp32, bf16 or fp16: the matmul precision it ran in")
+    model_flops: float | None = Field(None, description="the model's matmul FLOPs for that work (analytic "
+                                      "count; padding and recomputation excluded)")
+    achieved_gflops: float | None = None
+    peak_gflops: float | None = Field(None, description="the measured matmul peak of that precision")
+    peak_source: str | None = Field(None, description="the hardware benchmark it came from, or a live probe")
+    mfu: float | None = Field(None, description="model FLOPs utilisation: achieved over peak (0-1)")
+    work_memory_mb: float | None = Field(None, description="peak memory over the memory at the work's start")
+    usd_per_million_tokens: float | None = Field(None, description="this machine's price for a million of "
+                                                 "these tokens at this speed")
+
+
 class RunMetrics(Obj):
     """A finished run's metrics (the keys below, and more: per_class, confusion_matrix, timings...)."""
     task: str | None = Field(None, description="text-classification, chat or preference")
@@ -43,6 +68,9 @@ class RunMetrics(Obj):
     base_preference_accuracy_interval: Interval | None = _interval("the base model's preference accuracy")
     interval: dict[str, Any] | None = Field(None, description="how the intervals were made: level (0.95), "
                                             "method, resamples (bootstrap), rows")
+    efficiency: Efficiency | None = None
+    mfu: float | None = Field(None, description="efficiency.mfu, at the top for scripts")
+    tokens_per_second: float | None = None
 
 
 class ComparisonRow(Obj):
@@ -66,6 +94,9 @@ class ComparisonRow(Obj):
     stopped_at_step: int | None = None
     planned_steps: int | None = None
     predicted_seconds: float | None = Field(None, description="pre-flight's estimate of its run")
+    tokens_per_s: float | None = Field(None, description="its training (or encoding) throughput")
+    mfu: float | None = Field(None, description="model FLOPs utilisation of that work (0-1)")
+    usd_per_million_tokens: float | None = None
 
 
 def _open_object(model: type[Obj]) -> WithJsonSchema:

@@ -92,7 +92,7 @@ def compare(model, data: PreparedData, strategies: list[str] | None = None, *, p
         except ConfigError as exc:
             rows.append({"strategy": run.name, "error": str(exc)})
             continue
-        row = {**data.task.summarize(result.strategy, result.metrics), "task": data.task.name,
+        row = {**data.task.row(result.strategy, result.metrics), "task": data.task.name,
                "predicted_seconds": round(predicted, 1)}
         if "_paired" in result.notes:
             row["_paired"] = result.notes["_paired"]

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..artifacts import write_artifact
+from ..billing.rates import usd_per_million
+from ..hardware.efficiency import efficiency, matmul_precision
+from ..hardware.probes import peak_gflops
 from ..models.device import best_precision, default_device
 from ..strategies import PreparedData, RunContext, Strategy, parse_params, resolve
 from ..training.costs import ResourceMeter
@@ -88,6 +91,10 @@ def execute(planned: Planned, out: Path | None = None) -> RunResult:
                    predicted_peak_mb=plan.estimate.peak_mb, predicted_seconds=plan.estimate.seconds)
     if notes.get("tokens_per_second") is not None:
         metrics["tokens_per_second"] = notes["tokens_per_second"]
+    eff = job_efficiency(notes.get("work"), ctx, cost.peak_rss_mb)
+    if eff is not None:
+        metrics.update(efficiency=eff, mfu=eff["mfu"])
+        metrics.setdefault("tokens_per_second", eff["tokens_per_s"])
     if out is not None:
         _write(Path(out), predictor, strategy, ctx, data, plan, metrics, samples)
         # The model is safe in the artifact: the checkpoints (weights + optimizer state) are not needed.
@@ -100,6 +107,20 @@ def run_strategy(model, data: PreparedData, strategy_name: str, params=None, *, 
                  progress: ProgressFn = null_progress) -> RunResult:
     return execute(plan_strategy(model, data, strategy_name, params, work_dir=work_dir, out=out,
                                  auto_fit=auto_fit, progress=progress), out)
+
+
+def job_efficiency(work: dict | None, ctx: RunContext, peak_rss_mb: float | None = None) -> dict | None:
+    """tokens/s, samples/s, step times and MFU of the run's own compute (its steps, or its encoder
+    passes), and what a million of its tokens cost here: None when it did no timed work (features
+    from the cache)."""
+    if not work:
+        return None
+    precision = matmul_precision(ctx.precision)
+    peak = peak_gflops(precision, "cpu" if ctx.device == "cpu" else "cuda") if work.get("model_flops") else None
+    eff = efficiency(work, work.get("model_flops"), peak, ctx.precision, peak_rss_mb)
+    if eff is not None:
+        eff["usd_per_million_tokens"] = usd_per_million(eff["tokens_per_s"])
+    return eff
 
 
 def _write(out: Path, predictor, strategy: Strategy, ctx: RunContext, data: PreparedData, plan: Plan,

@@ -64,6 +64,8 @@ class Strategy(Protocol):
     lighter: ClassVar[tuple[str, str] | None]   # (strategy, why) that needs less memory
     adjustable_memory: ClassVar[bool]       # batch/checkpointing/length knobs pre-flight may turn
     openai_method: ClassVar[str | None]     # the OpenAI fine-tuning method type it implements
+    bench: ClassVar[str | None]             # in the hardware sweep: "quick" (every sweep), "full" (the full one), None
+    bench_params: ClassVar[dict]            # its overrides for a short burst in that sweep
 
     def check(self, ctx: RunContext) -> None:
         """Raise ConfigError for a configuration that cannot work here. Must be cheap."""
@@ -101,6 +103,8 @@ class StrategyBase:
     in_wizard: ClassVar[bool] = True       # offered by the web wizard
     is_default: ClassVar[bool] = False     # what a job of its task runs when it names no strategy
     reference_samples_per_s: ClassVar[float] = 185.0   # the advisor's rough training rate
+    bench: ClassVar[str | None] = None
+    bench_params: ClassVar[dict] = {}
 
     @property
     def trains(self) -> bool:

@@ -16,6 +16,8 @@ from pydantic import Field
 from ..data.generative import Message
 from ..evaluation.generative import answer_metrics
 from ..evaluation.intervals import WILSON, interval_info, wilson_interval
+from ..hardware.efficiency import model_flops, work_note
+from ..hardware.flops import flop_model_for
 from ..models.causal import IGNORE, encode_conversation, load_causal_lm, load_chat_tokenizer
 from ..models.device import autocast
 from ..models.generation import GenerationSettings, generate_text
@@ -213,10 +215,25 @@ class DPO(StrategyBase):
         ctx.notes.update(resumed_from_step=resumed, steps=out.global_step, train_loss=out.training_loss, trainable_params=trainable,
                          total_params=total, loop_seconds=seconds, learning_rate=self._lr(ctx),
                          tokens_processed=tokens, tokens_per_second=tokens / seconds if tokens else None,
+                         work=_work(model, tokens, out.global_step * p.batch_size * p.gradient_accumulation, seconds),
                          history=[{k: v for k, v in h.items() if isinstance(v, (int, float))}
                                   for h in trainer.state.log_history])
         return CausalLMModel(model, tokenizer, ctx.model.ref, adapter=p.lora, max_length=p.max_length,
                              device=ctx.device, precision=ctx.precision)
+
+
+def _work(model, tokens: int, pairs: int, seconds: float) -> dict:
+    """TRL counts tokens, not lengths: each pair is two sequences (chosen, rejected) of about equal
+    length, and the frozen reference scores both once more (its forward is added as policy work:
+    same model, same shapes). The whole trainer time is the step time."""
+    rows = 2 * pairs
+    summary = {"phase": "training", "rows": rows, "tokens": tokens,
+               "tokens_sq": int(tokens * tokens / rows) if rows else 0, "seconds": seconds,
+               "steps": 0, "step_p50_s": None, "step_p95_s": None}
+    note = work_note(summary, model)
+    if note["model_flops"]:
+        note["model_flops"] += model_flops(summary, flop_model_for(model), "forward")
+    return note
 
 
 def _answers(lm: CausalLMModel, pairs) -> list[str]:

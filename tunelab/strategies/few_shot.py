@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field
 
 from ..data import sample_per_class
+from ..hardware.efficiency import work_note
 from ..models.embeddings import encode
 from ..models.predictors import EmbeddingHeadPredictor
 from ..training.progress import ProgressEvent
@@ -121,6 +123,8 @@ class FewShotParams(Params):
 @register
 class FewShot(StrategyBase):
     name = "few-shot"
+    bench = "full"
+    bench_params = {"k": 8, "max_pairs": 256}
     task = TEXT_CLASSIFICATION
     family = "transfer"
     rank = 20
@@ -212,13 +216,16 @@ class FewShot(StrategyBase):
         quiet_trainer(trainer)
         # SetFit's Trainer may print on stdout: keep stdout for results (compare --json). Only the
         # embedding phase: SetFit's own head (fixed C, fitted on the shots) would be replaced below.
+        t0 = time.perf_counter()
         with contextlib.redirect_stdout(sys.stderr):
             trainer.train_embeddings(list(shots.texts), [index[x] for x in shots.labels])
+        work = _pair_work(body, shots.texts, plan, time.perf_counter() - t0)
         ctx.progress(ProgressEvent("train", plan.steps, plan.steps))
         body.max_seq_length = full_length
         fit = self.head(ctx, body, shots)
         ctx.notes.update(examples_used=len(shots), pairs=plan.pairs, epochs=plan.epochs,
-                         train_max_length=plan.max_length, steps=plan.steps, C=fit.C, head=fit.selection)
+                         train_max_length=plan.max_length, steps=plan.steps, C=fit.C, head=fit.selection,
+                         work=work)
         if plan.why:
             ctx.notes["plan"] = plan.why
         return EmbeddingHeadPredictor(body, fit.weight, fit.bias, names, ctx.model.ref,
@@ -235,6 +242,20 @@ class FewShot(StrategyBase):
         x_val = encode(body, val.texts, precision=ctx.precision) if len(val) else None
         return fit_logistic_head(x, label_ids(shots.labels, names), len(names), x_val,
                                  label_ids(val.labels, names) if len(val) else None, seed=ctx.seed)
+
+
+def _pair_work(body, texts, plan, seconds: float) -> dict:
+    """SetFit's contrastive tuning as counts: each pair sends both texts through the whole body,
+    forward and backward, once per step. Lengths are the shots' own (truncated as trained); the
+    pairs draw texts uniformly, so their mean length is the shots' mean. The trainer's whole time
+    counts as step time (SetFit gives no per-step timings)."""
+    ids = body.tokenizer(list(texts), truncation=True, max_length=plan.max_length)["input_ids"]
+    lengths = np.array([len(x) for x in ids], dtype=np.float64)
+    rows = 2 * plan.batch_size * plan.steps
+    summary = {"phase": "training", "rows": rows, "tokens": int(rows * lengths.mean()) if len(lengths) else 0,
+               "tokens_sq": int(rows * (lengths ** 2).mean()) if len(lengths) else 0, "seconds": seconds,
+               "steps": plan.steps, "step_p50_s": None, "step_p95_s": None}
+    return work_note(summary, body[0].model, "full")
 
 
 def _int(value) -> int | None:

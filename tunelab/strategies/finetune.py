@@ -12,6 +12,7 @@ from ..models import load_classifier, load_tokenizer
 from ..models.inference import tokenize
 from ..models.predictors import SequenceClassifierPredictor
 from ..training.costs import count_params
+from ..hardware.efficiency import work_note
 from ..training.loop import EncodedSplit, LoopConfig, train_loop
 from .base import ConfigError, Params, RunContext
 from .linear_probe import label_ids
@@ -111,6 +112,7 @@ def run_loop(ctx: RunContext, model, tokenizer, strategy: str) -> None:
     ctx.notes.update(resumed_from_step=result.resumed_from_step, steps=result.state.global_step,
                      tokens_processed=result.tokens_processed, history=result.history,
                      trainable_params=trainable, total_params=total,
+                     work=work_note(result.work.summary(), model),
                      stopping=result.stopping,
                      best_val_macro_f1=max((h["val_macro_f1"] for h in result.history if "val_macro_f1" in h),
                                            default=None))

@@ -23,6 +23,8 @@ class FullParams(FineTuneParams):
 @register
 class Full(StrategyBase):
     name = "full"
+    bench = "quick"
+    bench_params = {"epochs": 1, "min_steps": 0, "batch_size": 32, "checkpoint_every": 1000}
     task = TEXT_CLASSIFICATION
     rank = 50
     advice = "All layers trained. The quality ceiling; the most time and memory."

@@ -9,7 +9,9 @@ from pydantic import Field
 from ..models import load_sentence_encoder
 from ..models.embeddings import FeatureCache, encode
 from ..models.predictors import EmbeddingHeadPredictor, model_key
+from ..hardware.efficiency import work_note
 from ..training.progress import ProgressEvent
+from ..training.work import WorkCounter
 from .advice import LOAD_SECONDS, split_rows
 from .base import Params, RunContext, StrategyBase, register
 from .classification import TEXT_CLASSIFICATION
@@ -33,6 +35,7 @@ def label_ids(labels: list[str], names: list[str]) -> np.ndarray:
 @register
 class LinearProbe(StrategyBase):
     name = "linear-probe"
+    bench = "quick"
     task = TEXT_CLASSIFICATION
     family = "transfer"
     rank = 30
@@ -70,19 +73,20 @@ class LinearProbe(StrategyBase):
         key = model_key(ctx.model.path)
         names = ctx.splits.label_names
         feats, total, done = {}, len(ctx.splits.train) + len(ctx.splits.validation), 0
+        work = WorkCounter(phase="encoding").begin()
         for split, ds in (("train", ctx.splits.train), ("validation", ctx.splits.validation)):
             def tick(n, _of, base=done, split=split):
                 ctx.progress(ProgressEvent("encode", base + n, total, message=f"encoding {split}"))
 
             ctx.progress(ProgressEvent("encode", done, total, message=f"encoding {split} ({len(ds)} texts)"))
             feats[split] = encode(encoder, ds.texts, cache=cache, model_key=key,
-                                  precision=ctx.precision, batch_size=p.batch_size, progress=tick)
+                                  precision=ctx.precision, batch_size=p.batch_size, progress=tick, work=work)
             done += len(ds)
         ctx.progress(ProgressEvent("encode", total, total))
         ctx.notes["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
         y_val = label_ids(ctx.splits.validation.labels, names)
         fit = fit_logistic_head(feats["train"], label_ids(ctx.splits.train.labels, names), len(names),
                                 feats["validation"], y_val, p.C, p.max_iter, seed=ctx.seed)
-        ctx.notes.update(C=fit.C, head=fit.selection)
+        ctx.notes.update(C=fit.C, head=fit.selection, work=work_note(work.summary(), encoder[0].model, "forward"))
         return EmbeddingHeadPredictor(encoder, fit.weight, fit.bias, names, ctx.model.ref, cache=cache,
                                       cache_key=key, precision=ctx.precision)

@@ -71,6 +71,8 @@ def wrap_lora(ctx: RunContext, model, targets: list[str]):
 @register
 class Lora(StrategyBase):
     name = "lora"
+    bench = "quick"
+    bench_params = {"epochs": 1, "min_steps": 0, "batch_size": 32, "checkpoint_every": 1000}
     task = TEXT_CLASSIFICATION
     rank = 40
     advice = "Adapters on a frozen model: near full quality with less memory, small files."

@@ -16,6 +16,7 @@ from ..models.causal import encode_conversation, load_causal_lm, load_chat_token
 from ..models.lm_predictors import CausalLMModel
 from ..training.causal_lm import CausalLMTask, LMSplit
 from ..training.costs import count_params
+from ..hardware.efficiency import work_note
 from ..training.loop import LoopConfig, train_loop
 from .base import ConfigError, Params, RunContext, StrategyBase, register
 from .generative import CHAT
@@ -181,6 +182,7 @@ class _SFTBase(StrategyBase):
         ctx.notes.update(resumed_from_step=result.resumed_from_step, steps=result.state.global_step,
                          tokens_processed=result.tokens_processed, history=result.history,
                          trainable_params=trainable, total_params=total, loop_seconds=seconds,
+                         work=work_note(result.work.summary(), model),
                          tokens_per_second=result.tokens_processed / max(seconds, 1e-9),
                          best_val_loss=-best if best is not None else None, truncated_examples=truncated,
                          learning_rate=cfg.learning_rate, packed_rows=len(train) if p.packing else None)
@@ -193,6 +195,8 @@ class _SFTBase(StrategyBase):
 @register
 class SFTFull(_SFTBase):
     name = "sft-full"
+    bench = "full"
+    bench_params = {"epochs": 1, "min_steps": 0, "batch_size": 8, "eval_answers": 0, "max_length": 128}
     rank = 50
     aliases = ("full",)
     in_default_compare = True
@@ -219,6 +223,8 @@ class SFTFull(_SFTBase):
 @register
 class SFTLora(_SFTBase):
     name = "sft-lora"
+    bench = "full"
+    bench_params = {"epochs": 1, "min_steps": 0, "batch_size": 8, "eval_answers": 0, "max_length": 128}
     rank = 40
     aliases = ("lora",)
     in_default_compare = True

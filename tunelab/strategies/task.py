@@ -73,6 +73,12 @@ class Task:
         """One line that says how a finished run did."""
         raise NotImplementedError
 
+    def row(self, strategy: str, metrics: dict) -> dict:
+        """A comparison's row: the task's summary and, for every task, the run's throughput."""
+        eff = metrics.get("efficiency") or {}
+        return {**self.summarize(strategy, metrics), "tokens_per_s": eff.get("tokens_per_s"),
+                "mfu": eff.get("mfu"), "usd_per_million_tokens": eff.get("usd_per_million_tokens")}
+
     def summarize(self, strategy: str, metrics: dict) -> dict:
         """A comparison's row for one finished run; carries `quality` and `cost_seconds`."""
         raise NotImplementedError

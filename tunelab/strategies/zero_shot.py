@@ -8,9 +8,11 @@ import re
 import numpy as np
 from pydantic import Field
 
+from ..hardware.efficiency import work_note
 from ..models import load_sentence_encoder
 from ..models.embeddings import FeatureCache, encode
 from ..models.predictors import EmbeddingHeadPredictor, model_key
+from ..training.work import WorkCounter
 from .advice import LOAD_SECONDS, per_class_in_train, split_rows
 from .base import ConfigError, Params, RunContext, StrategyBase, register
 from .classification import TEXT_CLASSIFICATION
@@ -72,16 +74,18 @@ class ZeroShot(StrategyBase):
         encoder = load_sentence_encoder(ctx.model.path)
         names = ctx.splits.label_names
         sentences = [p.label_descriptions.get(n) or p.template.format(label=humanize(n)) for n in names]
-        label_emb = encode(encoder, sentences, precision=ctx.precision)
+        work = WorkCounter(phase="encoding").begin()
+        label_emb = encode(encoder, sentences, precision=ctx.precision, work=work)
         # Cosine similarity of normalised embeddings, scaled into logits.
         weight = label_emb / p.temperature
         cache = FeatureCache(ctx.cache_dir / "features")
-        bias = self.calibration_bias(ctx, encoder, weight)
+        bias = self.calibration_bias(ctx, encoder, weight, work)
+        ctx.notes["work"] = work_note(work.summary(), encoder[0].model, "forward")
         return EmbeddingHeadPredictor(encoder, weight, bias, names,
                                       ctx.model.ref, cache=cache, cache_key=model_key(ctx.model.path),
                                       precision=ctx.precision)
 
-    def calibration_bias(self, ctx: RunContext, encoder, weight: np.ndarray) -> np.ndarray:
+    def calibration_bias(self, ctx: RunContext, encoder, weight: np.ndarray, work=None) -> np.ndarray:
         """Batch calibration: some label names sit closer to every text than others (a generic
         name attracts everything). Dividing out the mean predicted distribution over unlabelled
         training texts (the labels are not used) removes that prior. Measured, macro-F1 plain ->
@@ -92,7 +96,7 @@ class ZeroShot(StrategyBase):
             return np.zeros(len(weight), dtype=np.float32)
         rng = np.random.default_rng(ctx.seed)
         texts = [ctx.splits.train.texts[i] for i in sorted(rng.choice(len(ctx.splits.train), n, replace=False))]
-        logits = encode(encoder, texts, precision=ctx.precision) @ weight.T
+        logits = encode(encoder, texts, precision=ctx.precision, work=work) @ weight.T
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)

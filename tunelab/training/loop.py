@@ -27,6 +27,7 @@ from .checkpoints import CheckpointManager, TrainerState
 from .control import TrainingStopped, stop_requested
 from .progress import ProgressEvent, ProgressFn, Throughput, null_progress
 from .stopping import StoppingRule
+from .work import WorkCounter
 
 # At most about this many validation evaluations in a run (at epoch ends): a run of 200 one-step
 # epochs on tiny data should not spend its time evaluating.
@@ -75,6 +76,7 @@ class LoopResult:
     tokens_processed: int = 0
     history: list[dict] = field(default_factory=list)
     stopping: str = ""
+    work: WorkCounter = field(default_factory=WorkCounter)   # this process's steps: rows, tokens, step times
 
 
 class StopTraining(Exception):
@@ -194,7 +196,7 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
             state = TrainerState(fingerprint=fingerprint)
 
     meter = Throughput(total_steps, state.global_step)
-    tokens, running = 0, None
+    tokens, running, work, step_t0 = 0, None, WorkCounter().begin(), None
     model.train()
     for epoch in range(state.epoch, epochs):
         batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
@@ -204,6 +206,8 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
         for b in range(start, len(batches)):
             index = batches[b]
             batch_loss = 0.0
+            step_t0 = step_t0 or time.perf_counter()
+            work.add(lengths[index])
             # On CPU a batch with a long tail runs as several forwards of similar length: same
             # gradient, less padding, smaller attention matrices (models/batch_shapes.py).
             for part, share in (task.micro_batches(train, index)
@@ -219,6 +223,8 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
             _set_lr(optimizer, cfg.learning_rate, state.global_step, warmup, total_steps)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            work.step(time.perf_counter() - step_t0)
+            step_t0 = None
             state.global_step += 1
             state.step_in_epoch = (b + 1 + cfg.gradient_accumulation - 1) // cfg.gradient_accumulation
             sps, eta = meter.update(state.global_step, len(index) * cfg.gradient_accumulation)
@@ -254,7 +260,7 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
     if rule.select and state.best_metric is not None:
         ckpt.load_best(unwrapped)
     return LoopResult(state=state, resumed_from_step=resumed_from, tokens_processed=tokens,
-                      history=state.history, stopping=rule.describe())
+                      history=state.history, stopping=rule.describe(), work=work)
 
 
 def _evaluate(model, validation, cfg, state, ckpt, task, rule: StoppingRule, running, progress,

@@ -141,7 +141,7 @@ def rows_of(jobs: list[Job]) -> tuple[list[dict], dict, list[Job]]:
         label = job.spec.get("strategy") if strategies.count(job.spec.get("strategy")) == 1 else \
             f"{job.spec.get('strategy')} · {job.id[-6:]}"
         if job.status == "succeeded" and m:
-            rows.append(task.summarize(label, {"trainable_params": 0, **m}))
+            rows.append(task.row(label, {"trainable_params": 0, **m}))
             models[label] = job.fine_tuned_model
         elif JobStatus(job.status).is_terminal:
             rows.append({"strategy": label, "error": f"{job.status}: {job.error_message or 'no result'}"})
