@@ -23,11 +23,11 @@ import httpx
 
 # The response models are the server's own (tunelab.contract: pydantic only, no server code), so
 # the client and the server cannot drift apart.
-from .contract import (TERMINAL, ApiKey, Comparison, Dataset, EventPage, Job, JobError, JobEvent,  # noqa: F401
-                       Model, Prediction, Tenant, Webhook, WebhookDelivery)
+from .contract import (TERMINAL, ApiKey, Comparison, Dataset, EventPage, Infrastructure, Job, JobError,  # noqa: F401
+                       JobEvent, Model, Prediction, Tenant, Webhook, WebhookDelivery)
 
 __all__ = ["Client", "APIError", "APIConnectionError", "Dataset", "Job", "JobEvent", "EventPage", "Model",
-           "Prediction", "Comparison", "ApiKey", "Webhook", "WebhookDelivery", "Tenant", "TERMINAL"]
+           "Prediction", "Comparison", "ApiKey", "Webhook", "WebhookDelivery", "Tenant", "Infrastructure", "TERMINAL"]
 
 
 class APIError(Exception):
@@ -302,6 +302,12 @@ class Client:
         if response.status_code >= 400:
             raise _error(response)
         return response.json() if response.content else None
+
+    def infrastructure(self, worker: str | None = None) -> Infrastructure:
+        """This server's hardware benchmark (`tunelab bench hardware`): inventory, the latest figures and
+        model throughput, regressions against the run before, each figure's history, the cost of its
+        speed and a typical job per catalog model. `has_results` is False until a benchmark is stored."""
+        return Infrastructure(**self.request("GET", "/api/v1/infrastructure", params=_drop_none({"worker": worker})))
 
     def close(self) -> None:
         self._http.close()

@@ -8,6 +8,9 @@ sits at the bottom of the layers (tests/test_layering.py)."""
 from .base import Deleted, ErrorBody, ErrorDetail, Obj
 from .billing import (Adjustment, Balance, CalibrationTable, DailyUsage, Estimate, Grant, JobCost, JobCostList,
                       LedgerPage, PriceSheet, QuotaLimits, Quotas, Reconciliation)
+from .infrastructure import (CostBasis, Costs, FigureChange, FigureHistory, HardwareFigure, HardwareRun, HistoryPoint,
+                             Infrastructure, InfrastructureExport, Inventory, ModelCost, ModelThroughput,
+                             RunComparison, TypicalJob)
 from .metrics import ComparisonRow, RunMetrics
 from .openai import (FileDeleted, FileList, FileObject, FineTuningCheckpointList, FineTuningEventList, FineTuningJob,
                      FineTuningJobList, OpenAIModel, OpenAIModelDeleted, OpenAIModelList)

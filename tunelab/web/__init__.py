@@ -89,10 +89,11 @@ def _page_status(exc: Exception) -> tuple[int, str, str]:
 
 
 def mount(app: FastAPI) -> FastAPI:
-    from . import routes_account, routes_auth, routes_compare, routes_datasets, routes_jobs, routes_models, routes_train
+    from . import (routes_account, routes_auth, routes_compare, routes_datasets, routes_infrastructure, routes_jobs,
+                   routes_models, routes_train)
 
     for module in (routes_auth, routes_datasets, routes_models, routes_train, routes_jobs, routes_compare,
-                   routes_account):
+                   routes_account, routes_infrastructure):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     settings = app.state.settings
