@@ -242,6 +242,45 @@ def estimate(session: Session | None, shapes: list[JobShape], device: str | None
                     spread=round(spread, 4), basis=basis)
 
 
+BENCH_KIND = "bench-hardware"
+
+
+def bench_mode(quick: bool, sweep: bool) -> str:
+    """work.json's name for a hardware benchmark's mode: quick | full, -device without the model sweep."""
+    return ("quick" if quick else "full") + ("" if sweep else "-device")
+
+
+def bench_estimate(session: Session | None, quick: bool = True, sweep: bool = True, device: str | None = None,
+                   units: int | None = None) -> Estimate:
+    """A hardware benchmark job (kind bench-hardware): work.json's wall seconds of the machine for the
+    mode, on every unit it has (the probes and the model bursts keep every core, or the GPU, busy),
+    calibrated like a strategy (key bench-hardware|<mode>|<device>) and priced by the current sheet.
+    Not scaled by the CPU probe: the device probes run for fixed times whatever the speed."""
+    found_device, found_units = detect()
+    device, units = device or found_device, units or found_units
+    table = work_constants()[BENCH_KIND]
+    mode = bench_mode(quick, sweep)
+    wall_s = float(table.get(device.split(":")[0], table["cpu"])[mode])
+    raw = wall_s * units
+    factor, wall_factor, spread = calibration(session, calibration_key(BENCH_KIND, mode, device))
+    point = raw * factor
+    wall = point * wall_factor / (units if device == "cpu" else 1)
+    low_f, high_f = max(1 - 1.5 * spread, 0.25), 1 + 2 * spread
+    ms = int(point * 1000)
+    sheet = prices.current()
+    per_hour = sheet.compute_per_hour(device)
+    basis = [{"strategy": BENCH_KIND, "raw_seconds": round(raw, 2), "factor": round(factor, 3), "hardware": 1.0,
+              "terms": [{"term": "benchmark", "mode": mode, "wall_seconds": round(wall_s, 2), "units": units,
+                         "seconds": round(raw, 2)}]}]
+    return Estimate(device=device, units=units, compute_ms=ms, compute_low_ms=int(ms * low_f),
+                    compute_high_ms=int(ms * high_f), wall_seconds=round(wall, 1),
+                    wall_low_seconds=round(wall * low_f, 1), wall_high_seconds=round(wall * high_f, 1),
+                    cost=prices.compute_cost(ms, per_hour), cost_low=prices.compute_cost(int(ms * low_f), per_hour),
+                    cost_high=max(prices.compute_cost(int(ms * high_f), per_hour), 1),
+                    price_version=sheet.version, raw_ms=int(raw * 1000), factor=round(factor, 4),
+                    spread=round(spread, 4), basis=basis)
+
+
 def work_done_raw(estimate: dict, tokens_trained: int | None) -> int:
     """The raw estimate redone for the work the job really did: a fine-tune that stopped early
     trained fewer tokens than estimated. The calibration learns throughput from this, so that

@@ -81,12 +81,12 @@ def plan_rows(quick: bool) -> list[tuple[str, str]]:
     return sorted(rows, key=lambda r: (r[0], get_strategy(r[1]).rank))
 
 
-def burst(model_name: str, strategy_name: str, quick: bool, seed: int = 0) -> dict:
+def burst(model_name: str, strategy_name: str, quick: bool, seed: int = 0, params: dict | None = None) -> dict:
     """One row, in this process: a short real run on synthetic data, as a job would do it."""
     from ..models import resolve_model
     from ..strategies import DataSpec, get_strategy
     from .data import prepare_data
-    from .run import run_strategy
+    from .run import execute, plan_strategy
 
     strategy = get_strategy(strategy_name)
     model = resolve_model(model_name)
@@ -97,8 +97,10 @@ def burst(model_name: str, strategy_name: str, quick: bool, seed: int = 0) -> di
         writer(train, ROWS["quick" if quick else "full"], rng)
         writer(test, TEST_ROWS, rng)
         data = prepare_data(DataSpec(train, test, seed=seed), model)
-        result = run_strategy(model, data, strategy_name, dict(strategy.bench_params),
-                              work_dir=Path(tmp) / "work")
+        planned = plan_strategy(model, data, strategy_name, {**strategy.bench_params, **(params or {})},
+                                work_dir=Path(tmp) / "work")
+        planned.ctx.cache_dir = Path(tmp) / "cache"     # cold: features from a cache would measure nothing
+        result = execute(planned)
     m = result.metrics
     eff = m.get("efficiency") or {}
     rows = eff.get("rows") or 0

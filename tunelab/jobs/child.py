@@ -1,9 +1,9 @@
 """The job process: `python -m tunelab.jobs.child SPEC.json`.
 
-Runs one job through the engine's entry points (run / compare) with no database access,
-and reports to its worker as JSON lines on stdout: progress ticks, checkpoints, the result, or
-an error. Its exit status tells the worker what happened (see EXIT_*): the worker retries only
-infrastructure failures, never a user's bad data or configuration.
+Runs one job through the engine's entry points (run / compare, or the hardware benchmark's
+measure) with no database access, and reports to its worker as JSON lines on stdout: progress
+ticks, checkpoints, the result, or an error. Its exit status tells the worker what happened (see
+EXIT_*): the worker retries only infrastructure failures, never a user's bad data or configuration.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -47,6 +48,54 @@ def _on_sigterm(signum, frame) -> None:
     request_stop(os.environ.get("TUNELAB_STOP_REASON", "cancelled"))
 
 
+class BenchStopped(Exception):
+    """SIGTERM during a hardware benchmark: it has no checkpoint to write, so it stops at once (a
+    model burst running in its own process is killed with it, by subprocess.run)."""
+
+
+def _stop_bench(signum, frame) -> None:
+    raise BenchStopped(os.environ.get("TUNELAB_STOP_REASON", "cancelled"))
+
+
+BENCH_FAILED = ("The hardware benchmark failed on the worker: {error}. Nothing was stored. Check that the worker "
+                "is not short of memory or disk (its job folder must take a 128 MB probe file), then run the job "
+                "again; `tunelab bench hardware --quick` on the worker's machine shows the whole error.")
+
+
+def run_bench(spec, progress) -> int:
+    """A hardware benchmark job: the figures of `tunelab bench hardware`, measured here (the worker's
+    machine, under the job's sandbox) and sent back whole; the worker stores them (this process
+    cannot write TUNELAB_HOME/hardware). The disk probe writes in the job's work folder."""
+    from ..engine.sweep import measure
+
+    job = spec.job
+    signal.signal(signal.SIGTERM, _stop_bench)
+    emit("phase", phase="running", task="bench-hardware", quick=job.quick, sweep=job.sweep)
+    t0 = time.monotonic()
+
+    def with_eta(event) -> None:
+        if 0 < event.step < event.total_steps and event.eta_s is None:
+            elapsed = time.monotonic() - t0
+            event.eta_s = round(elapsed / event.step * (event.total_steps - event.step), 1)
+        progress(event)
+
+    work = Path(spec.work_dir)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        result = measure(quick=job.quick, home=work, progress=with_eta, rows=None if job.sweep else [], save=False)
+    except BenchStopped as exc:
+        emit("stopped", step=None, reason=str(exc))
+        return EXIT_STOPPED
+    except Exception as exc:    # a probe that cannot run here fails the same way again: no retry
+        emit("error", code="benchmark_failed", message=BENCH_FAILED.format(error=f"{type(exc).__name__}: {exc}"))
+        traceback.print_exc(file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # stopping now would lose a finished result
+    emit("result", kind="bench-hardware", benchmark=result)
+    return EXIT_OK
+
+
 def run(spec_path: Path) -> int:
     from ..data.errors import DataError
     from ..engine import DataSpec, compare, prepare_data, run_strategy
@@ -64,6 +113,8 @@ def run(spec_path: Path) -> int:
         else:
             emit("progress", **event.to_dict())
 
+    if job.is_bench:
+        return run_bench(spec, progress)
     try:
         model = resolve_model(job.model)
         data = prepare_data(DataSpec(Path(spec.train_file), Path(spec.test_file) if spec.test_file else None,

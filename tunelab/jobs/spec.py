@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticKnownError
 
 
 def _json_integer(value):
@@ -26,6 +27,18 @@ MAX_BUDGET_SECONDS = 7 * 24 * 3600     # engine.budget.parse_duration's bound
 MAX_BUDGET_USD = 10_000.0
 BUDGET_ON_TRAIN = ("`budget_seconds`, `budget_usd` and `exhaustive` are for compare jobs (kind \"compare\"); "
                    "a train job runs its one strategy to the end")
+BENCH = "bench-hardware"
+KINDS = ("train", "compare", BENCH)
+# A hardware benchmark job measures the worker's machine: nothing of a training job applies to it.
+# Each field here must keep its default (null, empty, false) on such a job; the document says so.
+NOT_ON_BENCH = {"dataset_id": None, "test_dataset_id": None, "strategy": None, "strategies": [], "params": {},
+                "strategy_params": {}, "limit": None, "auto_fit": False, "budget_seconds": None, "budget_usd": None,
+                "exhaustive": False}
+TRAINING_ON_BENCH = ("does not apply to a hardware benchmark job (kind \"bench-hardware\"): it measures the "
+                     "worker's machine and takes no dataset, strategy, hyperparameters, row limit nor budget; "
+                     "only `quick` and `sweep`")
+BENCH_ON_TRAINING = ("`quick` and `sweep` are for hardware benchmark jobs (kind \"bench-hardware\"); on a train "
+                     "or compare job leave them out (or true)")
 # strict: a JSON number (3 or 2.5), not `true` nor "600"; NaN and infinities are refused
 BudgetSeconds = Annotated[float, Field(gt=0, le=MAX_BUDGET_SECONDS, strict=True, allow_inf_nan=False)]
 BudgetUsd = Annotated[float, Field(gt=0, le=MAX_BUDGET_USD, strict=True, allow_inf_nan=False)]
@@ -51,32 +64,43 @@ def model_schema() -> dict:
 
 
 def _document(schema: dict) -> None:
-    """What the service refuses, in the OpenAPI document and not only in code (check_spec and
-    _one_or_many): a train job names a registered strategy and that strategy's hyperparameters; a
-    compare job names at least one; a model is a catalog name or an uploaded model. Fields a kind
-    ignores (a train job's `strategies`, a compare job's `params`) stay unconstrained there. A
-    comparison's budget and `exhaustive` are refused on a train job: null / false there."""
+    """What the service refuses, in the OpenAPI document and not only in code (check_spec and the
+    validators below): a train job names a registered strategy and that strategy's hyperparameters;
+    a compare job names at least one; both name a dataset; a model is a catalog name or an uploaded
+    model. Fields a kind ignores (a train job's `strategies`, a compare job's `params`, a benchmark's
+    `model`, `seed`, `suffix`) stay unconstrained there. A comparison's budget and `exhaustive` are
+    refused on a train job: null / false there. A benchmark job takes no dataset, strategy or budget
+    (NOT_ON_BENCH: null, empty, false there), and `quick` / `sweep` are refused on the other kinds
+    unless left at their default (true)."""
     names, params = strategy_params_schemas()
     props = schema["properties"]
     props["model"] = model_schema()
+    training = {"dataset_id": {"type": "string"}, "quick": {"const": True}, "sweep": {"const": True}}
     train_kind = {"anyOf": [{"not": {"required": ["kind"]}}, {"properties": {"kind": {"const": "train"}}}],
+                  "required": ["dataset_id"],
                   "properties": {"budget_seconds": {"type": "null"}, "budget_usd": {"type": "null"},
-                                 "exhaustive": {"const": False}}}
+                                 "exhaustive": {"const": False}, **training}}
     train = [{"properties": {"strategy": {"const": n}, "params": params[n]}, "required": ["strategy"]} for n in names]
     # no strategy: the default of the dataset's task (services.jobs.resolved); its parameters are checked then
     train.append({"not": {"required": ["strategy"]}, "properties": {"params": {"type": "object"}}})
-    compare = {"required": ["kind", "strategies"],
+    compare = {"required": ["kind", "strategies", "dataset_id"],
                "properties": {"kind": {"const": "compare"},
                               "strategies": {"type": "array", "minItems": 1, "items": {"enum": names}},
-                              "strategy_params": {"type": "object", "properties": params}}}
-    schema["anyOf"] = [{"allOf": [train_kind, {"anyOf": train}]}, compare]
+                              "strategy_params": {"type": "object", "properties": params}, **training}}
+    empty = {type(None): {"type": "null"}, list: {"maxItems": 0}, dict: {"maxProperties": 0}, bool: {"const": False}}
+    bench = {"required": ["kind"],
+             "properties": {"kind": {"const": BENCH}, **{f: empty[type(v)] for f, v in NOT_ON_BENCH.items()}}}
+    schema["anyOf"] = [{"allOf": [train_kind, {"anyOf": train}]}, compare, bench]
 
 
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_document)
 
-    kind: Literal["train", "compare"] = "train"
-    dataset_id: str
+    kind: Literal["train", "compare", "bench-hardware"] = Field(
+        "train", description="train: one strategy on a dataset; compare: several on the same split, one "
+                             "recommended; bench-hardware: measure the worker's machine (no dataset)")
+    # required by train and compare jobs (_for_kind); a benchmark has none
+    dataset_id: str | None = Field(default=None, validate_default=True)
     test_dataset_id: str | None = None
     model: str = "minilm"
     strategy: str | None = None                 # train: None = the default of the dataset's task
@@ -98,6 +122,26 @@ class JobSpec(BaseModel):
     exhaustive: bool = Field(default=False, strict=True,
                              description="compare jobs: run every candidate to the end instead of stopping "
                                          "the ones that fall behind early")
+    # bench-hardware jobs: what `tunelab bench hardware [--quick]` measures, on the worker
+    quick: bool = Field(default=True, strict=True,
+                        description="bench-hardware jobs: fewer repetitions and only the default model's quick "
+                                    "rows (about 90 s); false: every catalog model, more precise (about 15 min)")
+    sweep: bool = Field(default=True, strict=True,
+                        description="bench-hardware jobs: also time short real training runs of the models; "
+                                    "false: the device figures only (matmul, memory, disk; about 15 s)")
+
+    @field_validator("dataset_id", *(f for f in NOT_ON_BENCH if f != "dataset_id"), "quick", "sweep")
+    @classmethod
+    def _for_kind(cls, value, info: ValidationInfo):
+        kind = info.data.get("kind")            # absent: the kind itself was refused
+        if kind == BENCH and info.field_name in NOT_ON_BENCH and value != NOT_ON_BENCH[info.field_name]:
+            raise ValueError(f"`{info.field_name}` {TRAINING_ON_BENCH}")
+        if kind in ("train", "compare"):
+            if info.field_name == "dataset_id" and value is None:
+                raise PydanticKnownError("missing")
+            if info.field_name in ("quick", "sweep") and value is not True:
+                raise ValueError(BENCH_ON_TRAINING)
+        return value
 
     @model_validator(mode="after")
     def _one_or_many(self):
@@ -105,9 +149,13 @@ class JobSpec(BaseModel):
             if not self.strategies:
                 raise ValueError("a compare job needs `strategies`, e.g. [\"zero-shot\", \"lora\"]")
             self.strategy = None
-        elif self.has_budget_fields():
+        elif self.kind == "train" and self.has_budget_fields():
             raise ValueError(BUDGET_ON_TRAIN)
         return self
+
+    @property
+    def is_bench(self) -> bool:
+        return self.kind == BENCH
 
     def has_budget_fields(self) -> bool:
         return self.budget_seconds is not None or self.budget_usd is not None or self.exhaustive
@@ -126,7 +174,7 @@ class ChildSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     job: JobSpec
-    train_file: str
+    train_file: str | None = None          # none for a bench-hardware job
     test_file: str | None = None
     text_column: str | None = None
     label_column: str | None = None

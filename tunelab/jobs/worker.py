@@ -22,12 +22,12 @@ from ..billing import quotas
 from ..db.models import Dataset, Job, TunedModel
 from ..settings import Settings
 from ..strategies import available
-from . import diskfull, metering, store, webhooks
+from . import bench, diskfull, metering, store, webhooks
 from .child import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STOPPED
 from .executors import Executor, executor_for
 from .jobdir import ARTIFACT, INPUTS, SPEC, WORK, JobFolder, artifact_parts
 from .results import store_result_file
-from .spec import ChildSpec, JobSpec
+from .spec import BENCH, ChildSpec, JobSpec
 from .status import JobStatus
 
 log = logging.getLogger("tunelab.worker")
@@ -109,7 +109,8 @@ class Worker:
                 webhooks.enqueue(s, job, "cancelled")
                 return
             store.transition(s, job, JobStatus.VALIDATING,
-                             f"Validating the dataset (attempt {job.attempts}).", worker=self.id)
+                             f"Preparing the hardware benchmark (attempt {job.attempts})." if job.kind == BENCH
+                             else f"Validating the dataset (attempt {job.attempts}).", worker=self.id)
             try:
                 spec_path, inputs = self._write_child_spec(s, job)
                 runtime = tenant_runtime(self.settings, job.tenant_id)
@@ -149,6 +150,10 @@ class Worker:
     def _write_child_spec(self, s, job: Job) -> tuple[Path, list[Path]]:
         spec = JobSpec.model_validate(job.spec)
         folder = JobFolder(job_dir(self.settings, job))
+        if spec.is_bench:          # no dataset, no model: the job measures the machine
+            child = ChildSpec(job=spec, work_dir=str(folder.path / WORK), out_dir=str(folder.path / ARTIFACT))
+            folder.prepare_attempt({}, child.model_dump_json(indent=2))
+            return folder.path / SPEC, []
         store = dataset_store(self.settings.home, job.tenant_id)
 
         def input_of(dataset_id: str, role: str) -> tuple[str, bytes, Dataset]:
@@ -242,6 +247,12 @@ class Worker:
             return
         kind = msg.pop("type", "log")
         if kind == "phase" and msg.get("phase") == "running" and job.status == JobStatus.VALIDATING.value:
+            if job.kind == BENCH:
+                store.transition(s, job, JobStatus.RUNNING, "Measuring this worker's machine: "
+                                 + ("device figures only." if msg.get("sweep") is False else
+                                    "device figures, then short training runs of the "
+                                    + ("default model." if msg.get("quick", True) else "catalog's models.")), **msg)
+                return
             store.transition(s, job, JobStatus.RUNNING,
                              f"Dataset valid ({msg.get('train_rows')} train / {msg.get('validation_rows')} "
                              f"validation / {msg.get('test_rows')} test rows); training started.", **msg)
@@ -258,8 +269,8 @@ class Worker:
     def _finish(self, s, job: Job, code: int, state: dict) -> None:
         err = state["error"] or {}
         if job.cancel_requested:
-            store.transition(s, job, JobStatus.CANCELLED, "Cancelled; its last checkpoint was kept.",
-                             step=(state["stopped"] or {}).get("step"))
+            store.transition(s, job, JobStatus.CANCELLED, "Cancelled; nothing was stored." if job.kind == BENCH
+                             else "Cancelled; its last checkpoint was kept.", step=(state["stopped"] or {}).get("step"))
             webhooks.enqueue(s, job, "cancelled")
         elif state.get("violation"):                # over a sandbox limit: retrying cannot help
             self._fail(s, job, "resource_limit", f"The job was stopped: {state['violation']}.")
@@ -319,6 +330,9 @@ class Worker:
 
     def _succeed(self, s, job: Job, result: dict) -> None:
         spec = JobSpec.model_validate(job.spec)
+        if spec.is_bench:
+            self._succeed_bench(s, job, spec, result)
+            return
         sealed = self._sealed_artifacts(s, job, spec, result)
         if spec.kind == "train" and not sealed:
             self._fail(s, job, "invalid_artifact", "The job finished without a model folder the worker could seal.")
@@ -343,6 +357,22 @@ class Worker:
             store.add_event(s, job, "metrics", _headline(summary) + ".",
                             {k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
         store.transition(s, job, JobStatus.SUCCEEDED, f"Job succeeded: {job.fine_tuned_model or 'comparison ready'}.")
+        webhooks.enqueue(s, job, "succeeded")
+
+    def _succeed_bench(self, s, job: Job, spec: JobSpec, result: dict) -> None:
+        """The benchmark stored as this worker's newest run (so the Infrastructure page shows it,
+        compared with the run before) and kept whole in the job's result."""
+        try:
+            stored = bench.save(result.get("benchmark"), spec, self.settings.home)
+        except bench.InvalidBenchmark as exc:
+            self._fail(s, job, "invalid_result", f"The benchmark's result was refused: {exc}. Nothing was stored; "
+                                                 "run the job again, and report it if it happens again.")
+            return
+        job.result = {"kind": BENCH, "benchmark": stored}
+        store.add_event(s, job, "log", bench.summary(stored) + ".",
+                        {"run": stored.get("id"), "worker": stored.get("worker"),
+                         "regressions": (stored.get("comparison") or {}).get("regressions") or []})
+        store.transition(s, job, JobStatus.SUCCEEDED, "Job succeeded: the benchmark is on the Infrastructure page.")
         webhooks.enqueue(s, job, "succeeded")
 
     def _fail_disk_full(self, s, job: Job, doing: str) -> None:

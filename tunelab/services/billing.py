@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..billing import ledger, quotas, settlement
-from ..billing.estimate import Estimate, JobShape, estimate
+from ..billing.estimate import Estimate, JobShape, bench_estimate, estimate
 from ..billing.quotas import QuotaExceeded
 from ..billing.settlement import InsufficientCredit
 from ..db.ledger import JobBilling
@@ -110,6 +110,10 @@ def _max_length(model: str) -> int:
 
 
 def estimate_spec(session: Session, tenant_id: str, spec: JobSpec) -> Estimate:
+    """What the job will cost: per strategy run from its dataset (capped by a comparison's budget);
+    a hardware benchmark from its mode (billing/work.json `bench-hardware`)."""
+    if spec.is_bench:
+        return bench_estimate(session, quick=spec.quick, sweep=spec.sweep)
     return within_budget(estimate(session, shapes(session, tenant_id, spec)), spec)
 
 

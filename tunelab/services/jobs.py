@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..jobs import store
-from ..jobs.spec import BUDGET_ON_TRAIN, JobSpec
+from ..jobs.spec import BUDGET_ON_TRAIN, NOT_ON_BENCH, TRAINING_ON_BENCH, JobSpec
 from ..jobs.status import InvalidTransition, JobStatus
 from ..models import resolve_model
 from ..models.catalog import catalog_spec, is_catalog_name, list_models
@@ -37,7 +37,10 @@ def default_strategies(scope: TenantScope, dataset_id: str) -> list[str]:
 def resolved(scope: TenantScope, spec: JobSpec) -> JobSpec:
     """The spec in the dataset's task's terms: a default model for the task when none was named,
     the task's default comparison when none was asked, strategy aliases ("lora" on conversations)
-    replaced by the strategy they mean. Unknown names are left for check_spec to refuse."""
+    replaced by the strategy they mean. Unknown names are left for check_spec to refuse. A hardware
+    benchmark has no dataset: its spec is what runs."""
+    if spec.is_bench:
+        return spec
     train = scope.find(Dataset, spec.dataset_id)
     if train is None:
         return spec
@@ -62,8 +65,12 @@ def resolved(scope: TenantScope, spec: JobSpec) -> JobSpec:
 
 def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
     """JobRejected for a job that would fail on the user's input; else the spec in its dataset's
-    task's terms (see `resolved`), which is what runs, is estimated and is stored."""
+    task's terms (see `resolved`), which is what runs, is estimated and is stored. A hardware
+    benchmark job has nothing of the tenant's to check (the spec refuses a dataset, a strategy, a
+    budget on it); it is admitted like any job: quotas, then credit."""
     spec = resolved(scope, spec)
+    if spec.is_bench:
+        return _check_bench(spec)
     train = scope.find(Dataset, spec.dataset_id)
     if train is None:
         raise JobRejected(f"No dataset with id {spec.dataset_id!r}.", "dataset_id", "dataset_not_found")
@@ -111,6 +118,16 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
         problem = strategy.unavailable() if spec.kind == "train" else None
         if problem:
             raise JobRejected(problem, "strategy", "cuda_required")
+    return spec
+
+
+def _check_bench(spec: JobSpec) -> JobSpec:
+    """A benchmark job as created through a copy that skipped the validators (model_copy) is refused
+    the same way; else it runs as given."""
+    given = {f: getattr(spec, f) for f in NOT_ON_BENCH if getattr(spec, f) != NOT_ON_BENCH[f]}
+    if given:
+        field = next(iter(given))
+        raise JobRejected(f"`{field}` {TRAINING_ON_BENCH}", field)
     return spec
 
 

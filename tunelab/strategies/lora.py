@@ -21,7 +21,10 @@ class LoraParams(FineTuneParams):
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     r: int = Field(16, ge=1, le=1024)
     alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    # 0: peft then adds no dropout layer, whose copy of every adapted projection's input cost a third
+    # of each step on CPU (MiniLM, batch 32: 270 -> 181 ms a step; Banking77 3,000 rows, 1,000 test
+    # rows: 92 s -> 61 s, macro-F1 0.825 -> 0.821, within one seed's noise)
+    dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] | None = Field(None, description="default: per architecture")
 
 
