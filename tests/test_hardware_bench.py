@@ -137,3 +137,17 @@ def test_the_estimator_speed_comes_from_the_stored_benchmark(tmp_path, monkeypat
     finally:
         get_settings.cache_clear()
         devices.cpu_probe_ms.cache_clear()
+
+
+def test_the_cli_comparison_table_shows_throughput_and_mfu():
+    from tunelab.cli.commands import render_table
+    from tunelab.strategies import task_named
+
+    task = task_named("text-classification")
+    base = {"macro_f1": 0.9, "accuracy": 0.9, "train_seconds": 10.0, "latency_ms": 2.0, "trainable_params": 10,
+            "cost_seconds": 12.0, "relative_cost": 1.0}
+    table = render_table([{**base, "strategy": "full", "tokens_per_s": 2400.4, "mfu": 0.44},
+                          {**base, "strategy": "zero-shot", "tokens_per_s": None, "mfu": None}], task.columns)
+    assert "tokens/s" in table and "2,400" in table and "44%" in table and "MFU:" in table
+    # rows from before efficiency was recorded: the table is as it was
+    assert "MFU" not in render_table([{**base, "strategy": "full"}], task.columns)

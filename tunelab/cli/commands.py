@@ -184,6 +184,9 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
+EFFICIENCY_COLUMNS = (("tokens_per_s", "tokens/s", "{:,.0f}"), ("mfu", "MFU", "{:.0%}"))
+
+
 def render_table(rows: list[dict], columns) -> str:
     """The task's columns (key, header, format), one row a strategy; a strategy that did not run says
     why. A number with an interval in the row (`<key>_interval`, e.g. macro-F1's) shows it:
@@ -197,6 +200,8 @@ def render_table(rows: list[dict], columns) -> str:
         return format_short(r[key], interval) if interval else fmt.format(r[key])
 
     done = [r for r in rows if "error" not in r]
+    if any(r.get("tokens_per_s") for r in done):      # every task's runs: how fast they ran here
+        columns = (*columns, *EFFICIENCY_COLUMNS)
     cells = [[cell(r, key, fmt) for key, _, fmt in columns] for r in done]
     widths = [max([len(header) + 2, 9] + [len(c[i]) + 2 for c in cells]) for i, (_, header, _) in enumerate(columns)]
     head = f"{'strategy':<16}" + "".join(f"{h:>{w}}" for (_, h, _), w in zip(columns, widths))
@@ -215,6 +220,9 @@ def render_table(rows: list[dict], columns) -> str:
         lines.append(f"{r['strategy']:<16}" + "".join(f"{c:>{w}}" for c, w in zip(next(by_row), widths)))
     if any(r.get("quality_interval") for r in done):
         lines.append("(in brackets: the 95% interval over the test rows)")
+    if any(r.get("mfu") is not None for r in done):
+        lines.append("(MFU: the share of this machine's measured matrix-product peak the run's training or "
+                     "encoding used)")
     return "\n".join(lines)
 
 
