@@ -105,13 +105,15 @@ class Datasets(_Resource):
 
 
 class Jobs(_Resource):
-    def create(self, dataset_id: str, strategy: str | None = None, model: str | None = None, params: dict | None = None,
-               test_dataset_id: str | None = None, limit: int | None = None, idempotency_key: str | None = None,
-               **extra: Any) -> Job:
+    def create(self, dataset_id: str | None = None, strategy: str | None = None, model: str | None = None,
+               params: dict | None = None, test_dataset_id: str | None = None, limit: int | None = None,
+               idempotency_key: str | None = None, **extra: Any) -> Job:
         """`extra`: other JobSpec fields (seed, suffix, auto_fit, metadata; for a compare job
         kind="compare", strategies, strategy_params, budget_seconds, budget_usd, exhaustive, or
-        `budget="10m"`). No strategy or model: the server's defaults for the dataset's task (lora on
-        minilm for labelled texts, sft-lora on smollm2 for conversations, dpo for preference pairs)."""
+        `budget="10m"`; for a hardware benchmark kind="bench-hardware", quick, sweep, and no dataset:
+        see Client.run_hardware_benchmark). No strategy or model: the server's defaults for the
+        dataset's task (lora on minilm for labelled texts, sft-lora on smollm2 for conversations, dpo
+        for preference pairs)."""
         if "budget" in extra:
             extra.update(_budget(extra.pop("budget")))
         body = _drop_none({"dataset_id": dataset_id, "strategy": strategy, "model": model, "params": params or {},
@@ -119,7 +121,7 @@ class Jobs(_Resource):
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job(**self._c.request("POST", "/api/v1/jobs", json=body, headers=headers))
 
-    def estimate(self, dataset_id: str, strategy: str | None = None, model: str | None = None, params: dict | None = None,
+    def estimate(self, dataset_id: str | None = None, strategy: str | None = None, model: str | None = None, params: dict | None = None,
                  test_dataset_id: str | None = None, limit: int | None = None, **extra: Any) -> dict:
         """What the job would cost and take before it starts: cost_usd, cost_range_usd, wall_seconds(_range),
         reserve_usd, and whether it would start now (would_start, missing_usd, quota)."""
@@ -302,6 +304,16 @@ class Client:
         if response.status_code >= 400:
             raise _error(response)
         return response.json() if response.content else None
+
+    def run_hardware_benchmark(self, quick: bool = True, sweep: bool = True,
+                               idempotency_key: str | None = None) -> Job:
+        """Measure the server's worker machine, as a job (kind bench-hardware) of your tenant, billed
+        like any: `quick` (about 90 s; False: every catalog model, about 15 min), `sweep` (False: the
+        device figures only, about 15 s). Follow it with `jobs.watch(job.id)`; once it succeeded its
+        `result["benchmark"]` holds the figures and `infrastructure()` shows them."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return Job(**self.request("POST", "/api/v1/infrastructure/benchmarks", json={"quick": quick, "sweep": sweep},
+                                  headers=headers))
 
     def infrastructure(self, worker: str | None = None) -> Infrastructure:
         """This server's hardware benchmark (`tunelab bench hardware`): inventory, the latest figures and

@@ -118,3 +118,80 @@ def test_figures_regression_models_and_export(tab, server):
         assert r.status_code == 303 and "/login" in r.headers["location"]
     assert tab.goto("/infrastructure/export?format=xlsx").status == 422
     assert tab.goto("/infrastructure?worker=nobody").status == 404
+
+
+# ---- the "Run the benchmark" button: a benchmark job on a worker --------------------------------
+@pytest.fixture(scope="module")
+def worker_server(tmp_path_factory):
+    """A server with its worker (the benchmark runs as a job there), its own home: nothing measured yet."""
+    srv = ServerProcess(tmp_path_factory.mktemp("infra-web-worker"), heartbeat_seconds=0.5).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def member_tab(browser, worker_server):
+    tenant = worker_server.create_tenant("bench-web", "ops@bench-web.test")
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    tab = Page(context, worker_server.url)
+    tab.sign_in(tenant["api_key"])
+    tab.key = tenant["api_key"]
+    yield tab
+    context.close()
+    assert not tab.errors, f"JavaScript errors: {tab.errors}"
+
+
+def test_the_button_runs_the_benchmark_as_a_job_and_its_page_shows_it(member_tab, worker_server, browser):
+    page = member_tab.page
+    member_tab.goto("/infrastructure")
+    form = page.locator("[data-bench-form]")
+    assert page.locator("[data-empty]").is_visible()
+    assert form.get_by_label("full sweep (every catalog model, ~15 min", exact=False).is_visible()
+    assert not form.get_by_label("full sweep", exact=False).is_checked()          # quick by default
+    form.get_by_label("device figures only", exact=False).check()
+    form.get_by_role("button", name="Run the benchmark").click()
+    page.wait_for_url(re.compile(r".*/jobs/ftjob-[0-9a-f]+$"))
+    job_id = page.url.rsplit("/", 1)[-1]
+    assert page.get_by_role("heading", name=re.compile("^Hardware benchmark"), level=1).is_visible()
+    assert page.get_by_text("device figures only").first.is_visible()
+    assert page.locator("[data-live]").is_visible()                      # the live panel follows it
+
+    # It finishes on the worker; the page reloads with what it measured.
+    page.wait_for_selector("[data-bench-results], .alert.error", timeout=120_000)
+    results = page.locator("[data-bench-results]")
+    assert results.is_visible(), page.locator(".alert.error").inner_text()
+    assert results.locator(".metric", has_text="dense matmul, fp32").is_visible()
+    assert results.get_by_text("The first measurement of this machine").is_visible()
+    assert page.locator("#job-status").inner_text().strip() == "succeeded"
+    member_tab.shot("25-benchmark-job")
+
+    page.get_by_role("link", name="See it on the Infrastructure page").first.click()
+    page.wait_for_url(re.compile(r".*/infrastructure\?worker=.+"))
+    assert page.get_by_text("(device figures only)").is_visible()
+    assert page.locator(".metric", has_text="dense matmul, fp32").is_visible()
+    assert page.locator("[data-bench-jobs]").get_by_role("link", name=job_id[-8:]).is_visible()
+
+    # The lists that show every job render it without a dataset, metrics or strategy.
+    member_tab.goto("/jobs")
+    row = page.get_by_role("row", name=re.compile(job_id))
+    assert row.get_by_text("hardware benchmark").is_visible() and row.get_by_text("this machine").is_visible()
+    assert member_tab.goto("/usage").status == 200
+    assert page.get_by_text("hardware benchmark").first.is_visible()
+    assert member_tab.goto("/comparisons").status == 200
+    assert member_tab.goto(f"/comparisons/runs?job={job_id}&job={job_id}x").status == 404
+
+    # A viewer reads the page but gets no button.
+    with httpx.Client(base_url=worker_server.url, headers={"Authorization": f"Bearer {member_tab.key}"}) as api:
+        viewer = api.post("/api/v1/users", json={"email": "viewer@bench-web.test", "role": "viewer"}).json()
+        key = api.post(f"/api/v1/users/{viewer['id']}/api-keys", json={"name": "viewer"}).json()["key"]
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+    try:
+        viewer_tab = Page(context, worker_server.url)
+        viewer_tab.sign_in(key)
+        viewer_tab.goto("/infrastructure")
+        assert viewer_tab.page.locator(".metric", has_text="dense matmul, fp32").first.is_visible()
+        assert viewer_tab.page.locator("[data-bench-form]").count() == 0
+        assert viewer_tab.goto(f"/jobs/{job_id}").status == 200                # its own organisation's job
+        assert not viewer_tab.errors, viewer_tab.errors
+    finally:
+        context.close()

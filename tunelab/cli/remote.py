@@ -1,6 +1,6 @@
 """Remote mode: `tunelab --server URL --api-key K <command>` drives a tunelab server through the
-SDK (tunelab.sdk): datasets upload/list/get, jobs create/list/get/watch/cancel/events, models
-predict/get. Nothing here imports the server, nor torch: httpx, pydantic and tqdm suffice.
+SDK (tunelab.sdk): datasets upload/list/get, jobs create/list/get/watch/cancel/events, jobs
+bench-hardware (measure the server's worker machine, as a job), models predict/get. Nothing here imports the server, nor torch: httpx, pydantic and tqdm suffice.
 
 Exit statuses (cli/exits.py): 0 ok; 1 the server refused the request (or could not be reached), or
 the watched job failed; 2 no --server/--api-key, or the key was refused (401/403); 3 the watched
@@ -57,6 +57,13 @@ def extend(sub, groups) -> None:
     p.add_argument("--idempotency-key", help="sending the same key again returns the first comparison")
     p.add_argument("--watch", action="store_true", help="follow it; exit 0/1/3 as it succeeds/fails/is cancelled")
     p.set_defaults(func=cmd_jobs_compare)
+    p = _json_flag(jobs.add_parser("bench-hardware", help="measure the server's worker machine (a job, billed; "
+                                   "quick by default, --watch to follow it)"))
+    p.add_argument("--full", action="store_true", help="every catalog model (about 15 min) instead of the quick run")
+    p.add_argument("--device-only", action="store_true", help="the device figures only, no model runs (about 15 s)")
+    p.add_argument("--idempotency-key", help="sending the same key again returns the first job")
+    p.add_argument("--watch", action="store_true", help="follow it; exit 0/1/3 as it succeeds/fails/is cancelled")
+    p.set_defaults(func=cmd_jobs_bench)
     p = _json_flag(jobs.add_parser("watch", help="follow a job live; exit 0 succeeded, 1 failed, 3 cancelled"))
     p.add_argument("job_id")
     p.set_defaults(func=cmd_jobs_watch)
@@ -134,6 +141,8 @@ def cmd_datasets_get(client, args) -> int:
 
 def _job_line(j) -> str:
     what = j.spec.get("strategy") or ",".join(j.spec.get("strategies") or [])
+    if j.kind == "bench-hardware":
+        what = "device-only" if j.spec.get("sweep") is False else ("quick" if j.spec.get("quick", True) else "full")
     extra = f"  model {j.fine_tuned_model}" if j.fine_tuned_model else ""
     if j.error:
         extra += f"  error {j.error.code}: {j.error.message[:120]}"
@@ -187,6 +196,19 @@ def cmd_jobs_compare(client, args) -> int:
         return EXIT_OK
     _say(f"comparison {cmp.id} {cmp.status}" + (f", budget {_budget_text(cmp.budget)}" if cmp.budget else ""))
     return _watch(client, cmp.id, args.json)
+
+
+@remote
+def cmd_jobs_bench(client, args) -> int:
+    job = client.run_hardware_benchmark(quick=not args.full, sweep=not args.device_only,
+                                        idempotency_key=args.idempotency_key)
+    if job.billing and not args.json:
+        _say(estimate_line(job.billing))
+    if not args.watch:
+        dump(job) if args.json else print(job.id)
+        return EXIT_OK
+    _say(f"benchmark {job.id} {job.status}")
+    return _watch(client, job.id, args.json)
 
 
 def _budget_text(budget: dict) -> str:
@@ -280,6 +302,12 @@ def _watch(client, job_id: str, as_json: bool) -> int:
             summary += f" (macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics.get('accuracy', 0):.3f})"
         if job.kind == "compare" and (job.result or {}).get("recommended"):
             summary += f": recommended {job.result['recommended']}"
+        bench = (job.result or {}).get("benchmark") if job.kind == "bench-hardware" else None
+        if isinstance(bench, dict):
+            slower = (bench.get("comparison") or {}).get("regressions") or []
+            summary += (f": stored for {bench.get('worker')}, {len(bench.get('figures') or [])} figures, "
+                        f"{len(bench.get('models') or [])} model rows"
+                        + (f"; slower than the run before: {', '.join(slower)}" if slower else ""))
         if job.error:
             summary += f": {job.error.code}: {job.error.message}"
         print(summary)

@@ -34,7 +34,7 @@ class ModelThroughput(Obj):
     kind: str | None = Field(None, description="training, or prediction (a forward pass only)")
     precision: str | None = None
     batch: int | None = None
-    seq_len: int | None = None
+    seq_len: float | None = Field(None, description="mean tokens a row of the run")
     samples_per_s: float | None = None
     tokens_per_s: float | None = None
     step_p50_s: float | None = Field(None, description="median seconds a step")
@@ -71,6 +71,8 @@ class HardwareRun(Obj):
     created: str | None = None
     worker: str | None = None
     quick: bool | None = None
+    sweep: bool | None = Field(None, description="false: the device figures only, no model runs (a benchmark job "
+                                                 "with `sweep: false`); null: not recorded (the CLI's runs)")
     seconds: float | None = None
     device: dict[str, Any] = {}
     figures: list[HardwareFigure] = []

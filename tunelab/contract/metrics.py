@@ -49,6 +49,15 @@ class Efficiency(Obj):
                                                  "these tokens at this speed")
 
 
+def _open_object(model: type[Obj]) -> WithJsonSchema:
+    """The model's schema for a field that stays a dict in Python, written in place (a nested
+    model's $ref would point into $defs that a WithJsonSchema schema does not carry)."""
+    return WithJsonSchema(model.model_json_schema(mode="serialization"))
+
+
+EfficiencyObject = Annotated[dict[str, Any], _open_object(Efficiency)]
+
+
 class RunMetrics(Obj):
     """A finished run's metrics (the keys below, and more: per_class, confusion_matrix, timings...)."""
     task: str | None = Field(None, description="text-classification, chat or preference")
@@ -68,7 +77,7 @@ class RunMetrics(Obj):
     base_preference_accuracy_interval: Interval | None = _interval("the base model's preference accuracy")
     interval: dict[str, Any] | None = Field(None, description="how the intervals were made: level (0.95), "
                                             "method, resamples (bootstrap), rows")
-    efficiency: Efficiency | None = None
+    efficiency: EfficiencyObject | None = None
     mfu: float | None = Field(None, description="efficiency.mfu, at the top for scripts")
     tokens_per_second: float | None = None
 
@@ -97,11 +106,6 @@ class ComparisonRow(Obj):
     tokens_per_s: float | None = Field(None, description="its training (or encoding) throughput")
     mfu: float | None = Field(None, description="model FLOPs utilisation of that work (0-1)")
     usd_per_million_tokens: float | None = None
-
-
-def _open_object(model: type[Obj]) -> WithJsonSchema:
-    """The model's schema for a field that stays a dict in Python."""
-    return WithJsonSchema(model.model_json_schema(mode="serialization"))
 
 
 MetricsObject = Annotated[dict[str, Any], _open_object(RunMetrics)]

@@ -118,7 +118,8 @@ class JobError(Obj):
 
 class Job(Obj):
     id: str
-    kind: str = "train"
+    kind: str = Field("train", description="train, compare or bench-hardware (a hardware benchmark of the "
+                                           "worker: `result.benchmark` holds its figures)")
     status: str
     spec: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 0

@@ -69,7 +69,7 @@ def run_bench(spec, progress) -> int:
     from ..engine.sweep import measure
 
     job = spec.job
-    signal.signal(signal.SIGTERM, _stop_bench)
+    previous = signal.signal(signal.SIGTERM, _stop_bench)
     emit("phase", phase="running", task="bench-hardware", quick=job.quick, sweep=job.sweep)
     t0 = time.monotonic()
 
@@ -90,8 +90,8 @@ def run_bench(spec, progress) -> int:
         emit("error", code="benchmark_failed", message=BENCH_FAILED.format(error=f"{type(exc).__name__}: {exc}"))
         traceback.print_exc(file=sys.stderr)
         return EXIT_CONFIG
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)     # stopping now would lose a finished result
+    finally:       # the usual handler again (it only records a stop): a finished result is not lost
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     emit("result", kind="bench-hardware", benchmark=result)
     return EXIT_OK
 

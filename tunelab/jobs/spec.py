@@ -28,7 +28,6 @@ MAX_BUDGET_USD = 10_000.0
 BUDGET_ON_TRAIN = ("`budget_seconds`, `budget_usd` and `exhaustive` are for compare jobs (kind \"compare\"); "
                    "a train job runs its one strategy to the end")
 BENCH = "bench-hardware"
-KINDS = ("train", "compare", BENCH)
 # A hardware benchmark job measures the worker's machine: nothing of a training job applies to it.
 # Each field here must keep its default (null, empty, false) on such a job; the document says so.
 NOT_ON_BENCH = {"dataset_id": None, "test_dataset_id": None, "strategy": None, "strategies": [], "params": {},

@@ -62,7 +62,7 @@ def excerpt(text: str | bytes | None, limit: int = EXCERPT_CHARS) -> str | None:
 
 def enqueue(session: Session, job: Job, event: str) -> int:
     hooks = session.scalars(select(Webhook).where(Webhook.tenant_id == job.tenant_id)).all()
-    payload = {"type": f"fine_tuning.job.{event}", "job_id": job.id, "status": job.status,
+    payload = {"type": f"fine_tuning.job.{event}", "job_id": job.id, "kind": job.kind, "status": job.status,
                "fine_tuned_model": job.fine_tuned_model, "error_code": job.error_code,
                "created_at": int(time.time())}
     n = 0

@@ -29,7 +29,8 @@ log = logging.getLogger("tunelab.services")
 
 COMMAND = "tunelab bench hardware --quick"
 EMPTY = ("No hardware benchmark is stored for this machine yet. Run `tunelab bench hardware --quick` on it "
-         "(a few minutes; without --quick, longer and more precise), then reload.")
+         "(a few minutes; without --quick, longer and more precise), or start one on a worker with "
+         "POST /api/v1/infrastructure/benchmarks (a job), then reload.")
 FORMATS = ("csv", "json")
 # Rows of the benchmark that time a forward pass only (predictions), besides transfer strategies.
 FORWARD_ROWS = ("forward", "inference", "predict")
@@ -172,7 +173,8 @@ def comparison(result: dict, runs: list[dict]) -> dict | None:
 
 def run_out(result: dict, runs: list[dict], per_second: float | None) -> dict:
     return {"id": str(result.get("id")), "created": result.get("created"), "worker": result.get("worker"),
-            "quick": result.get("quick"), "seconds": result.get("seconds"), "device": result.get("device") or {},
+            "quick": result.get("quick"), "sweep": result.get("sweep"), "seconds": result.get("seconds"),
+            "device": result.get("device") or {},
             "figures": figures_of(result), "models": model_rows(result, per_second),
             "comparison": comparison(result, runs)}
 

@@ -19,6 +19,7 @@ from ..api.routes import users as users_api
 from ..api.schemas import KeyCreate, UserCreate, UserUpdate
 from ..db.models import ApiKey, Job, User
 from ..db.scoped import TenantScope
+from ..jobs.spec import BENCH
 from ..security import audit as audit_log
 from ..security.keys import hash_password
 from ..services.tenants import ROLES
@@ -34,7 +35,16 @@ def job_seconds(job: Job) -> float:
     result = job.result or {}
     if job.kind == "compare":
         return sum(r.get("train_seconds", 0) for r in result.get("results", []) if "error" not in r)
+    if job.kind == BENCH:           # no training: the time the benchmark measured for
+        return float((result.get("benchmark") or {}).get("seconds") or 0)
     return float((result.get("metrics") or {}).get("train_seconds") or 0)
+
+
+def job_label(job: Job) -> str:
+    """What a job ran, in the usage tables: its strategy, "comparison" or "hardware benchmark"."""
+    if job.kind == BENCH:
+        return "hardware benchmark"
+    return (job.spec or {}).get("strategy") if job.kind == "train" else "comparison"
 
 
 @router.get("/usage")
@@ -44,14 +54,15 @@ def usage(request: Request, user: UserDep, session: SessionDep):
     this_month = [j for j in jobs if j.created_at >= month]
     by_strategy: dict[str, dict] = defaultdict(lambda: {"runs": 0, "seconds": 0.0})
     for j in this_month:
-        name = j.spec.get("strategy") if j.kind == "train" else "comparison"
+        name = job_label(j)
         by_strategy[name]["runs"] += 1
         by_strategy[name]["seconds"] += job_seconds(j)
     return render(request, "usage.html", {
         "month": month, "runs": len(this_month), "succeeded": sum(j.status == "succeeded" for j in this_month),
         "seconds": sum(job_seconds(j) for j in this_month), "all_seconds": sum(job_seconds(j) for j in jobs),
         "by_strategy": sorted(by_strategy.items(), key=lambda kv: -kv[1]["seconds"]),
-        "recent": [(j, job_seconds(j)) for j in jobs[:20]], "credits": credits.account(session, user.tenant_id)})
+        "recent": [(j, job_seconds(j)) for j in jobs[:20]], "credits": credits.account(session, user.tenant_id),
+        "job_label": job_label})
 
 
 @router.get("/usage/ledger.csv")

@@ -2,19 +2,30 @@
 got slower, and what its speed costs, in words a non-programmer can read. The numbers come from
 services.infrastructure, the same as GET /api/v1/infrastructure; the downloads are the API's own
 export route, for a browser session. Any signed-in member of any organisation sees the same page:
-the hardware is the platform's, not a tenant's."""
+the hardware is the platform's, not a tenant's. Members (whoever may start a training job) also get
+a button that measures the machine again: a benchmark job on a worker (the API's own create, so it
+is estimated, billed and audited like any job), followed on its job page."""
 
 from __future__ import annotations
 
 import math
+import uuid
 from typing import Literal
 
 from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from ..api.deps import SessionDep
+from ..api.errors import APIError
+from ..api.routes.jobs import create
+from ..billing.estimate import bench_estimate
 from ..billing.money import to_micro
+from ..db.models import Job
+from ..db.scoped import TenantScope
+from ..jobs.spec import BENCH, JobSpec
 from ..services import infrastructure as service
-from .deps import PageError, UserDep, render
+from .deps import PageError, UserDep, checked_form, need, render
 
 router = APIRouter(include_in_schema=False)
 CHART_W, CHART_H, PAD = 240, 56, 4
@@ -139,8 +150,21 @@ def _typical(jobs: list[dict]) -> list[dict]:
     return list(groups.values())
 
 
-@router.get("/infrastructure")
-def infrastructure(request: Request, user: UserDep, session: SessionDep, worker: str | None = None):
+def benchmark_choices(session) -> list[dict]:
+    """The button's options with what each costs (the estimate the job reserves against)."""
+    out = []
+    for name, quick, sweep, words in (("quick", True, True, "quick: the default model"),
+                                      ("full", False, True, "full sweep: every catalog model"),
+                                      ("device", True, False, "device figures only")):
+        try:
+            est = bench_estimate(session, quick=quick, sweep=sweep)
+            out.append({"name": name, "words": words, "seconds": est.wall_seconds, "cost": dollars(est.cost / 1e6)})
+        except (KeyError, ValueError):
+            out.append({"name": name, "words": words, "seconds": None, "cost": None})
+    return out
+
+
+def _page(request: Request, user, session, worker: str | None, error: str | None = None, status: int = 200):
     settings = request.app.state.settings
     try:
         data = service.overview(settings.home, session, service.pick_worker(settings.home, worker))
@@ -149,6 +173,7 @@ def infrastructure(request: Request, user: UserDep, session: SessionDep, worker:
     latest = data.get("latest") or {}
     costs = data.get("costs") or {}
     basis = costs.get("basis") or {}
+    runs = TenantScope(session, user.tenant_id).list(Job, Job.kind == BENCH, order_by=Job.created_at.desc(), limit=5)
     return render(request, "infrastructure.html", {
         "data": data, "latest": latest, "history_table": history_table(data["history"]), "measured": data["inventory"].get("measured") or {},
         "live": data["inventory"]["live"], "figures": _figures(latest, data["history"]) if latest else [],
@@ -163,7 +188,30 @@ def infrastructure(request: Request, user: UserDep, session: SessionDep, worker:
         "basis": basis, "per_hour": dollars(basis.get("usd_per_hour")) if basis else None,
         "serving": dollars(basis.get("serving_usd_per_1k_requests")) if basis.get("serving_usd_per_1k_requests") else None,
         "typical": _typical(data.get("typical_jobs") or []), "command": service.COMMAND,
-        "worker": worker})
+        "worker": worker, "bench_jobs": runs, "bench_error": error,
+        "bench_choices": benchmark_choices(session) if user.can("member") else [],
+        "idempotency_key": uuid.uuid4().hex}, status=status)
+
+
+@router.get("/infrastructure")
+def infrastructure(request: Request, user: UserDep, session: SessionDep, worker: str | None = None):
+    return _page(request, user, session, worker)
+
+
+@router.post("/infrastructure/benchmarks")
+async def run_benchmark(request: Request, user: UserDep, session: SessionDep):
+    """The "Run the benchmark" button: quick by default; `full` (every catalog model) and
+    `device_only` (no model runs) are its checkboxes. The job's page follows it."""
+    need(user, "member")
+    form = await checked_form(request, user)
+    ticked = {k for k in ("full", "device_only") if form.get(k) in ("1", "on", "true")}
+    spec = JobSpec(kind=BENCH, quick="full" not in ticked, sweep="device_only" not in ticked)
+    key = f"web-{form.get('idempotency_key')}" if form.get("idempotency_key") else None
+    try:        # the API's own create: the same checks (sandbox, quotas, credit), the same audit entry
+        job, _ = await run_in_threadpool(create, session, user.principal, spec, key)
+    except APIError as exc:
+        return _page(request, user, session, None, exc.message, exc.status)
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
 @router.get("/infrastructure/export")

@@ -19,11 +19,14 @@ from ..api.errors import APIError
 from ..api.routes.jobs import open_stream
 from ..db.models import Dataset, Job, JobEvent, TunedModel
 from ..db.scoped import TenantScope
+from ..jobs.spec import BENCH
 from ..jobs.status import JobStatus
+from ..services.infrastructure import comparison, model_rows
 from ..services.jobs import dataset_task
 from ..strategies import Task, task_named
 from . import credits, wizard
 from .deps import PageError, UserDep, checked_form, need, render
+from .routes_infrastructure import _figures, _models
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("tunelab.web")
@@ -38,14 +41,18 @@ CHART = {"classify": {"metric": "f1", "caption": "Training loss, validation macr
                       "linear probe) show progress only."},
          "generate": {"metric": "neg-loss", "caption": "Training loss, validation loss (on held-out "
                       "conversations, after each epoch) and progress over time (seconds since the job was "
-                      "created)."}}
+                      "created)."},
+         "bench": {"metric": "f1", "caption": "Progress of the benchmark over time (seconds since the job was "
+                   "created): the device figures, then each model's short training run."}}
 
 
-def get_job(session, user, job_id: str, kind: str = "train") -> Job:
-    job = TenantScope(session, user.tenant_id).get(Job, job_id, "job" if kind == "train" else "comparison")
-    if job.kind != kind:
-        raise PageError(404, "Not found", f"There is no {'job' if kind == 'train' else 'comparison'} "
-                                          f"{job_id!r} in your organisation.")
+def get_job(session, user, job_id: str, kind: str | tuple[str, ...] = "train") -> Job:
+    """The tenant's job of one of these kinds (404 otherwise: another tenant's job is not found)."""
+    kinds = (kind,) if isinstance(kind, str) else kind
+    what = "comparison" if "compare" in kinds else "job"
+    job = TenantScope(session, user.tenant_id).get(Job, job_id, what)
+    if job.kind not in kinds:
+        raise PageError(404, "Not found", f"There is no {what} {job_id!r} in your organisation.")
     return job
 
 
@@ -67,7 +74,8 @@ def job_task(session, user, job: Job) -> Task:
             return task_named(name)
         except KeyError:
             pass
-    ds = TenantScope(session, user.tenant_id).find(Dataset, (job.spec or {}).get("dataset_id"))
+    dataset_id = (job.spec or {}).get("dataset_id")
+    ds = TenantScope(session, user.tenant_id).find(Dataset, dataset_id) if dataset_id else None
     return dataset_task(ds) if ds is not None else task_named("text-classification")
 
 
@@ -81,7 +89,7 @@ def live_context(session, user, job: Job) -> dict:
     p = job.progress or {}
     total = p.get("total_steps") or 0
     return {"job": job, "terminal": JobStatus(job.status).is_terminal, "chart": progress, "log": log,
-            "chart_kind": CHART.get(task.serving, CHART["classify"]),
+            "chart_kind": CHART["bench"] if job.kind == BENCH else CHART.get(task.serving, CHART["classify"]),
             "last_id": events[-1].id if events else 0,
             "now": {"phase": p.get("phase"), "step": p.get("step"), "total": total, "eta": p.get("eta_s"),
                     "message": p.get("message"), "pct": round(100 * p.get("step", 0) / total) if total else 0}}
@@ -163,9 +171,32 @@ def compare_choices(task: Task, strategy: str | None) -> list[dict]:
     return [s for s in wizard.strategies(task.name) if s["name"] != strategy and not s["disabled"]]
 
 
+BENCH_MODES = {(True, True): "quick: the default model", (False, True): "full sweep: every catalog model",
+               (True, False): "device figures only", (False, False): "device figures only, more repetitions"}
+
+
+def bench_view(job: Job) -> dict:
+    """A benchmark job's page: what it measures and, once it succeeded, its figures, model rows and
+    the comparison with the worker's run before (as the Infrastructure page words them)."""
+    spec = job.spec or {}
+    stored = (job.result or {}).get("benchmark") if job.status == "succeeded" else None
+    out = {"mode": BENCH_MODES[(spec.get("quick", True) is not False, spec.get("sweep", True) is not False)],
+           "stored": None}
+    if isinstance(stored, dict):
+        compared = comparison(stored, []) or {}
+        out.update(stored=stored, figures=_figures(stored, []), models=_models(model_rows(stored, None)),
+                   failed_rows=[m for m in stored.get("models") or [] if isinstance(m, dict) and m.get("error")],
+                   regressions=compared.get("messages") or [], compared=compared,
+                   worker=stored.get("worker"))
+    return out
+
+
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
-    job = get_job(session, user, job_id)
+    job = get_job(session, user, job_id, kind=("train", BENCH))
+    if job.kind == BENCH:
+        return render(request, "job.html", {**live_context(session, user, job), "bench": bench_view(job),
+                                            "cost": credits.job_cost(session, user.tenant_id, job.id)})
     ds = TenantScope(session, user.tenant_id).find(Dataset, job.spec.get("dataset_id"))
     metrics = (job.result or {}).get("metrics") or {}
     per_class = sorted((metrics.get("per_class") or {}).items())

@@ -1,5 +1,6 @@
-"""Jobs: create (idempotent with an `Idempotency-Key` header), list, get, cancel, events
-(polling with `after`), and a live Server-Sent Events stream."""
+"""Jobs (training runs, comparisons, hardware benchmarks): create (idempotent with an
+`Idempotency-Key` header), list, get, cancel, events (polling with `after`), and a live
+Server-Sent Events stream."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tu
         raise APIError(429, "quota_exceeded", str(exc), exc.quota, **exc.to_dict()) from None
     if created:
         stored = job.spec or {}         # as resolved for the dataset's task
-        audit(session, principal, "job.create", job.id, kind=spec.kind,
-              strategy=stored.get("strategy") or stored.get("strategies"), dataset=spec.dataset_id)
+        extra = {"quick": spec.quick, "sweep": spec.sweep} if spec.is_bench else \
+            {"strategy": stored.get("strategy") or stored.get("strategies"), "dataset": spec.dataset_id}
+        audit(session, principal, "job.create", job.id, kind=spec.kind, **extra)
     return job, created
 
 
@@ -59,6 +61,10 @@ CREATE_ERRORS = errors(*AUTH, 400, 402, 403, 404, 422, 503)
 @router.post("", status_code=201, response_model=JobOut, responses=CREATE_ERRORS)
 def create_job(spec: JobSpec, session: SessionDep, principal: MemberDep,
                idempotency_key: str | None = Header(None, max_length=200)):
+    """Queue a job: a training run (kind train, the default), a comparison of strategies on one split
+    (kind compare), or a hardware benchmark of the worker's machine (kind bench-hardware: no
+    dataset; `quick`, `sweep`). Each is estimated and its estimate reserved first (402 without the
+    credit)."""
     job, _ = create(session, principal, spec, idempotency_key)
     return job_out(job)
 
