@@ -144,6 +144,7 @@ def test_another_tenant_cannot_read_it(client_b):
     assert job_id not in {j["id"] for j in client_b.get("/api/v1/jobs").json()["data"]}
 
 
+@pytest.mark.slow     # waits for a model burst to start; device-only benchmark jobs run in make test
 def test_a_cancelled_benchmark_stops_in_its_model_run_and_stores_nothing(server, client_a, sdk, tenant_a):
     # queued from the remote CLI: quick, with the model sweep
     out = server.run("--server", server.url, "--api-key", tenant_a["api_key"], "jobs", "bench-hardware", "--json")

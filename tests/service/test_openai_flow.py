@@ -19,6 +19,7 @@ def oai(server, tenant_a):
     return openai.OpenAI(base_url=server.url + "/v1", api_key=tenant_a["api_key"], max_retries=0)
 
 
+@pytest.mark.slow     # a real fine-tune to an accuracy claim (~50 s); the OpenAI shapes, errors and cancel stay in make test
 def test_openai_fine_tuning_flow(oai, server, tenant_a, banking_subset):
     train, test = banking_subset
     with open(train, "rb") as f:

@@ -141,6 +141,7 @@ def member_tab(browser, worker_server):
     assert not tab.errors, f"JavaScript errors: {tab.errors}"
 
 
+@pytest.mark.slow     # a benchmark job in the browser; the page itself and the job kind's API run in make test
 def test_the_button_runs_the_benchmark_as_a_job_and_its_page_shows_it(member_tab, worker_server, browser):
     page = member_tab.page
     member_tab.goto("/infrastructure")
