@@ -83,6 +83,9 @@ def test_upload_train_compare_predict(tab, web_server, shared_copy):
     f1 = float(page.locator("[data-final-metrics] .metric-value").first.inner_text())
     assert f1 > 0.8, f"linear probe macro-F1 {f1}"
     assert page.locator("table.cm td").count() == 4             # 2 labels: a 2x2 confusion matrix
+    # how fast it ran here: the run's own encoder passes, as tokens/s and MFU, in plain words
+    efficiency = page.locator("[data-efficiency]").inner_text()
+    assert "tokens per second" in efficiency and "MFU" in efficiency and "%" in efficiency, efficiency
     assert page.get_by_text("Model card").is_visible()
     tab.weigh("job")
     tab.shot("07-job-finished")
