@@ -231,8 +231,14 @@ def estimate(session: Session | None, shapes: list[JobShape], device: str | None
     low_f = max(1 - 1.5 * spread, 0.25)
     high_f = max(1 + 2 * spread, (most / point) * (1 + spread) if point else 1.0)
     ms = int(point * 1000)
-    per_hour = sheet.compute_per_hour(device)
     factor = point / raw if raw else 1.0
+    return _priced(sheet, device, units, ms, wall, low_f, high_f, raw, factor, spread, basis)
+
+
+def _priced(sheet, device: str, units: int, ms: int, wall: float, low_f: float, high_f: float, raw: float,
+            factor: float, spread: float, basis: list) -> Estimate:
+    """The Estimate of `ms` device-milliseconds (and its low/high range) on the price sheet."""
+    per_hour = sheet.compute_per_hour(device)
     return Estimate(device=device, units=units, compute_ms=ms, compute_low_ms=int(ms * low_f),
                     compute_high_ms=int(ms * high_f), wall_seconds=round(wall, 1),
                     wall_low_seconds=round(wall * low_f, 1), wall_high_seconds=round(wall * high_f, 1),
@@ -268,17 +274,10 @@ def bench_estimate(session: Session | None, quick: bool = True, sweep: bool = Tr
     low_f, high_f = max(1 - 1.5 * spread, 0.25), 1 + 2 * spread
     ms = int(point * 1000)
     sheet = prices.current()
-    per_hour = sheet.compute_per_hour(device)
     basis = [{"strategy": BENCH_KIND, "raw_seconds": round(raw, 2), "factor": round(factor, 3), "hardware": 1.0,
               "terms": [{"term": "benchmark", "mode": mode, "wall_seconds": round(wall_s, 2), "units": units,
                          "seconds": round(raw, 2)}]}]
-    return Estimate(device=device, units=units, compute_ms=ms, compute_low_ms=int(ms * low_f),
-                    compute_high_ms=int(ms * high_f), wall_seconds=round(wall, 1),
-                    wall_low_seconds=round(wall * low_f, 1), wall_high_seconds=round(wall * high_f, 1),
-                    cost=prices.compute_cost(ms, per_hour), cost_low=prices.compute_cost(int(ms * low_f), per_hour),
-                    cost_high=max(prices.compute_cost(int(ms * high_f), per_hour), 1),
-                    price_version=sheet.version, raw_ms=int(raw * 1000), factor=round(factor, 4),
-                    spread=round(spread, 4), basis=basis)
+    return _priced(sheet, device, units, ms, wall, low_f, high_f, raw, factor, spread, basis)
 
 
 def work_done_raw(estimate: dict, tokens_trained: int | None) -> int:
