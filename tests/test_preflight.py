@@ -39,8 +39,9 @@ def long_texts(path):
 @pytest.mark.slow      # texts at the model's maximum length, probed for real: `make test-slow`
 def test_run_that_does_not_fit_is_refused_with_ways_that_fit(tmp_path):
     data = long_texts(tmp_path / "long.csv")
+    # batch_size given: left to itself, the engine picks a small batch for 40 rows, which fits
     args = ["train", data, "--strategy", "full", "--out", tmp_path / "m", "--set", "epochs=1",
-            "--set", "min_steps=0"]
+            "--set", "min_steps=0", "--set", "batch_size=32"]
     env = {"TUNELAB_MEMORY_LIMIT_MB": "2000"}
     r = run_cli(*args, env=env)
     assert r.returncode == 2, r.stderr

@@ -74,7 +74,10 @@ def test_a_budgeted_comparison_keeps_to_its_budget(shared_copy, tmp_path):
     result = compare(model, data, ["full", "zero-shot", "linear-probe"], budget=Budget(seconds=25))
     spent = time.monotonic() - t0
     rows = {r["strategy"]: r for r in result.results}
-    assert result.order[0] == "zero-shot" and result.order[-1] == "full"     # cheapest first
+    # cheapest first: zero-shot and the probe tie on a cold cache; the probe's features cached by
+    # an earlier run make it the cheaper one
+    predicted = [rows[s]["predicted_seconds"] for s in result.order]
+    assert predicted == sorted(predicted) and result.order[-1] == "full", (result.order, predicted)
     assert "error" not in rows["zero-shot"]
     # full does not fit in what is left: skipped before it starts, or stopped when the clock runs out
     assert rows["full"].get("skipped") or rows["full"].get("stopped"), rows["full"]
