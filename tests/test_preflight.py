@@ -57,3 +57,32 @@ def test_run_that_does_not_fit_is_refused_with_ways_that_fit(tmp_path):
     assert config["plan"]["estimate"]["peak_mb"] <= 2000
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["peak_rss_mb"] <= 2000
+
+
+@pytest.mark.parametrize("stored, measures", [
+    (None, True),                                                    # never measured
+    (0.46, True),                                                    # an older file's bare number
+    ({"seconds_per_text": 0.46, "at": 0}, True),                     # measured long ago
+    ({"seconds_per_text": 0.003, "at": "now"}, False),               # measured today: reused
+])
+def test_encoder_throughput_is_remembered_for_a_day_only(tmp_path, monkeypatch, stored, measures):
+    """One probe taken while the machine was busy (0.46 s a text, 190x too slow) must not price
+    every later transfer run for good."""
+    import time
+    from types import SimpleNamespace
+
+    import tunelab.models
+    from tunelab.strategies import estimates
+
+    calls = []
+    monkeypatch.setattr(tunelab.models, "load_sentence_encoder", lambda path: object())
+    monkeypatch.setattr(estimates, "time_steps", lambda step, repeats=1: calls.append(1) or 0.128)
+    if stored is not None:
+        entry = dict(stored, at=time.time()) if isinstance(stored, dict) and stored["at"] == "now" else stored
+        (tmp_path / "throughput.json").write_text(json.dumps({"m:bf16": entry}))
+    ctx = SimpleNamespace(cache_dir=tmp_path, precision="bf16", model=SimpleNamespace(path=tmp_path),
+                          splits=SimpleNamespace(train=SimpleNamespace(texts=["a text"] * 64)))
+    seconds = estimates._encode_seconds_per_text(ctx, "m")
+    assert bool(calls) == measures
+    assert seconds == (0.002 if measures else 0.003)
+    assert estimates._encode_seconds_per_text(ctx, "m") == seconds and len(calls) <= 1   # then remembered

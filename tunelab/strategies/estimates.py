@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import math
+import time
 
 import numpy as np
 
@@ -109,24 +110,34 @@ def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
                     trainable, total)
 
 
+THROUGHPUT_MAX_AGE_S = 24 * 3600
+
+
 def _encode_seconds_per_text(ctx: RunContext, model_key: str) -> float:
-    """Measured once per model on this machine (64 real texts), then remembered."""
+    """Measured once per model on this machine (64 real texts), then remembered for a day: one
+    measurement taken while the machine was busy must not skew every later estimate for good."""
     import json
 
     from ..models import load_sentence_encoder
     from ..models.embeddings import encode
 
     path = ctx.cache_dir / "throughput.json"
-    known = json.loads(path.read_text()) if path.is_file() else {}
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        known = {}
     key = f"{model_key}:{ctx.precision}"
-    if key not in known:
+    entry = known.get(key)
+    fresh = isinstance(entry, dict) and time.time() - entry.get("at", 0) < THROUGHPUT_MAX_AGE_S
+    if not fresh:
         encoder = load_sentence_encoder(ctx.model.path)
         sample = ctx.splits.train.texts[:64]
-        known[key] = time_steps(lambda: encode(encoder, sample, precision=ctx.precision),
-                                repeats=1) / max(len(sample), 1)
+        seconds = time_steps(lambda: encode(encoder, sample, precision=ctx.precision),
+                             repeats=1) / max(len(sample), 1)
+        known[key] = entry = {"seconds_per_text": seconds, "at": time.time()}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(known))
-    return known[key]
+    return float(entry["seconds_per_text"])
 
 
 def estimate_transfer(ctx: RunContext, texts: int, *, pair_texts: int = 0, trains_encoder: bool = False) -> Estimate:
