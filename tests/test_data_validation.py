@@ -75,6 +75,18 @@ def test_duplicates_and_conflicts():
     assert conflict.lines == [3, 14] and report.ok
 
 
+def test_duplicates_report_says_what_the_platform_does_with_them():
+    rows = balanced() + [("sample text number 0", "a")]
+    alone = only(validate(make(rows)), "duplicate")          # one file: training drops the repeats
+    assert "dropped automatically" in alone.fix and "drops the repeats" in alone.message
+    assert not alone.fix.startswith("Delete")
+    with_test = validate(make(rows), make(balanced(4) + [("sample text number 1", "b")]))
+    train_dup = next(i for i in with_test.issues if i.code == "duplicate" and i.file == "train")
+    test_dup = next(i for i in with_test.issues if i.code == "duplicate" and i.file == "test")
+    assert "they are kept" in train_dup.message and train_dup.fix.startswith("Delete")
+    assert "test score" in test_dup.message
+
+
 def test_leakage_lists_test_lines():
     train = make(balanced(20))
     test = make([("sample text number 3", "b"), ("fresh text", "a"), ("sample text number 7", "b")])

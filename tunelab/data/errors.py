@@ -15,7 +15,9 @@ collects all issues into a report instead.
 | no_text_column        | error    | readers    | no column looks like free text                                |
 | no_label_column       | error    | readers    | no column looks like a label (few distinct short values)      |
 | too_large             | error    | readers    | the file is over the byte or row limit                        |
-| unsupported_format    | error    | readers    | a format we do not read (Excel, zip, gzip, broken parquet...) |
+| unsupported_format    | error    | readers    | a format we do not read (.xls, zip, gzip, broken parquet...) |
+| missing_sheet         | error    | readers    | the Excel sheet named by the user is not in the workbook      |
+| not_a_workbook        | error    | readers    | a sheet was named for a file that is not an Excel workbook    |
 | empty_text            | error    | validation | rows whose text is empty                                      |
 | missing_label         | error    | validation | rows whose label is empty                                     |
 | rare_label            | error    | validation | a label with fewer than 2 examples                            |

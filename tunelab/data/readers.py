@@ -1,4 +1,4 @@
-"""Read a user's file (CSV/TSV/TXT/JSON/JSONL/Parquet) into a `TextDataset`.
+"""Read a user's file (CSV/TSV/TXT/JSON/JSONL/Parquet/Excel .xlsx) into a `TextDataset`.
 
 The reader is lenient about shape (delimiters, headers, encodings, column names) and
 strict about meaning: anything it cannot read unambiguously raises `DataError` with the
@@ -20,16 +20,17 @@ from .encoding import decode
 from .errors import error
 from .numbers import integral_float
 from .structured import FASTTEXT_PREFIX, parse_fasttext, parse_json, parse_jsonl, parse_parquet
+from .xlsx import SUFFIXES as _WORKBOOKS, is_workbook, parse_xlsx, single_sheet
 
 ENV_MAX_UPLOAD_MB = "TUNELAB_MAX_UPLOAD_MB"
 ENV_MAX_ROWS = "TUNELAB_MAX_ROWS"
 
 _DELIMITED = {".csv": ",", ".tsv": "\t", ".tab": "\t", ".txt": None, ".psv": "|"}
 _JSON = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_SPREADSHEETS = {".xlsx", ".xls", ".xlsm", ".ods", ".numbers"}
+_SPREADSHEETS = {".xls", ".ods", ".numbers"}     # .xlsx/.xlsm are read (data/xlsx.py)
 _PARQUET_MAGIC = b"PAR1"
 # Magic numbers of containers that are not data files we read (zip/xlsx, gzip, bzip2, 7z, pdf).
-_CONTAINERS = {b"PK\x03\x04": "a zip archive (or an Excel .xlsx workbook)", b"\x1f\x8b": "gzip",
+_CONTAINERS = {b"PK\x03\x04": "a zip archive", b"\x1f\x8b": "gzip",
                b"BZh": "bzip2", b"7z\xbc\xaf": "7-Zip", b"%PDF": "a PDF document",
                b"\xd0\xcf\x11\xe0": "an old Excel .xls workbook"}
 
@@ -72,26 +73,35 @@ class ParsedFile:
 
 
 def read_table(path: str | Path, *, text_column: str | None = None,
-               label_column: str | None = None, limits: DataLimits | None = None) -> TextDataset:
+               label_column: str | None = None, limits: DataLimits | None = None,
+               sheet: str | None = None) -> TextDataset:
     """Read a labelled text file; raise DataError when it cannot be read as one."""
     return parse_file(path, text_column=text_column, label_column=label_column,
-                      limits=limits).dataset
+                      limits=limits, sheet=sheet).dataset
 
 
 def parse_file(path: str | Path, *, text_column: str | None = None,
-               label_column: str | None = None, limits: DataLimits | None = None) -> ParsedFile:
+               label_column: str | None = None, limits: DataLimits | None = None,
+               sheet: str | None = None) -> ParsedFile:
     """`read_table` plus the file's full column list and how it was read."""
     path = Path(path)
     limits = limits or DataLimits.from_env()
     return parse_data(read_bytes(path, limits), path.name, text_column=text_column, label_column=label_column,
-                      limits=limits)
+                      limits=limits, sheet=sheet)
 
 
 def parse_data(data: bytes, name: str, *, text_column: str | None = None, label_column: str | None = None,
-               limits: DataLimits | None = None) -> ParsedFile:
-    """`parse_file` on bytes already in memory (e.g. decrypted); `name` gives the format hint."""
+               limits: DataLimits | None = None, sheet: str | None = None) -> ParsedFile:
+    """`parse_file` on bytes already in memory (e.g. decrypted); `name` gives the format hint.
+    `sheet` (an Excel workbook's sheet by name; else the first with data): the workbook is reduced
+    to that sheet, and those are the bytes hashed and kept (`ParsedFile.data`)."""
     path = Path(name)
     limits = limits or DataLimits.from_env()
+    if sheet is not None:
+        if not is_workbook(data):
+            raise error("not_a_workbook", f"a sheet was chosen (\"{sheet[:100]}\") but {path.name} is not an Excel "
+                        "workbook.", "Leave the sheet empty for CSV, JSON and Parquet files.")
+        data = single_sheet(data, sheet, max_rows=limits.max_rows)
     fmt, table, encoding = _parse(data, path.suffix.lower(), limits,
                                   {n for n in (text_column, label_column) if n})
     if not table.rows:
@@ -134,6 +144,8 @@ def _mb(n: int) -> str:
 
 def _parse(data: bytes, suffix: str, limits: DataLimits, hint: set[str]) -> tuple[str, Table, str]:
     """(format, table, encoding): the extension decides, content sniffing backs it up."""
+    if is_workbook(data) or (suffix in _WORKBOOKS and data.startswith(b"PK")):
+        return "xlsx", parse_xlsx(data, max_rows=limits.max_rows, header_hint=hint), "binary"
     _refuse_containers(data, suffix)
     if suffix == ".parquet" or data.startswith(_PARQUET_MAGIC):
         return "parquet", parse_parquet(data, max_rows=limits.max_rows), "binary"
@@ -156,8 +168,9 @@ def _refuse_containers(data: bytes, suffix: str) -> None:
     if suffix in _SPREADSHEETS or kind:
         raise error("unsupported_format",
                     f"this file is {kind or 'a spreadsheet workbook'}, not a data file we can read.",
-                    "Export it as CSV UTF-8, JSON Lines or Parquet (in Excel: File > Save As > "
-                    "'CSV UTF-8'); decompress archives first.")
+                    "Export it as CSV UTF-8, JSON Lines, Parquet or Excel .xlsx (in Excel or "
+                    "LibreOffice: File > Save As > 'CSV UTF-8' or 'Excel Workbook'); decompress "
+                    "archives first.")
 
 
 def _sniff_text_format(text: str, suffix: str) -> str:

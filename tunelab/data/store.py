@@ -94,15 +94,16 @@ class StoredDataset:
         ds.source = self.meta["name"]
         return ds
 
-    def load(self) -> TextDataset:
-        """Re-read the stored file with the columns chosen at import."""
+    def load(self, *, text_column: str | None = None, label_column: str | None = None) -> TextDataset:
+        """Re-read the stored file with the columns chosen at import (or those given: a column
+        choice made later is kept with the tenant's row, not here)."""
         if self.kind is not None:
             raise ValueError(f"{self.name} is a generative dataset ({self.kind}): use load_generative()")
         data = self.read()
         # Accepted once already: the limits only need to let it through again
         # (rows as counted at import leave out blank and header lines).
-        ds = parse_data(data, self.meta["name"], text_column=self.meta["text_column"],
-                        label_column=self.meta["label_column"],
+        ds = parse_data(data, self.meta["name"], text_column=text_column or self.meta["text_column"],
+                        label_column=label_column or self.meta["label_column"],
                         limits=DataLimits(max_bytes=max(len(data), 1), max_rows=2 * self.meta["rows"] + 1000)).dataset
         ds.source = self.meta["name"]
         return ds
@@ -117,10 +118,12 @@ class DatasetStore:
         return self.root / "objects"
 
     def import_file(self, path: str | Path, *, text_column: str | None = None,
-                    label_column: str | None = None, limits: DataLimits | None = None) -> StoredDataset:
-        """Parse `path` (DataError on a bad file, nothing stored) and store it."""
+                    label_column: str | None = None, limits: DataLimits | None = None,
+                    sheet: str | None = None) -> StoredDataset:
+        """Parse `path` (DataError on a bad file, nothing stored) and store it. `sheet`: an Excel
+        workbook's sheet, stored as a workbook of that sheet alone (see readers.parse_data)."""
         path = Path(path)
-        parsed = parse_file(path, text_column=text_column, label_column=label_column, limits=limits)
+        parsed = parse_file(path, text_column=text_column, label_column=label_column, limits=limits, sheet=sheet)
         ds = parsed.dataset
         return self._store(parsed.data, {
             "sha256": ds.sha256,

@@ -77,7 +77,8 @@ def validate(train: TextDataset, test: TextDataset | None = None, *, max_length:
         if max_length is not None and count_tokens is not None:
             issues += check_too_long(ds, lengths, max_length, name)
     issues += check_rare_labels(train) + check_single_class(train)
-    issues += check_duplicates(train, "train")
+    # Without a test file, training drops the repeats itself (strategies/classification.dedupe).
+    issues += check_duplicates(train, "train", dropped=test is None)
     issues += check_imbalance(train)
     if test is not None:
         issues += check_duplicates(test, "test") + check_leakage(train, test)
@@ -144,7 +145,9 @@ def check_single_class(ds: TextDataset) -> list[Issue]:
                    column=ds.label_column, count=len(ds))]
 
 
-def check_duplicates(ds: TextDataset, file: str) -> list[Issue]:
+def check_duplicates(ds: TextDataset, file: str, *, dropped: bool = False) -> list[Issue]:
+    """`dropped`: training removes the repeats itself (one copy of each text and label is kept), so
+    the report says so rather than asking the user to delete them."""
     groups: dict[str, list] = defaultdict(list)
     for e in ds.examples:
         if e.text.strip():
@@ -161,12 +164,21 @@ def check_duplicates(ds: TextDataset, file: str) -> list[Issue]:
     issues = []
     if repeats:
         repeats.sort()
-        issues.append(_issue(
-            "warning", "duplicate", f"{len(repeats):,} row(s) repeat an earlier row (same text "
-            "and label); repeats weigh those examples more and inflate scores if they land in "
-            "both train and test.",
-            f"Delete the repeated rows ({format_lines(repeats)}); the first occurrence is enough.",
-            repeats, file=file, column=ds.text_column))
+        if dropped:
+            message = (f"{len(repeats):,} row(s) repeat an earlier row (same text and label). Training on "
+                       "this file alone keeps the first occurrence and drops the repeats before the "
+                       "split, so they neither weigh more nor land in both train and test.")
+            fix = (f"Nothing to do: the repeats ({format_lines(repeats)}) are dropped automatically. "
+                   "(With a separate test file they are kept: delete them if they are copies.)")
+        elif file == "test":
+            message = (f"{len(repeats):,} test row(s) repeat an earlier row (same text and label): each "
+                       "copy counts again in the test score.")
+            fix = f"Delete the repeated rows ({format_lines(repeats)}) if they are copies; the first occurrence is enough."
+        else:
+            message = (f"{len(repeats):,} row(s) repeat an earlier row (same text and label); with a "
+                       "separate test file they are kept, so those examples weigh more in training.")
+            fix = f"Delete the repeated rows ({format_lines(repeats)}) if they are copies; the first occurrence is enough."
+        issues.append(_issue("warning", "duplicate", message, fix, repeats, file=file, column=ds.text_column))
     if conflicts:
         conflicts.sort()
         issues.append(_issue(
