@@ -6,7 +6,9 @@ tenant-owned table in TENANT_OWNED."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from pathlib import PurePath
 
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -45,12 +47,32 @@ class ApiKey(TenantOwned, Base):
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+MAX_NAME = 120          # a dataset's or a tuned model's human name (API: 1-120 printable characters)
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_DATA_SUFFIXES = {".csv", ".tsv", ".txt", ".json", ".jsonl", ".parquet", ".xlsx", ".gz", ".zst", ".bz2", ".xz"}
+
+
+def default_dataset_name(filename: str | None) -> str:
+    """A file's name for people: "sms_spam.csv" -> "sms_spam" (data suffixes off, at most 120
+    printable characters); "dataset" when nothing is left."""
+    path = PurePath(_UNPRINTABLE.sub(" ", filename or "").replace("\\", "/")).name
+    while PurePath(path).suffix.lower() in _DATA_SUFFIXES and PurePath(path).stem:
+        path = PurePath(path).stem
+    return path.strip()[:MAX_NAME].strip() or "dataset"
+
+
+def _dataset_name_default(context) -> str:
+    return default_dataset_name(context.get_current_parameters().get("filename"))
+
+
 class Dataset(TenantOwned, Base):
     """An uploaded file (OpenAI calls these files: same ids). The bytes live in the content-
     addressed DatasetStore under `sha256`; this row is the tenant's handle on them."""
     __tablename__ = "datasets"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("file-"))
     filename: Mapped[str] = mapped_column(String(300))
+    # what people call it (renamed at will; the id stays): the file name without its suffix unless given
+    name: Mapped[str] = mapped_column(String(MAX_NAME), default=_dataset_name_default, server_default="")
     purpose: Mapped[str] = mapped_column(String(40), default="fine-tune")
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -104,6 +126,8 @@ class TunedModel(TenantOwned, Base):
     job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"))
     base_model: Mapped[str] = mapped_column(String(200))
     strategy: Mapped[str] = mapped_column(String(40))
+    # what people call it (renamed at will; the id stays): the job's model_name, else "<dataset> — <strategy>"
+    name: Mapped[str] = mapped_column(String(MAX_NAME), default="", server_default="")
     artifact_path: Mapped[str] = mapped_column(String(1000))
     metrics: Mapped[dict] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

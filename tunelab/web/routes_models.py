@@ -20,6 +20,7 @@ from ..services import generation
 from ..services.generation import GenerationRefused, is_generative
 from ..db.models import TunedModel
 from ..db.scoped import TenantScope
+from ..services.models_naming import describe, describe_all
 from ..models.catalog import list_models
 from .deps import PageError, UserDep, checked_form, is_htmx, need, render
 from .routes_jobs import quality
@@ -40,8 +41,11 @@ def uploaded(session, user, settings) -> list[dict]:
 
 def _models_page(request, user, session, settings, *, error: str | None = None, notice: str | None = None,
                  status: int = 200):
-    tuned = _tuned(session, user)
+    # the best model of each dataset first (marked "best for <dataset>"), then the rest newest first
+    described = describe_all(TenantScope(session, user.tenant_id))
+    tuned = [d.model for d in described]
     return render(request, "models.html", {"catalog": list_models(), "tuned": tuned,
+                                           "described": {d.id: d for d in described},
                                            "quality": {m.id: quality(m.metrics or {}) for m in tuned},
                                            "uploaded": uploaded(session, user, settings), "error": error,
                                            "notice": notice}, status=status)
@@ -86,12 +90,24 @@ def _playground(request, user, session, model_id: str | None, text: str = "", re
         raise PageError(404, "Not found", f"There is no model {model_id!r} in your organisation.")
     if model_id and any(m.id == model_id and is_generative(m) for m in everything):
         return RedirectResponse(f"/playground/chat?model={quote(model_id, safe='')}", status_code=303)
-    tuned = [m for m in everything if not is_generative(m)]
-    ctx = {"tuned": tuned, "model_id": model_id or (tuned[0].id if tuned else None), "text": text,
+    # the select lists the best model of each dataset first, and starts on the best of the latest dataset
+    described = [d for d in describe(TenantScope(session, user.tenant_id), everything) if not is_generative(d.model)]
+    tuned = [d.model for d in described]
+    ctx = {"tuned": tuned, "described": {d.id: d for d in described},
+           "model_id": model_id or _best_first(described), "text": text,
            "result": result, "error": error, "chat_models": len(everything) - len(tuned)}
     if is_htmx(request):
         return render(request, "_prediction.html", ctx, status=status)
     return render(request, "playground.html", ctx, status=status)
+
+
+def _best_first(described) -> str | None:
+    """The model a playground starts on: the best model of the dataset trained on last (not the
+    newest model: a quick baseline run after a good one does not take its place)."""
+    if not described:
+        return None
+    newest = max(described, key=lambda d: d.model.created_at.timestamp() if d.model.created_at else 0.0)
+    return next((d.id for d in described if d.best and d.dataset_id == newest.dataset_id), newest.id)
 
 
 @router.get("/playground")

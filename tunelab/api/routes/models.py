@@ -24,7 +24,8 @@ from ..errors import AUTH, APIError, errors
 from ..downloads import sealed_response, take_slot
 from ..uploads import cleanup, save_upload
 from .datasets import NonEmptyFile
-from ..schemas import PredictBody, tuned_out
+from ..schemas import PredictBody, Rename, tuned_out
+from ...services.models_naming import rename_model
 from ..routing import ContractRoute
 
 router = APIRouter(route_class=ContractRoute, prefix="/api/v1/models", tags=["models"])
@@ -118,6 +119,14 @@ def get_model(model_id: str, scope: ScopeDep, settings: SettingsDep):
         if m["id"] == model_id:
             return m
     return tuned_out(scope.get(TunedModel, model_id, "model"))
+
+
+@router.patch("/{model_id}", response_model=Model, responses=errors(*AUTH, 400, 403, 404, 422))
+def rename(model_id: str, body: Rename, scope: ScopeDep, principal: MemberDep):
+    """A tuned model's new name (the id stays: the API, the SDK and the OpenAI routes keep using it)."""
+    row, old = rename_model(scope, model_id, body.name)
+    audit(scope.session, principal, "model.rename", row.id, old=old, new=row.name)
+    return tuned_out(row)
 
 
 @router.delete("/{model_id}", response_model=Deleted, responses=errors(*AUTH, 403, 404))
