@@ -9,7 +9,7 @@ class JobStatus(str, Enum):
     QUEUED = "queued"
     VALIDATING = "validating"
     RUNNING = "running"
-    PAUSED = "paused"          # waiting for credit (billing); resumes from its checkpoint
+    PAUSED = "paused"          # waiting for credit (billing), or stopped; resumes from its checkpoint
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -19,7 +19,13 @@ class JobStatus(str, Enum):
 
     @property
     def is_terminal(self) -> bool:
+        """Over for now: a cancelled run may still be resumed (services.job_resume)."""
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @property
+    def can_resume(self) -> bool:
+        """A status a run is resumed from, from its last checkpoint, by a user's request."""
+        return self in (JobStatus.CANCELLED, JobStatus.PAUSED)
 
     def can_become(self, new: "JobStatus") -> bool:
         return new in _ALLOWED[self]
@@ -34,7 +40,9 @@ _ALLOWED: dict[JobStatus, set[JobStatus]] = {
     JobStatus.PAUSED: {JobStatus.QUEUED, JobStatus.CANCELLED},
     JobStatus.SUCCEEDED: set(),
     JobStatus.FAILED: set(),
-    JobStatus.CANCELLED: set(),
+    # Resumed from its last checkpoint (services.job_resume: only a run that wrote one, asked for by a
+    # user); the only way out of a terminal status, so a cancelled run's id, events and ledger go on.
+    JobStatus.CANCELLED: {JobStatus.QUEUED},
 }
 
 
