@@ -52,19 +52,24 @@ def stratified_limit(ds: TextDataset, n: int, seed: int = 0) -> TextDataset:
     if n >= len(ds):
         return ds.subset(range(len(ds)))
     groups = _by_label(ds)
-    if n >= len(groups):
-        # One of each first, the rest in proportion: a quick run still sees every class.
-        extra = _allocate({lab: len(idx) - 1 for lab, idx in groups}, n - len(groups),
-                          {lab: len(idx) - 1 for lab, idx in groups})
-        sizes = {lab: 1 + extra[lab] for lab, _ in groups}
-    else:
-        sizes = _allocate({lab: len(idx) for lab, idx in groups}, n,
-                          {lab: len(idx) for lab, idx in groups})
+    sizes = limit_counts({lab: len(idx) for lab, idx in groups}, n)
     rng = np.random.default_rng(seed)
     chosen = []
     for label, idx in groups:
         chosen += list(rng.permutation(idx)[:sizes[label]])
     return ds.subset(sorted(int(i) for i in chosen))
+
+
+def limit_counts(label_counts: dict[str, int], n: int) -> dict[str, int]:
+    """Per label, the rows `stratified_limit(ds, n)` keeps of a dataset with these label counts."""
+    if n >= sum(label_counts.values()):
+        return dict(label_counts)
+    if n >= len(label_counts):
+        # One of each first, the rest in proportion: a quick run still sees every class.
+        rest = {lab: c - 1 for lab, c in label_counts.items()}
+        extra = _allocate(rest, n - len(label_counts), rest)
+        return {lab: 1 + extra[lab] for lab in label_counts}
+    return _allocate(dict(label_counts), n, dict(label_counts))
 
 
 def _check_fractions(validation: float, test: float) -> None:
@@ -84,14 +89,31 @@ def _by_label(ds: TextDataset) -> list[tuple[str, list[int]]]:
     return sorted(groups.items())
 
 
+def split_counts(label_counts: dict[str, int], *, validation_fraction: float = 0.1,
+                 test_fraction: float = 0.2, user_test: bool = False) -> dict[str, tuple[int, int, int]]:
+    """Per label, the (train, validation, test) rows `split_dataset` gives a dataset with these
+    label counts, without the rows: what a job will train and be tested on, known before it runs
+    (with a user test file the test column is 0: its rows are the file's)."""
+    n = sum(label_counts.values())
+    n_test = 0 if user_test else _count(test_fraction, n)
+    test_alloc, val_alloc = _allocations(dict(label_counts), n_test, _count(validation_fraction, n))
+    return {lab: (c - test_alloc[lab] - val_alloc[lab], val_alloc[lab], test_alloc[lab])
+            for lab, c in label_counts.items()}
+
+
+def _allocations(sizes: dict[str, int], n_test: int, n_val: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Per-class shares of n_test, then of n_val, each class keeping at least one example for train."""
+    test_alloc = _allocate(sizes, n_test, {lab: s - 1 for lab, s in sizes.items()})
+    left = {lab: s - test_alloc[lab] for lab, s in sizes.items()}
+    val_alloc = _allocate(left, n_val, {lab: s - 1 for lab, s in left.items()})
+    return test_alloc, val_alloc
+
+
 def _stratified_parts(ds: TextDataset, n_test: int, n_val: int, seed: int):
     """(train, validation, test) index lists with per-class shares of n_test and n_val,
     each class keeping at least one example for train."""
     groups = _by_label(ds)
-    sizes = {lab: len(idx) for lab, idx in groups}
-    test_alloc = _allocate(sizes, n_test, {lab: s - 1 for lab, s in sizes.items()})
-    left = {lab: s - test_alloc[lab] for lab, s in sizes.items()}
-    val_alloc = _allocate(left, n_val, {lab: s - 1 for lab, s in left.items()})
+    test_alloc, val_alloc = _allocations({lab: len(idx) for lab, idx in groups}, n_test, n_val)
     rng = np.random.default_rng(seed)
     train, val, test = [], [], []
     for label, idx in groups:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..evaluation.summary import summarize
 from ..strategies import ConfigError, PreparedData, default_compare
 from ..training.progress import ProgressEvent, ProgressFn, null_progress
 from .budget import Budget
@@ -96,6 +97,9 @@ def compare(model, data: PreparedData, strategies: list[str] | None = None, *, p
                "predicted_seconds": round(predicted, 1)}
         if "_paired" in result.notes:
             row["_paired"] = result.notes["_paired"]
+        words = summarize(result.metrics)       # the results in a person's words (evaluation/summary.py)
+        if words is not None:
+            row["in_words"] = words.to_dict()
         rows.append(row)
     progress(ProgressEvent("compare", len(planned), len(planned)))
     spent = time.monotonic() - t0

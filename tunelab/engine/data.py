@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data import DataError, Splits
+from ..data.minimums import splits_issues
 from ..strategies import DataSpec, PreparedData, Task, task_named
 from ..strategies.generative import read_kind
 
@@ -20,5 +22,18 @@ def task_of_file(path: Path) -> Task:
 
 
 def prepare_data(spec: DataSpec, model, max_length: int | None = None) -> PreparedData:
-    """Read, validate (errors raise DataError with the report) and split, for the file's task."""
-    return task_of_file(spec.train_file).prepare(spec, model, max_length)
+    """Read, validate (errors raise DataError with the report) and split, for the file's task. Labelled
+    splits too small for a result that means something are refused here, where every caller (CLI,
+    job, sweep) comes through: see data/minimums.py for the numbers and why."""
+    data = task_of_file(spec.train_file).prepare(spec, model, max_length)
+    if isinstance(data.splits, Splits):
+        s = data.splits
+        used = len(s.train) + len(s.validation) + (len(s.test) if s.test_origin != "user" else 0)
+        issues = splits_issues(s, limit=spec.limit if spec.limit and spec.limit <= used else None)
+        errors = [i for i in issues if i.severity == "error"]
+        if errors:
+            raise DataError(errors)
+        if issues and isinstance(data.report, dict):
+            data.report.setdefault("issues", []).extend(i.to_dict() for i in issues)
+            data.report["warnings"] = data.report.get("warnings", 0) + len(issues)
+    return data

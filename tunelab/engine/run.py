@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..artifacts import write_artifact
 from ..billing.rates import usd_per_million
+from ..evaluation.summary import error_examples
 from ..hardware.efficiency import efficiency, matmul_precision
 from ..hardware.probes import peak_gflops
 from ..models.device import best_precision, default_device
@@ -82,6 +84,7 @@ def execute(planned: Planned, out: Path | None = None) -> RunResult:
     cost = meter.record
     metrics, samples = strategy.evaluate(predictor, ctx, ctx.progress)
     notes = ctx.notes
+    metrics.update(_errors_in_words(predictor, ctx))
     metrics.update(strategy=strategy.name, task=data.task.name, train_seconds=cost.wall_seconds,
                    cpu_seconds=cost.cpu_seconds, gpu_seconds=cost.gpu_seconds, peak_rss_mb=cost.peak_rss_mb,
                    peak_gpu_mb=cost.peak_gpu_mb,
@@ -107,6 +110,17 @@ def run_strategy(model, data: PreparedData, strategy_name: str, params=None, *, 
                  progress: ProgressFn = null_progress) -> RunResult:
     return execute(plan_strategy(model, data, strategy_name, params, work_dir=work_dir, out=out,
                                  auto_fit=auto_fit, progress=progress), out)
+
+
+def _errors_in_words(predictor, ctx: RunContext) -> dict:
+    """What the results page says in words needs beyond the confusion matrix (evaluation/summary.py):
+    a few test errors and the training rows of each label. Only for a run with per-row predictions."""
+    paired, splits = ctx.notes.get("_paired"), ctx.splits
+    if not paired or not hasattr(splits, "test") or not hasattr(splits.train, "labels"):
+        return {}
+    names = list(getattr(predictor, "label_names", None) or splits.label_names)
+    return {"error_examples": error_examples(splits.test.texts, paired["true"], paired["pred"], names),
+            "train_label_counts": dict(Counter(splits.train.labels))}
 
 
 def job_efficiency(work: dict | None, ctx: RunContext, peak_rss_mb: float | None = None) -> dict | None:
