@@ -46,6 +46,26 @@ class Throughput:
         return self.samples / elapsed, elapsed / done * (self.total - step)
 
 
+class PhaseEta:
+    """Fills in the ETA of events that come without one (encoding texts, predicting, evaluating):
+    the rate of this phase so far, from its first event, applied to what is left. A long step of
+    any strategy then shows an ETA, not only the training loops that compute their own."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock, self.start = clock, {}       # (phase, total) -> (time, step) of its first event
+
+    def __call__(self, event: ProgressEvent) -> ProgressEvent:
+        if event.phase == "checkpoint" or not event.total_steps:
+            return event
+        now, key = self.clock(), (event.phase, event.total_steps)
+        t0, s0 = self.start.setdefault(key, (now, event.step))
+        if event.eta_s is None and s0 <= event.step < event.total_steps and event.step > s0 and now > t0:
+            event.eta_s = round((now - t0) / (event.step - s0) * (event.total_steps - event.step), 1)
+        elif event.eta_s is None and event.step >= event.total_steps:
+            event.eta_s = 0.0
+        return event
+
+
 class TqdmProgress:
     """Renders events as tqdm bars, one bar per phase; used by the CLI."""
 

@@ -23,6 +23,31 @@
     return (s / 3600).toFixed(1) + " h";
   }
 
+  // The API's event times are UTC without a zone; a browser would read them as local time.
+  function parseTime(iso) {
+    return Date.parse(/([zZ]|[+-]\d\d:?\d\d)$/.test(iso || "") ? iso : iso + "Z");
+  }
+
+  // Relative times ("3 min ago") as web/format.py's `when` words them, kept true while a page is open.
+  function when(iso) {
+    var t = parseTime(iso);
+    if (isNaN(t)) return null;
+    var ago = (Date.now() - t) / 1000;
+    if (ago < 60) return "just now";
+    if (ago < 3600) return Math.floor(ago / 60) + " min ago";
+    if (ago < 86400) return Math.floor(ago / 3600) + " h ago";
+    return null;                        // a date: as the server wrote it
+  }
+  function refreshTimes() {
+    $all("time[data-relative]").forEach(function (el) {
+      var text = when(el.getAttribute("datetime"));
+      if (text) el.textContent = text;
+    });
+  }
+
+  // What a job waits for before it runs (the live panel's ETA slot), as _live.html words it.
+  var WAITING = { queued: "waiting for a worker", validating: "checking the data", paused: "paused until resumed" };
+
   // ---- filters that apply on change (an inline onchange= would break the pages' CSP) ------------
   document.addEventListener("change", function (ev) {
     var el = ev.target;
@@ -111,7 +136,7 @@
 
   // ---- a job's live panel: SSE events into the chart, the progress bar and the event log -----
   function initLive(panel) {
-    var t0 = Date.parse(panel.dataset.t0), box = document.getElementById("chart");
+    var t0 = parseTime(panel.dataset.t0), box = document.getElementById("chart");
     var data = JSON.parse(document.getElementById("chart-data").textContent || "[]");
     var xs = [], pct = [], loss = [], f1 = [], plot = null, live = 0;
     // A classifier's loop reports validation macro-F1 (0-1); a causal LM's, minus the validation loss.
@@ -160,26 +185,58 @@
     es.addEventListener("progress", function (m) {
       var e = JSON.parse(m.data), d = e.data || {};
       var p = d.total_steps ? 100 * d.step / d.total_steps : null;
-      add({ t: (Date.parse(e.created_at) - t0) / 1000, pct: p, loss: d.loss, metric: d.eval_metric });
+      add({ t: (parseTime(e.created_at) - t0) / 1000, pct: p, loss: d.loss, metric: d.eval_metric });
       live += 1; box.dataset.livePoints = live;
       draw();
       if (p != null) $("#job-progress").value = Math.round(p);
       $("[data-phase]", panel).textContent = (d.phase || "").replace("-", " ");
       $("[data-steps]", panel).textContent = d.total_steps ? d.step + " / " + d.total_steps : "";
-      var eta = $("[data-eta]", panel);
+      var eta = $("[data-eta]", panel), label = $("[data-eta-label]", panel);
       if (eta) eta.textContent = d.eta_s != null ? duration(d.eta_s) : "estimating…";
+      if (label) label.textContent = "ETA";
+      costSoon();
     });
+    // "charged so far" and the hold, live: the cost partial again, at most every few seconds.
+    var costTimer = null;
+    function costSoon() {
+      var box = $("[data-cost-box]");
+      if (!box || costTimer || !window.fetch) return;
+      costTimer = window.setTimeout(function () {
+        fetch(box.dataset.costUrl, { credentials: "same-origin" }).then(function (r) {
+          return r.ok ? r.text() : null;
+        }).then(function (html) {
+          costTimer = null;
+          if (!html) return;
+          var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-cost-box]");
+          if (fresh) box.innerHTML = fresh.innerHTML;
+        }).catch(function () { costTimer = null; });
+      }, 3000);
+    }
+    var costPoll = window.setInterval(costSoon, 10000);
     ["status", "log", "checkpoint", "metrics"].forEach(function (type) {
       es.addEventListener(type, function (m) {
         var e = JSON.parse(m.data);
         logEvent(e);
-        if (type === "status" && e.data && e.data.to && status) {
-          status.innerHTML = '<span class="badge badge-' + e.data.to + '">' + e.data.to + "</span>";
+        if (type === "status" && e.data && e.data.to) {
+          var to = String(e.data.to);
+          if (status) {
+            var badge = document.createElement("span");
+            badge.className = "badge badge-" + to.replace(/[^a-z-]/g, ""); badge.textContent = to;
+            status.replaceChildren(badge);
+          }
+          // the progress line follows the status: a running job's phase comes with its next event
+          var text = $(".progress-text", panel), eta = $("[data-eta]", panel), label = $("[data-eta-label]", panel);
+          if (text) text.dataset.progressStatus = to;
+          $("[data-phase]", panel).textContent = to === "running" ? "starting" : to.replace("-", " ");
+          if (to !== "running") $("[data-steps]", panel).textContent = "";
+          if (eta) eta.textContent = to === "running" ? "estimating…" : (WAITING[to] || "");
+          if (label) label.textContent = to === "running" ? "ETA" : "";
+          costSoon();
         }
       });
     });
     es.addEventListener("end", function () {
-      es.close();
+      es.close(); window.clearInterval(costPoll);
       window.setTimeout(function () { window.location.reload(); }, 400);   // final metrics, card, table
     });
   }
@@ -241,5 +298,7 @@
     $all("[data-live]").forEach(initLive);
     $all("form[data-chat]").forEach(initChat);
     copyButtons();
+    refreshTimes();
+    window.setInterval(refreshTimes, 15000);
   });
 })();
