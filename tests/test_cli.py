@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 
@@ -60,6 +61,17 @@ def test_train_then_predict(banking_subset, tmp_path):
     r = run_cli("predict", out, "--file", texts)
     labels = [line.split("\t")[0] for line in r.stdout.splitlines()]
     assert labels == ["lost_or_stolen_card", "exchange_rate"]
+    # --out: every row of a file, streamed into a CSV (row, text, label, probability, top k)
+    preds = tmp_path / "preds.csv"
+    r = run_cli("predict", out, "--file", test, "--out", preds, "--top-k", "2")
+    assert r.returncode == 0, r.stderr
+    with open(test, newline="", encoding="utf-8") as f:
+        sent = [row["text"] for row in csv.DictReader(f)]
+    with open(preds, newline="", encoding="utf-8") as f:
+        got = list(csv.DictReader(f))
+    assert [row["text"] for row in got] == sent and [int(row["row"]) for row in got] == list(range(1, len(sent) + 1))
+    assert all(row["label"] == row["top_1_label"] and float(row["top_1_probability"]) >= float(row["top_2_probability"])
+               for row in got)
 
 
 def test_compare_json_shape(banking_subset):

@@ -25,11 +25,12 @@ def test_memory_prediction_within_30_percent_of_measured_peak_rss(banking_subset
 
 
 def long_texts(path):
-    """40 texts of ~300 tokens: every forward on CPU is as long as the model allows (256), so the
-    activations are large whatever the batch size (the loop splits big batches into runs)."""
+    """50 texts of ~300 tokens (the fewest a run accepts: 10 test rows, data/minimums.py): every
+    forward on CPU is as long as the model allows (256), so the activations are large whatever the
+    batch size (the loop splits big batches into runs)."""
     words = "the quarterly report shows revenue growth in every region and margins held steady".split()
     rows = ["text,label"]
-    for i in range(40):
+    for i in range(50):
         label = "up" if i % 2 else "down"
         rows.append(" ".join(words[(i + j) % len(words)] for j in range(300)) + f" {label} {i},{label}")
     path.write_text("\n".join(rows) + "\n")
@@ -39,7 +40,7 @@ def long_texts(path):
 @pytest.mark.slow      # texts at the model's maximum length, probed for real: `make test-slow`
 def test_run_that_does_not_fit_is_refused_with_ways_that_fit(tmp_path):
     data = long_texts(tmp_path / "long.csv")
-    # batch_size given: left to itself, the engine picks a small batch for 40 rows, which fits
+    # batch_size given: left to itself, the engine picks a small batch for 50 rows, which fits
     args = ["train", data, "--strategy", "full", "--out", tmp_path / "m", "--set", "epochs=1",
             "--set", "min_steps=0", "--set", "batch_size=32"]
     env = {"TUNELAB_MEMORY_LIMIT_MB": "2000"}

@@ -79,12 +79,15 @@ class _Resource:
 
 class Datasets(_Resource):
     def upload(self, path: str | Path, text_column: str | None = None, label_column: str | None = None,
-               purpose: str | None = None) -> Dataset:
+               purpose: str | None = None, name: str | None = None, sheet: str | None = None) -> Dataset:
         """A text+label table, or data for a chat model (conversations in JSONL: OpenAI `messages`,
         ShareGPT, alpaca; plain text; prompt/chosen/rejected pairs): the content decides, and the
-        returned dataset's `task` says which (text-classification, chat, preference)."""
+        returned dataset's `task` says which (text-classification, chat, preference). `name`: what
+        people call it (default: the file name without its suffix). `sheet`: an Excel workbook's sheet
+        (default: the first with data)."""
         path = Path(path)
-        form = _drop_none({"text_column": text_column, "label_column": label_column, "purpose": purpose})
+        form = _drop_none({"text_column": text_column, "label_column": label_column, "purpose": purpose,
+                           "name": name, "sheet": sheet})
         with open(path, "rb") as fh:
             return Dataset(**self._c.request("POST", "/api/v1/datasets", files={"file": (path.name, fh)},
                                              data=form))
@@ -99,6 +102,20 @@ class Datasets(_Resource):
         """The first rows, each with its `line`: `text` and `label` for a table; `messages` (role,
         content) for conversations and plain text; `prompt`, `chosen`, `rejected` for pairs."""
         return self._c.request("GET", f"/api/v1/datasets/{_path(dataset_id)}/preview", params={"limit": limit})["data"]
+
+    def rename(self, dataset_id: str, name: str) -> Dataset:
+        """A new name (1-120 printable characters, trimmed); the id stays."""
+        return Dataset(**self._c.request("PATCH", f"/api/v1/datasets/{_path(dataset_id)}", json={"name": name}))
+
+    def drop_error_rows(self, dataset_id: str) -> Dataset:
+        """A new dataset without the rows that have errors (empty text, no label, a label with a
+        single example); the original is kept. `stats["derived_from"]` names it and the lines dropped."""
+        return Dataset(**self._c.request("POST", f"/api/v1/datasets/{_path(dataset_id)}/drop-error-rows"))
+
+    def choose_columns(self, dataset_id: str, text_column: str, label_column: str) -> Dataset:
+        """Which column (of `report["columns"]`) is the text and which the label: validated again."""
+        return Dataset(**self._c.request("POST", f"/api/v1/datasets/{_path(dataset_id)}/columns",
+                                         json={"text_column": text_column, "label_column": label_column}))
 
     def delete(self, dataset_id: str) -> dict:
         return self._c.request("DELETE", f"/api/v1/datasets/{_path(dataset_id)}")
@@ -140,6 +157,24 @@ class Jobs(_Resource):
 
     def cancel(self, job_id: str) -> Job:
         return Job(**self._c.request("POST", f"/api/v1/jobs/{_path(job_id)}/cancel"))
+
+    def resume(self, job_id: str) -> Job:
+        """Resume a cancelled or paused training run from its last checkpoint (same id; the steps
+        already charged are not charged again). A job's `resumable` and `resume_note` say whether
+        it can be; otherwise the server answers 409 with the reason."""
+        return Job(**self._c.request("POST", f"/api/v1/jobs/{_path(job_id)}/resume"))
+
+    def download_output(self, job_id: str, path: str | Path) -> Path:
+        """A finished batch-prediction job's output (CSV or JSONL), streamed into `path`."""
+        path = Path(path)
+        with self._c._http.stream("GET", f"/api/v1/jobs/{_path(job_id)}/output") as r:
+            if r.status_code >= 400:
+                r.read()
+                raise _error(r)
+            with open(path, "wb") as fh:
+                for piece in r.iter_bytes():
+                    fh.write(piece)
+        return path
 
     def events(self, job_id: str, after: int = 0, limit: int = 500, type: str | None = None) -> EventPage:
         params = _drop_none({"after": after, "limit": limit, "type": type})
@@ -206,6 +241,27 @@ class Models(_Resource):
 
     def artifact(self, model_id: str) -> dict:
         return self._c.request("GET", f"/api/v1/models/{_path(model_id)}/artifact")
+
+    def batch_predict(self, model_id: str, path: str | Path | None = None, *, file_id: str | None = None,
+                      top_k: int = 3, format: str = "csv", text_column: str | None = None,
+                      idempotency_key: str | None = None) -> Job:
+        """Label every text of a file (CSV, TSV, JSONL or text, one a line; or `file_id`, a file already
+        uploaded) with a tuned classifier: a job (kind batch-predict). Follow it with
+        `jobs.watch(job.id)`, then `jobs.download_output(job.id, "preds.csv")`."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        if path is None:        # a file already uploaded: the jobs route takes it by id
+            body = _drop_none({"kind": "batch-predict", "tuned_model": model_id, "dataset_id": file_id, "top_k": top_k,
+                               "output_format": format, "text_column": text_column})
+            return Job(**self._c.request("POST", "/api/v1/jobs", json=body, headers=headers))
+        form = _drop_none({"model": model_id, "top_k": str(top_k), "format": format, "text_column": text_column})
+        path = Path(path)
+        with open(path, "rb") as fh:
+            return Job(**self._c.request("POST", "/api/v1/batch-predictions", data=form, headers=headers,
+                                         files={"file": (path.name, fh)}))
+
+    def rename(self, model_id: str, name: str) -> Model:
+        """A tuned model's new name (1-120 printable characters, trimmed); the id stays."""
+        return Model(**self._c.request("PATCH", f"/api/v1/models/{_path(model_id)}", json={"name": name}))
 
     def delete(self, model_id: str) -> dict:
         return self._c.request("DELETE", f"/api/v1/models/{_path(model_id)}")
@@ -304,6 +360,10 @@ class Client:
         if response.status_code >= 400:
             raise _error(response)
         return response.json() if response.content else None
+
+    def batch_predict(self, model_id: str, path: str | Path | None = None, **options) -> Job:
+        """`models.batch_predict`: a file of texts labelled by a tuned classifier, as a job."""
+        return self.models.batch_predict(model_id, path, **options)
 
     def run_hardware_benchmark(self, quick: bool = True, sweep: bool = True,
                                idempotency_key: str | None = None) -> Job:

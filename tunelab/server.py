@@ -23,6 +23,9 @@ def extend(sub, groups) -> None:
 
 
 def cmd_serve(args) -> int:
+    from .logs import quiet_libraries
+
+    quiet_libraries()      # no weight-loading bars from the playground's models on the console
     import uvicorn
 
     from .api.app import create_app

@@ -35,6 +35,7 @@ STATEFUL_REFUSALS = {
     "invalid_file": "the uploaded bytes are not a readable table with a text column",
     "model_not_found": "no uploaded/tuned model with that id in the tenant (a reference, like a 404)",
     "invalid_training_file": "the dataset exists but its report has errors",
+    "too_little_data": "the dataset, or the row limit, leaves too few rows for a score that means something",
     "insufficient_credit": "the account cannot cover the estimate (402)",
     "cuda_required": "QLoRA needs a CUDA GPU this server does not have",
     "confirmation_mismatch": "deleting a tenant needs its current name",
@@ -42,6 +43,10 @@ STATEFUL_REFUSALS = {
     # OpenAI's hyperparameters are one flat object for every method; which names a method takes
     # (linear-probe has no epochs) is the strategy's (GET tunelab strategies), not the schema's.
     "invalid_hyperparameter": "a hyperparameter the chosen method does not have",
+    # Data fixes (POST /datasets/{id}/drop-error-rows, /columns): what the dataset's file holds.
+    "nothing_left": "dropping the rows with errors would leave fewer than two labels",
+    "missing_column": "a column name the dataset's file does not have",
+    "same_column": "the text and the label name the same column",
 }
 MAX_EXAMPLES = 4
 SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,

@@ -48,7 +48,8 @@ def test_other_tenants_ids_are_not_found(tab, web_server, shared_copy, tmp_path)
     umbrella = web_server.create_tenant("umbrella", "ops@umbrella.test")
     globex = web_server.create_tenant("globex", "ops@globex.test")
     small = tmp_path / "small.csv"
-    small.write_text("text,label\n" + "\n".join(f"text number {i},{'ab'[i % 2]}" for i in range(40)) + "\n")
+    # 60 rows: enough for a run to be accepted (data/minimums.py: at least 10 test rows)
+    small.write_text("text,label\n" + "\n".join(f"text number {i},{'ab'[i % 2]}" for i in range(60)) + "\n")
     with web_server.client(umbrella["api_key"]) as api:
         ds = upload(api, small)
         job = api.post("/api/v1/jobs", json={"dataset_id": ds["id"], "strategy": "zero-shot"}).json()

@@ -38,7 +38,9 @@ def test_upload_train_compare_predict(tab, web_server, shared_copy):
     assert page.locator("#upload-bar").count() == 0           # left the upload page for the report
 
     # The report: ready, warnings with their lines and fixes, label chart, length histogram, preview.
-    assert page.get_by_role("heading", name=re.compile("sms_spam.tsv")).is_visible()
+    # titled by the dataset's name (the file name without its extension); the file name just below
+    assert page.get_by_role("heading", level=1, name=re.compile("sms_spam")).is_visible()
+    assert "sms_spam.tsv" in page.locator(".page-head").first.inner_text()
     assert page.locator(".badge-ready").first.is_visible()
     issues = page.locator("table.issues")
     assert issues.get_by_text("duplicate", exact=True).first.is_visible()
@@ -106,7 +108,7 @@ def test_upload_train_compare_predict(tab, web_server, shared_copy):
     # The playground labels a spam text "spam" (the linear-probe model from the first run).
     page.goto(job_url)
     page.get_by_role("link", name="Try it in the playground").click()
-    page.get_by_role("textbox", name="Text").fill(SPAM)
+    page.get_by_role("textbox", name="Text", exact=True).fill(SPAM)
     page.get_by_role("button", name="Predict").click()
     label = page.locator(".predicted-label")
     label.wait_for(timeout=120_000)

@@ -15,8 +15,8 @@ from ..db.engine import POOL_LIMIT
 from ..services.predictions import PredictorCache
 from ..settings import Settings
 from . import errors
-from .routes import (audit, billing, comparisons, datasets, infrastructure, jobs, keys, models, tenants, users,
-                     webhooks)
+from .routes import (audit, batch_predictions, billing, comparisons, datasets, infrastructure, jobs, keys, models,
+                     tenants, users, webhooks)
 from .bodies import BodyGate, BodyRule, plausible_key
 from .headers import SecurityHeaders, api_headers
 from .uploads import upload_rule
@@ -24,7 +24,8 @@ from .uploads import upload_rule
 log = logging.getLogger("tunelab.api")
 # jobs first: its status GET is the call every SDK and UI tab repeats while a job runs, and routes
 # are matched in order (the prefixes are disjoint, so the order changes nothing else).
-ROUTERS = [jobs, tenants, users, keys, datasets, models, comparisons, webhooks, audit, billing, infrastructure]
+ROUTERS = [jobs, tenants, users, keys, datasets, models, comparisons, webhooks, audit, billing, infrastructure,
+           batch_predictions]
 
 
 class BoundedRequests:

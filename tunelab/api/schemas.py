@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..db.models import ApiKey, Dataset, Job, JobEvent, TunedModel, User, Webhook, WebhookDelivery
+from ..jobs.spec import ModelName
 from ..jobs.webhooks import EVENTS, excerpt
 
 # The job events a webhook can subscribe to, as an enum in the document (not only a check in code).
@@ -40,6 +41,24 @@ class WebhookCreate(Body):
     events: list[WebhookEvent] = Field(default_factory=list, description="none: every event")
 
 
+class Rename(Body):
+    """A new human name (a dataset's, a tuned model's); the id stays."""
+    name: ModelName = Field(description="1-120 printable characters, trimmed")
+
+
+ColumnKey = Annotated[str, Field(min_length=1, max_length=200)]
+ColumnName = Annotated[str, Field(min_length=1, max_length=60, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")]
+
+
+class ColumnChoice(Body):
+    """Which of a table's columns holds the text and which the label (the dataset is validated again)."""
+    text_column: str = Field(min_length=1, max_length=200, description="a column of the file (`report.columns`)")
+    label_column: str = Field(min_length=1, max_length=200, description="another column of the file")
+    names: dict[ColumnKey, ColumnName] | None = Field(
+        None, max_length=50, description="names to show for columns (e.g. a file without a header: "
+        '{"column_1": "category"}); the file keeps its columns, `report.column_names` keeps these')
+
+
 class PredictBody(Body):
     texts: list[str] = Field(min_length=1, max_length=1000)
 
@@ -58,7 +77,7 @@ def key_out(k: ApiKey) -> dict:
 
 
 def dataset_out(d: Dataset, full: bool = False) -> dict:
-    out = {"id": d.id, "filename": d.filename, "purpose": d.purpose, "bytes": d.bytes, "status": d.status,
+    out = {"id": d.id, "name": d.name, "filename": d.filename, "purpose": d.purpose, "bytes": d.bytes, "status": d.status,
            "rows": d.rows, "text_column": d.text_column, "label_column": d.label_column,
            "labels": d.stats.get("num_labels"), "created_at": ts(d.created_at)}
     if full:
@@ -72,7 +91,28 @@ def job_out(j: Job) -> dict:
             "error": {"code": j.error_code, "message": j.error_message} if j.error_code else None,
             "cancel_requested": j.cancel_requested, "created_at": ts(j.created_at),
             "started_at": ts(j.started_at), "finished_at": ts(j.finished_at),
-            "billing": job_billing_out(j.billing) if getattr(j, "billing", None) is not None else None}
+            "billing": job_billing_out(j.billing) if getattr(j, "billing", None) is not None else None,
+            **resume_fields(j)}
+
+
+def resume_fields(j) -> dict:
+    """Whether the job can be resumed (services.job_resume): attached by the read that loaded it
+    (`j.resumability`), else read through the row's own session (a checkpoint matters only for
+    a cancelled or paused run)."""
+    from sqlalchemy.orm import object_session
+    from sqlalchemy.orm.exc import UnmappedInstanceError
+
+    from ..services import job_resume
+
+    found = getattr(j, "resumability", None)
+    if found is None:
+        try:
+            session = object_session(j)
+        except UnmappedInstanceError:
+            session = None
+        found = job_resume.describe(session.connection(), j) if session is not None else \
+            job_resume.assess(j.kind, j.status, None)
+    return {"resumable": found.resumable, "resume_from_step": found.step, "resume_note": found.reason}
 
 
 def job_billing_out(jb) -> dict:
@@ -88,7 +128,7 @@ def event_out(e: JobEvent) -> dict:
 
 
 def tuned_out(m: TunedModel) -> dict:
-    return {"id": m.id, "object": "model", "kind": "tuned", "base_model": m.base_model, "strategy": m.strategy,
+    return {"id": m.id, "name": m.name, "object": "model", "kind": "tuned", "base_model": m.base_model, "strategy": m.strategy,
             "job_id": m.job_id, "metrics": m.metrics, "created_at": ts(m.created_at)}
 
 

@@ -15,7 +15,7 @@ from .errors import APIError
 
 CHUNK = 1024 * 1024
 MULTIPART_SLACK = 64 * 1024   # boundaries and part headers around the file
-API_UPLOAD_PATHS = ("/api/v1/datasets", "/v1/files", "/api/v1/models/import")
+API_UPLOAD_PATHS = ("/api/v1/datasets", "/v1/files", "/api/v1/models/import", "/api/v1/batch-predictions")
 
 
 def too_large(limit: int) -> APIError:

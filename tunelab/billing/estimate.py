@@ -280,6 +280,34 @@ def bench_estimate(session: Session | None, quick: bool = True, sweep: bool = Tr
     return _priced(sheet, device, units, ms, wall, low_f, high_f, raw, factor, spread, basis)
 
 
+BATCH_KIND = "batch-predict"
+
+
+def batch_estimate(session: Session | None, rows: int, model_params: int, device: str | None = None,
+                   units: int | None = None) -> Estimate:
+    """A batch-prediction job (kind batch-predict): work.json's model load plus a forward pass per row
+    (scaled by the base model's size), on every unit, priced as compute; plus each prediction at the
+    sheet's `batch.per_1k_predictions` (charged by the worker when the job succeeds)."""
+    from dataclasses import replace
+
+    found_device, found_units = detect()
+    device, units = device or found_device, units or found_units
+    table = work_constants()[BATCH_KIND]
+    c = table.get(device.split(":")[0], table["cpu"])
+    wall_s = c["startup_s"] + max(rows, 0) * c["per_row_s_per_100m"] * max(model_params, 1) / 1e8
+    raw = wall_s * units
+    spread = DEFAULT_SPREAD
+    low_f, high_f = max(1 - 1.5 * spread, 0.25), 1 + 2 * spread
+    sheet = prices.current()
+    predictions = max(rows, 0) * sheet.per_1k_batch_predictions // 1000
+    basis = [{"strategy": BATCH_KIND, "raw_seconds": round(raw, 2), "factor": 1.0, "hardware": 1.0,
+              "terms": [{"term": "predict", "rows": rows, "model_params": model_params, "wall_seconds": round(wall_s, 2),
+                         "units": units, "seconds": round(raw, 2), "predictions_cost": predictions}]}]
+    est = _priced(sheet, device, units, int(raw * 1000), wall_s, low_f, high_f, raw, 1.0, spread, basis)
+    return replace(est, cost=est.cost + predictions, cost_low=est.cost_low + predictions,
+                   cost_high=est.cost_high + predictions)
+
+
 def work_done_raw(estimate: dict, tokens_trained: int | None) -> int:
     """The raw estimate redone for the work the job really did: a fine-tune that stopped early
     trained fewer tokens than estimated. The calibration learns throughput from this, so that

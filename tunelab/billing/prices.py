@@ -25,6 +25,7 @@ class PriceSheet:
     per_1k_requests: int
     per_1k_tokens: int
     trial: int
+    per_1k_batch_predictions: int = 0     # batch-predict jobs: per 1,000 rows labelled (compute metered apart)
 
     def compute_per_hour(self, device: str) -> int:
         """Micro-dollars per hour of one unit of `device`: a CPU core ("cpu") or a GPU ("gpu:h100")."""
@@ -38,6 +39,7 @@ class PriceSheet:
                 "compute": {"cpu_core_hour": self.cpu_core_hour, "gpu_hour": dict(self.gpu_hour)},
                 "storage": {"gb_day": self.gb_day},
                 "serving": {"per_1k_requests": self.per_1k_requests, "per_1k_tokens": self.per_1k_tokens},
+                "batch": {"per_1k_predictions": self.per_1k_batch_predictions},
                 "grants": {"trial": self.trial}, "unit": "micro-dollars"}
 
 
@@ -54,7 +56,8 @@ def _parse(raw: dict) -> PriceSheet:
                       gb_day=int(raw.get("storage", {}).get("gb_day", 0)),
                       per_1k_requests=int(serving.get("per_1k_requests", 0)),
                       per_1k_tokens=int(serving.get("per_1k_tokens", 0)),
-                      trial=int(raw.get("grants", {}).get("trial", 0)))
+                      trial=int(raw.get("grants", {}).get("trial", 0)),
+                      per_1k_batch_predictions=int(raw.get("batch", {}).get("per_1k_predictions", 0)))
 
 
 @lru_cache(maxsize=4)

@@ -80,6 +80,9 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*")
     predict.add_argument("--file", type=Path, help="a data file; its text column is labelled")
     predict.add_argument("--json", action="store_true")
+    from .batch import add_local
+
+    add_local(predict)
 
     strategies = sub.add_parser("strategies", help="the strategies and their hyperparameters")
     strategies.add_argument("--json", action="store_true")
@@ -232,6 +235,12 @@ def cmd_predict(args) -> int:
     predictor = load_artifact(args.model_dir)
     if predictor.kind == "causal-lm":
         raise ArtifactError(f"{args.model_dir} is a generative model: use `tunelab generate {args.model_dir} PROMPT`")
+    if getattr(args, "out", None) is not None:
+        if not args.file or args.texts:
+            raise SystemExit("--out writes the predictions of --file: give a file, not texts")
+        from .batch import predict_to_file
+
+        return predict_to_file(predictor, args)
     texts = list(args.texts)
     if args.file:
         texts += _texts_from_file(args.file)

@@ -1,5 +1,5 @@
 """Remote mode: `tunelab --server URL --api-key K <command>` drives a tunelab server through the
-SDK (tunelab.sdk): datasets upload/list/get, jobs create/list/get/watch/cancel/events, jobs
+SDK (tunelab.sdk): datasets upload/list/get, jobs create/list/get/watch/cancel/resume/events, jobs
 bench-hardware (measure the server's worker machine, as a job), models predict/get. Nothing here imports the server, nor torch: httpx, pydantic and tqdm suffice.
 
 Exit statuses (cli/exits.py): 0 ok; 1 the server refused the request (or could not be reached), or
@@ -27,8 +27,13 @@ def extend(sub, groups) -> None:
     p.add_argument("file")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
+    p.add_argument("--name", help="what people call it (default: the file name without its extension)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_datasets_upload)
+    p = _json_flag(ds.add_parser("rename", help="remote: give a dataset a new name (its id stays)"))
+    p.add_argument("dataset_id")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_datasets_rename)
     _json_flag(ds.add_parser("list", help="remote: your datasets on the server")).set_defaults(func=cmd_datasets_list)
     p = _json_flag(ds.add_parser("get", help="remote: one dataset with its validation report"))
     p.add_argument("dataset_id")
@@ -46,6 +51,7 @@ def extend(sub, groups) -> None:
     p = _json_flag(jobs.add_parser("create", help="queue a training job (--watch to follow it)"))
     _training_data_args(p, "default: the task's (minilm for labelled texts, smollm2 for conversations)", "KEY=VALUE")
     p.add_argument("--strategy", help="default: the dataset's task's (lora, sft-lora, dpo); `tunelab strategies` lists them")
+    p.add_argument("--model-name", help="what people will call the tuned model (default: \"<dataset> — <strategy>\")")
     p.add_argument("--idempotency-key", help="sending the same key again returns the first job")
     p.add_argument("--watch", action="store_true", help="follow the job; exit 0/1/3 as it succeeds/fails/is cancelled")
     p.set_defaults(func=cmd_jobs_create)
@@ -64,12 +70,19 @@ def extend(sub, groups) -> None:
     p.add_argument("--idempotency-key", help="sending the same key again returns the first job")
     p.add_argument("--watch", action="store_true", help="follow it; exit 0/1/3 as it succeeds/fails/is cancelled")
     p.set_defaults(func=cmd_jobs_bench)
+    from .batch import add_remote
+
+    add_remote(jobs, _watch)
     p = _json_flag(jobs.add_parser("watch", help="follow a job live; exit 0 succeeded, 1 failed, 3 cancelled"))
     p.add_argument("job_id")
     p.set_defaults(func=cmd_jobs_watch)
     p = _json_flag(jobs.add_parser("cancel", help="cancel a job (a running one stops at a checkpoint)"))
     p.add_argument("job_id")
     p.set_defaults(func=cmd_jobs_cancel)
+    p = _json_flag(jobs.add_parser("resume", help="resume a cancelled or paused run from its last checkpoint"))
+    p.add_argument("job_id")
+    p.add_argument("--watch", action="store_true", help="follow it; exit 0/1/3 as it succeeds/fails/is cancelled")
+    p.set_defaults(func=cmd_jobs_resume)
     p = _json_flag(jobs.add_parser("events", help="a job's events"))
     p.add_argument("job_id")
     p.add_argument("--after", type=int, default=0, help="only events after this id")
@@ -84,6 +97,10 @@ def extend(sub, groups) -> None:
     p = _json_flag(models.add_parser("get", help="remote: one model (catalog or tuned) on the server"))
     p.add_argument("model_id")
     p.set_defaults(func=cmd_models_get)
+    p = _json_flag(models.add_parser("rename", help="remote: give a tuned model a new name (its id stays)"))
+    p.add_argument("model_id")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_models_rename)
 
 
 def _training_data_args(p: argparse.ArgumentParser, model_help: str, set_metavar: str) -> None:
@@ -102,19 +119,34 @@ def _json_flag(p):
 
 
 def _dataset_line(d) -> str:
-    return (f"{d.id}  {d.filename:<28} {d.status:<8} {d.rows or 0:>7} rows  {d.labels or 0:>4} labels  "
+    return (f"{d.id}  {d.name or d.filename:<28} {d.status:<8} {d.rows or 0:>7} rows  {d.labels or 0:>4} labels  "
             f"text={d.text_column} label={d.label_column}")
 
 
 @remote
 def cmd_datasets_upload(client, args) -> int:
-    d = client.datasets.upload(args.file, text_column=args.text_column, label_column=args.label_column)
+    d = client.datasets.upload(args.file, text_column=args.text_column, label_column=args.label_column,
+                               name=args.name)
     if args.json:
         dump(d)
     else:
         print(_dataset_line(d))
         for w in ((d.report or {}).get("warnings") or [])[:10]:
             _say(f"  warning: {w.get('message', w) if isinstance(w, dict) else w}")
+    return EXIT_OK
+
+
+@remote
+def cmd_datasets_rename(client, args) -> int:
+    d = client.datasets.rename(args.dataset_id, args.name)
+    dump(d) if args.json else print(f"{d.id}  {d.name}")
+    return EXIT_OK
+
+
+@remote
+def cmd_models_rename(client, args) -> int:
+    m = client.models.rename(args.model_id, args.name)
+    dump(m) if args.json else print(f"{m.id}  {m.name}")
     return EXIT_OK
 
 
@@ -171,7 +203,8 @@ def cmd_jobs_get(client, args) -> int:
 def cmd_jobs_create(client, args) -> int:
     job = client.jobs.create(args.dataset_id, strategy=args.strategy, model=args.model,
                              params=split_set(args.set, json_values=True), test_dataset_id=args.test_dataset_id,
-                             limit=args.limit, idempotency_key=args.idempotency_key)
+                             limit=args.limit, idempotency_key=args.idempotency_key,
+                             **({"model_name": args.model_name} if args.model_name else {}))
     if job.billing and not args.json:
         _say(estimate_line(job.billing))
     if not args.watch:
@@ -323,6 +356,18 @@ def cmd_jobs_cancel(client, args) -> int:
         state = "cancel requested (it stops at its next checkpoint)" if job.status != "cancelled" else "cancelled"
         print(f"job {job.id}: {state}")
     return EXIT_OK
+
+
+@remote
+def cmd_jobs_resume(client, args) -> int:
+    job = client.jobs.resume(args.job_id)
+    step = next((e.data.get("step") for e in reversed(client.jobs.events(job.id, type="status").data)
+                 if e.data.get("reason") == "resumed"), None) if not args.json else None
+    if not args.watch:
+        dump(job) if args.json else print(f"job {job.id}: {job.status}, resuming from its checkpoint at step {step}")
+        return EXIT_OK
+    _say(f"job {job.id} {job.status}, resuming from step {step}")
+    return _watch(client, job.id, args.json)
 
 
 @remote

@@ -88,6 +88,7 @@ class PriceSheet(Obj):
     serving: dict[str, Any]
     grants: dict[str, Any]
     unit: str
+    batch: dict[str, Any] | None = None       # batch-predict jobs: per_1k_predictions
 
 
 class Grant(Obj):

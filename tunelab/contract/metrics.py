@@ -80,6 +80,11 @@ class RunMetrics(Obj):
     efficiency: EfficiencyObject | None = None
     mfu: float | None = Field(None, description="efficiency.mfu, at the top for scripts")
     tokens_per_second: float | None = None
+    error_examples: list[dict[str, Any]] | None = Field(None, description="classification: a few misclassified "
+                                                        "test rows, {text (truncated), true, predicted}, at most "
+                                                        "3 a label and 30 in all")
+    train_label_counts: dict[str, int] | None = Field(None, description="classification: training rows of "
+                                                      "each label (after the split)")
 
 
 class ComparisonRow(Obj):
@@ -106,6 +111,9 @@ class ComparisonRow(Obj):
     tokens_per_s: float | None = Field(None, description="its training (or encoding) throughput")
     mfu: float | None = Field(None, description="model FLOPs utilisation of that work (0-1)")
     usd_per_million_tokens: float | None = None
+    in_words: dict[str, Any] | None = Field(None, description="classification: the results in a person's words "
+                                            "(overall, lines per label, weakest labels with examples of their "
+                                            "errors, needs, thin)")
 
 
 MetricsObject = Annotated[dict[str, Any], _open_object(RunMetrics)]

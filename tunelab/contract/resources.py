@@ -49,6 +49,8 @@ class ApiKeyList(Obj):
 
 class Dataset(Obj):
     id: str
+    name: str = Field("", description="what people call it (PATCH to rename; the id stays): the file name "
+                      "without its suffix unless given at upload")
     filename: str = ""
     purpose: str = ""
     bytes: int = 0
@@ -118,8 +120,9 @@ class JobError(Obj):
 
 class Job(Obj):
     id: str
-    kind: str = Field("train", description="train, compare or bench-hardware (a hardware benchmark of the "
-                                           "worker: `result.benchmark` holds its figures)")
+    kind: str = Field("train", description="train, compare, bench-hardware (a hardware benchmark of the "
+                                           "worker: `result.benchmark` holds its figures) or batch-predict "
+                                           "(a file labelled: GET /api/v1/jobs/{id}/output)")
     status: str
     spec: dict[str, Any] = Field(default_factory=dict)
     attempts: int = 0
@@ -132,6 +135,10 @@ class Job(Obj):
     started_at: int | None = None
     finished_at: int | None = None
     billing: dict[str, Any] | None = None   # estimate (with its range) before it starts; cost as it runs
+    resumable: bool = Field(False, description="A cancelled or paused training run with a checkpoint: "
+                                               "`POST /api/v1/jobs/{id}/resume` continues it from there")
+    resume_from_step: int | None = Field(None, description="The step of the checkpoint it would resume from")
+    resume_note: str | None = Field(None, description="A sentence: from which step it resumes, or why it cannot")
 
     @property
     def is_terminal(self) -> bool:
@@ -165,6 +172,8 @@ class EventPage(Obj):
 
 class Model(Obj):
     id: str
+    name: str | None = Field(None, description="a tuned model's human name (PATCH to rename; the id stays); "
+                             "a catalog or uploaded model's name")
     object: str = "model"
     kind: str = ""                      # "tuned", "uploaded", or the catalog model's kind
     base_model: str | None = None

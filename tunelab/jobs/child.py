@@ -107,7 +107,12 @@ def run(spec_path: Path) -> int:
     spec = ChildSpec.model_validate_json(spec_path.read_text())
     job = spec.job
 
+    from ..training.progress import PhaseEta
+
+    eta = PhaseEta()     # every long step gets an ETA (encoding texts too), not only training loops
+
     def progress(event) -> None:
+        event = eta(event)
         if event.phase == "checkpoint":
             emit("checkpoint", step=event.step, total_steps=event.total_steps, epoch=event.epoch, loss=event.loss)
         else:
@@ -115,6 +120,10 @@ def run(spec_path: Path) -> int:
 
     if job.is_bench:
         return run_bench(spec, progress)
+    if job.is_batch:
+        from .batch_predict import run as run_batch
+
+        return {"ok": EXIT_OK, "data": EXIT_DATA, "config": EXIT_CONFIG, "stopped": EXIT_STOPPED}[run_batch(spec, emit)]
     try:
         model = resolve_model(job.model)
         data = prepare_data(DataSpec(Path(spec.train_file), Path(spec.test_file) if spec.test_file else None,

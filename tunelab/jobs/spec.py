@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticKnownError
 
 
@@ -36,10 +36,24 @@ NOT_ON_BENCH = {"dataset_id": None, "test_dataset_id": None, "strategy": None, "
 TRAINING_ON_BENCH = ("does not apply to a hardware benchmark job (kind \"bench-hardware\"): it measures the "
                      "worker's machine and takes no dataset, strategy, hyperparameters, row limit nor budget; "
                      "only `quick` and `sweep`")
+BATCH = "batch-predict"
+# A batch-prediction job labels the texts of one file (`dataset_id`) with a tuned model (`tuned_model`);
+# nothing of training applies to it. Each field here keeps its default on such a job.
+NOT_ON_BATCH = {k: v for k, v in NOT_ON_BENCH.items() if k != "dataset_id"} | {"quick": True, "sweep": True}
+TRAINING_ON_BATCH = ("does not apply to a batch-prediction job (kind \"batch-predict\"): it labels the texts of "
+                     "`dataset_id` with `tuned_model`; only `top_k`, `output_format` and `text_column`")
+# The batch fields' defaults: left out (or at these) on the other kinds.
+BATCH_DEFAULTS = {"tuned_model": None, "top_k": 3, "output_format": "csv", "text_column": None}
+BATCH_ON_OTHERS = ("is for batch-prediction jobs (kind \"batch-predict\"); on the other kinds leave it out")
 BENCH_ON_TRAINING = ("`quick` and `sweep` are for hardware benchmark jobs (kind \"bench-hardware\"); on a train "
                      "or compare job leave them out (or true)")
 # strict: a JSON number (3 or 2.5), not `true` nor "600"; NaN and infinities are refused
 BudgetSeconds = Annotated[float, Field(gt=0, le=MAX_BUDGET_SECONDS, strict=True, allow_inf_nan=False)]
+# A human name (a dataset's, a tuned model's): printable, not blank, at most 120 characters; trimmed.
+# The pattern says it in the document too, so what the schema allows the service takes.
+NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+ModelName = Annotated[str, Field(min_length=1, max_length=120, pattern=NAME_PATTERN, strict=True),
+                      AfterValidator(str.strip)]
 BudgetUsd = Annotated[float, Field(gt=0, le=MAX_BUDGET_USD, strict=True, allow_inf_nan=False)]
 
 
@@ -74,7 +88,9 @@ def _document(schema: dict) -> None:
     names, params = strategy_params_schemas()
     props = schema["properties"]
     props["model"] = model_schema()
-    training = {"dataset_id": {"type": "string"}, "quick": {"const": True}, "sweep": {"const": True}}
+    no_batch = {"tuned_model": {"type": "null"}, "top_k": {"const": 3}, "output_format": {"const": "csv"},
+                "text_column": {"type": "null"}}
+    training = {"dataset_id": {"type": "string"}, "quick": {"const": True}, "sweep": {"const": True}, **no_batch}
     train_kind = {"anyOf": [{"not": {"required": ["kind"]}}, {"properties": {"kind": {"const": "train"}}}],
                   "required": ["dataset_id"],
                   "properties": {"budget_seconds": {"type": "null"}, "budget_usd": {"type": "null"},
@@ -88,16 +104,22 @@ def _document(schema: dict) -> None:
                               "strategy_params": {"type": "object", "properties": params}, **training}}
     empty = {type(None): {"type": "null"}, list: {"maxItems": 0}, dict: {"maxProperties": 0}, bool: {"const": False}}
     bench = {"required": ["kind"],
-             "properties": {"kind": {"const": BENCH}, **{f: empty[type(v)] for f, v in NOT_ON_BENCH.items()}}}
-    schema["anyOf"] = [{"allOf": [train_kind, {"anyOf": train}]}, compare, bench]
+             "properties": {"kind": {"const": BENCH}, **{f: empty[type(v)] for f, v in NOT_ON_BENCH.items()},
+                            **no_batch}}
+    batch = {"required": ["kind", "dataset_id", "tuned_model"],
+             "properties": {"kind": {"const": BATCH}, "dataset_id": {"type": "string"}, "tuned_model": {"type": "string"},
+                            "quick": {"const": True}, "sweep": {"const": True},
+                            **{f: empty[type(v)] for f, v in NOT_ON_BATCH.items() if type(v) in empty and v is not True}}}
+    schema["anyOf"] = [{"allOf": [train_kind, {"anyOf": train}]}, compare, bench, batch]
 
 
 class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_document)
 
-    kind: Literal["train", "compare", "bench-hardware"] = Field(
+    kind: Literal["train", "compare", "bench-hardware", "batch-predict"] = Field(
         "train", description="train: one strategy on a dataset; compare: several on the same split, one "
-                             "recommended; bench-hardware: measure the worker's machine (no dataset)")
+                             "recommended; bench-hardware: measure the worker's machine (no dataset); "
+                             "batch-predict: label every text of a file (`dataset_id`) with a tuned model")
     # required by train and compare jobs (_for_kind); a benchmark has none
     dataset_id: str | None = Field(default=None, validate_default=True)
     test_dataset_id: str | None = None
@@ -110,6 +132,9 @@ class JobSpec(BaseModel):
     limit: json_int(gt=0) | None = None
     seed: JsonInt = 0
     suffix: str | None = Field(default=None, max_length=40)
+    model_name: ModelName | None = Field(default=None, description=(
+        "train jobs: what people will call the tuned model (1-120 printable characters, trimmed; renamed "
+        "later with PATCH /api/v1/models/{id}); default \"<dataset name> — <strategy>\""))
     auto_fit: bool = Field(default=False, strict=True)
     metadata: dict[str, str] | None = None
     # compare jobs: what the comparison may spend (whichever limit comes first), and whether every
@@ -129,12 +154,30 @@ class JobSpec(BaseModel):
                         description="bench-hardware jobs: also time short real training runs of the models; "
                                     "false: the device figures only (matmul, memory, disk; about 15 s)")
 
-    @field_validator("dataset_id", *(f for f in NOT_ON_BENCH if f != "dataset_id"), "quick", "sweep")
+    # batch-predict jobs: the tuned model that labels the file's texts, and what the output holds
+    tuned_model: str | None = Field(default=None, min_length=1, max_length=200, validate_default=True,
+                                    description="batch-predict jobs: the tuned model (ft:…) that labels the texts")
+    top_k: json_int(ge=1, le=20) = Field(3, description="batch-predict jobs: how many labels (with their "
+                                                         "probabilities) each output row lists, 1 to 20")
+    output_format: Literal["csv", "jsonl"] = Field("csv", description="batch-predict jobs: the output file's format")
+    text_column: str | None = Field(default=None, min_length=1, max_length=200,
+                                    description="batch-predict jobs: the column (or JSON field) holding the "
+                                                "texts; detected when left out")
+
+    @field_validator("dataset_id", *(f for f in NOT_ON_BENCH if f != "dataset_id"), "quick", "sweep",
+                     *BATCH_DEFAULTS)
     @classmethod
     def _for_kind(cls, value, info: ValidationInfo):
         kind = info.data.get("kind")            # absent: the kind itself was refused
         if kind == BENCH and info.field_name in NOT_ON_BENCH and value != NOT_ON_BENCH[info.field_name]:
             raise ValueError(f"`{info.field_name}` {TRAINING_ON_BENCH}")
+        if kind == BATCH:
+            if info.field_name in NOT_ON_BATCH and value != NOT_ON_BATCH[info.field_name]:
+                raise ValueError(f"`{info.field_name}` {TRAINING_ON_BATCH}")
+            if info.field_name in ("dataset_id", "tuned_model") and value is None:
+                raise PydanticKnownError("missing")
+        elif kind is not None and info.field_name in BATCH_DEFAULTS and value != BATCH_DEFAULTS[info.field_name]:
+            raise ValueError(f"`{info.field_name}` {BATCH_ON_OTHERS}")
         if kind in ("train", "compare"):
             if info.field_name == "dataset_id" and value is None:
                 raise PydanticKnownError("missing")
@@ -155,6 +198,10 @@ class JobSpec(BaseModel):
     @property
     def is_bench(self) -> bool:
         return self.kind == BENCH
+
+    @property
+    def is_batch(self) -> bool:
+        return self.kind == BATCH
 
     def has_budget_fields(self) -> bool:
         return self.budget_seconds is not None or self.budget_usd is not None or self.exhaustive
@@ -177,5 +224,6 @@ class ChildSpec(BaseModel):
     test_file: str | None = None
     text_column: str | None = None
     label_column: str | None = None
+    model_dir: str | None = None           # batch-predict: the tuned model's folder, decrypted by the worker
     work_dir: str
     out_dir: str

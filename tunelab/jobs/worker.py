@@ -22,12 +22,13 @@ from ..billing import quotas
 from ..db.models import Dataset, Job, TunedModel
 from ..settings import Settings
 from ..strategies import available
-from . import bench, diskfull, metering, store, webhooks
+from . import batch_predict, bench, diskfull, metering, store, webhooks
 from .child import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STOPPED
 from .executors import Executor, executor_for
 from .jobdir import ARTIFACT, INPUTS, SPEC, WORK, JobFolder, artifact_parts
+from .naming import tuned_model_name
 from .results import store_result_file
-from .spec import BENCH, ChildSpec, JobSpec
+from .spec import BATCH, BENCH, ChildSpec, JobSpec
 from .status import JobStatus
 
 log = logging.getLogger("tunelab.worker")
@@ -110,7 +111,9 @@ class Worker:
                 return
             store.transition(s, job, JobStatus.VALIDATING,
                              f"Preparing the hardware benchmark (attempt {job.attempts})." if job.kind == BENCH
-                             else f"Validating the dataset (attempt {job.attempts}).", worker=self.id)
+                             else f"Loading the model and the file to label (attempt {job.attempts})."
+                             if job.kind == BATCH else f"Validating the dataset (attempt {job.attempts}).",
+                             worker=self.id)
             try:
                 spec_path, inputs = self._write_child_spec(s, job)
                 runtime = tenant_runtime(self.settings, job.tenant_id)
@@ -168,6 +171,8 @@ class Worker:
 
         train_name, train_data, train_row = input_of(spec.dataset_id, "train")
         files = {train_name: train_data}
+        if spec.is_batch:
+            return self._write_batch_spec(s, job, spec, folder, files, train_name, train_row)
         if spec.test_dataset_id:
             test_name, files[test_name], _ = input_of(spec.test_dataset_id, "test")
         train_path, test_path = folder.path / INPUTS / train_name, \
@@ -190,6 +195,26 @@ class Worker:
         if model_dir.is_dir():          # bring-your-own folder: readable, nothing else around it
             inputs.append(model_dir.resolve())
         return path, inputs
+
+    def _write_batch_spec(self, s, job: Job, spec: JobSpec, folder: JobFolder, files: dict, name: str,
+                          row: Dataset) -> tuple[Path, list[Path]]:
+        """A batch-predict job: its file and its tuned model's folder, decrypted into inputs/ (the
+        job cannot read the tenant's keys); the base model of an uploaded one readable too."""
+        from ..security.storage import open_sealed
+
+        model = s.get(TunedModel, spec.tuned_model)
+        if model is None or model.tenant_id != job.tenant_id:
+            raise LookupError(f"The tuned model {spec.tuned_model} no longer exists.")
+        model_dir = folder.path / INPUTS / "model"
+        child = ChildSpec(job=spec, train_file=str(folder.path / INPUTS / name), text_column=row.text_column,
+                          model_dir=str(model_dir), work_dir=str(folder.path / WORK), out_dir=str(folder.path / ARTIFACT))
+        folder.prepare_attempt(files, child.model_dump_json(indent=2))
+        open_sealed(self.settings.home, job.tenant_id, Path(model.artifact_path), model_dir)
+        inputs = []
+        base = Path(model.base_model or "")
+        if model.base_model and base.is_dir():
+            inputs.append(base.resolve())
+        return folder.path / SPEC, inputs
 
     def _supervise(self, job_id: str, version: int, execution, meter=None) -> None:
         state = {"result": None, "error": None, "stopped": None}
@@ -247,6 +272,9 @@ class Worker:
             return
         kind = msg.pop("type", "log")
         if kind == "phase" and msg.get("phase") == "running" and job.status == JobStatus.VALIDATING.value:
+            if job.kind == BATCH:
+                store.transition(s, job, JobStatus.RUNNING, "Model loaded: labelling the file's texts.", **msg)
+                return
             if job.kind == BENCH:
                 store.transition(s, job, JobStatus.RUNNING, "Measuring this worker's machine: "
                                  + ("device figures only." if msg.get("sweep") is False else
@@ -269,8 +297,8 @@ class Worker:
     def _finish(self, s, job: Job, code: int, state: dict) -> None:
         err = state["error"] or {}
         if job.cancel_requested:
-            store.transition(s, job, JobStatus.CANCELLED, "Cancelled; nothing was stored." if job.kind == BENCH
-                             else "Cancelled; its last checkpoint was kept.", step=(state["stopped"] or {}).get("step"))
+            store.transition(s, job, JobStatus.CANCELLED, "Cancelled; nothing was stored."
+                             if job.kind in (BENCH, BATCH) else "Cancelled; its last checkpoint was kept.", step=(state["stopped"] or {}).get("step"))
             webhooks.enqueue(s, job, "cancelled")
         elif state.get("violation"):                # over a sandbox limit: retrying cannot help
             self._fail(s, job, "resource_limit", f"The job was stopped: {state['violation']}.")
@@ -333,6 +361,9 @@ class Worker:
         if spec.is_bench:
             self._succeed_bench(s, job, spec, result)
             return
+        if spec.is_batch:
+            self._succeed_batch(s, job, spec, result)
+            return
         sealed = self._sealed_artifacts(s, job, spec, result)
         if spec.kind == "train" and not sealed:
             self._fail(s, job, "invalid_artifact", "The job finished without a model folder the worker could seal.")
@@ -344,7 +375,8 @@ class Worker:
                 next((r for r in result.get("results", []) if r.get("strategy") == strategy), {})
             if s.get(TunedModel, model_id) is None:
                 s.add(TunedModel(id=model_id, tenant_id=job.tenant_id, job_id=job.id, base_model=spec.model,
-                                 strategy=strategy, artifact_path=path, metrics=metrics or {}))
+                                 strategy=strategy, artifact_path=path, metrics=metrics or {},
+                                 name=tuned_model_name(s, job, spec, strategy)))
             ids[strategy] = model_id
         job.result = {**result, "artifacts": sealed, "models": ids}
         if spec.kind == "train":
@@ -373,6 +405,30 @@ class Worker:
                         {"run": stored.get("id"), "worker": stored.get("worker"),
                          "regressions": (stored.get("comparison") or {}).get("regressions") or []})
         store.transition(s, job, JobStatus.SUCCEEDED, "Job succeeded: the benchmark is on the Infrastructure page.")
+        webhooks.enqueue(s, job, "succeeded")
+
+    def _succeed_batch(self, s, job: Job, spec: JobSpec, result: dict) -> None:
+        """The output sealed (encrypted) from the folder the worker assigned, the predictions charged."""
+        folder = JobFolder(job_dir(self.settings, job))
+        try:
+            path, _ = folder.seal(self.settings.home, job.tenant_id, [ARTIFACT])
+        except (UnsafeEntry, OSError) as exc:
+            if diskfull.is_disk_full(exc):
+                raise
+            self._fail(s, job, "invalid_result", f"The predictions file was refused: {exc.strerror or exc}.")
+            return
+        rows = batch_predict.rows_of(result)
+        charged = batch_predict.bill_predictions(s, job, rows)
+        name = batch_predict.OUTPUT_NAMES[spec.output_format]
+        job.result = {"kind": BATCH, "rows": rows, "rows_per_s": result.get("rows_per_s"),
+                      "seconds": result.get("seconds"), "labels": [str(x) for x in (result.get("labels") or [])][:1000],
+                      "output": {"path": str(path), "filename": name, "format": spec.output_format,
+                                 "media_type": batch_predict.MEDIA_TYPES[spec.output_format]},
+                      "predictions_charged": charged}
+        store.add_event(s, job, "log", f"{rows:,} rows labelled"
+                        + (f" ({result['rows_per_s']:,.0f} rows/s)" if isinstance(result.get("rows_per_s"), (int, float))
+                           else "") + ".", {"rows": rows})
+        store.transition(s, job, JobStatus.SUCCEEDED, f"Job succeeded: {rows:,} predictions ready to download.")
         webhooks.enqueue(s, job, "succeeded")
 
     def _fail_disk_full(self, s, job: Job, doing: str) -> None:

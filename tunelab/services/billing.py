@@ -114,6 +114,10 @@ def estimate_spec(session: Session, tenant_id: str, spec: JobSpec) -> Estimate:
     a hardware benchmark from its mode (billing/work.json `bench-hardware`)."""
     if spec.is_bench:
         return bench_estimate(session, quick=spec.quick, sweep=spec.sweep)
+    if spec.is_batch:
+        from .batch_predictions import estimate as batch_estimate
+
+        return batch_estimate(session, tenant_id, spec)
     return within_budget(estimate(session, shapes(session, tenant_id, spec)), spec)
 
 

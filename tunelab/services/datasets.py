@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..data import DataLimits, validate
 from ..data.generative_checks import validate_generative
 from ..data.stats import _histogram, _length_summary
-from ..db.models import Dataset
+from ..db.models import MAX_NAME, Dataset
 from ..db.scoped import TenantScope
 from ..security.storage import dataset_store
 from . import parsing
@@ -98,27 +98,32 @@ def task_of_kind(kind: str | None) -> str:
 
 def import_dataset(session: Session, tenant_id: str, home: Path, upload: Path, filename: str, *,
                    purpose: str = "fine-tune", text_column: str | None = None, label_column: str | None = None,
-                   limits: DataLimits | None = None, model: str = "minilm", parsers: int = 0) -> Dataset:
+                   limits: DataLimits | None = None, model: str = "minilm", parsers: int = 0,
+                   name: str | None = None, sheet: str | None = None) -> Dataset:
     """DataError when the file cannot be read (nothing stored, no row). `parsers` > 0: the file is
-    read and checked in one of that many parser processes (the server: see services/parsing.py)."""
+    read and checked in one of that many parser processes (the server: see services/parsing.py).
+    `name`: what people call it (default: the file name without its suffix)."""
     named = _private_copy(upload, filename, dataset_store(home, tenant_id).root / "staging")
     try:
         fields = parsing.run(read_dataset, tenant_id, home, named, purpose=purpose, text_column=text_column,
-                             label_column=label_column, limits=limits, model=model, workers=parsers)
+                             label_column=label_column, limits=limits, model=model, workers=parsers,
+                             **({"sheet": sheet} if sheet else {}))
     finally:
         shutil.rmtree(named.parent, ignore_errors=True)
-    return TenantScope(session, tenant_id).add(Dataset(**fields))
+    named_by = {"name": name.strip()[:MAX_NAME]} if name and name.strip() else {}
+    return TenantScope(session, tenant_id).add(Dataset(**fields, **named_by))
 
 
 def read_dataset(tenant_id: str, home: Path, named: Path, *, purpose: str, text_column: str | None,
-                 label_column: str | None, limits: DataLimits | None, model: str) -> dict:
+                 label_column: str | None, limits: DataLimits | None, model: str, sheet: str | None = None) -> dict:
     """Parse, store and validate the file `named` (its name is the user's): the new row's fields.
     Runs in a parser process: takes and returns only what pickles, touches no database."""
     store = dataset_store(home, tenant_id)
     # Columns named by the caller: they mean a table, whatever the content looks like.
-    kind = None if (text_column or label_column) else data_kind(named)
+    kind = None if (text_column or label_column or sheet) else data_kind(named)
     if kind is None:
-        stored = store.import_file(named, text_column=text_column, label_column=label_column, limits=limits)
+        stored = store.import_file(named, text_column=text_column, label_column=label_column, limits=limits,
+                                   sheet=sheet)
     else:
         stored = store.import_generative(named, limits=limits)
     # The same bytes stored before decide (content addressing: the first import's reading).
@@ -132,8 +137,18 @@ def read_dataset(tenant_id: str, home: Path, named: Path, *, purpose: str, text_
                 text_column=ds.text_column, label_column=ds.label_column, rows=len(ds),
                 report={k: v for k, v in report.to_dict().items() if k != "stats"}
                 | {"task": CLASSIFICATION, "kind": LABELLED, "format": stored.meta.get("format"),
-                   "encoding": stored.meta.get("encoding"), "columns": stored.meta.get("columns")},
+                   "encoding": stored.meta.get("encoding"), "columns": stored.meta.get("columns"),
+                   "read_as": stored.meta.get("read_as")} | _sheets(stored),
                 stats=report.stats.get("train", {}))
+
+
+def _sheets(stored) -> dict:
+    """An Excel workbook's sheet names (the dataset page offers the others), else nothing."""
+    if stored.meta.get("format") != "xlsx":
+        return {}
+    from ..data.xlsx import sheet_names
+
+    return {"sheets": sheet_names(stored.read())}
 
 
 def _private_copy(upload: Path, filename: str, staging: Path) -> Path:
@@ -222,16 +237,18 @@ def preview(home: Path, row: Dataset, limit: int = 20, *, parsers: int = 0) -> l
     preference pairs. The stored file is read again: in a parser process when `parsers` > 0."""
     if not row.sha256:
         return []
-    return parsing.run(preview_rows, home, row.tenant_id, row.sha256, limit, workers=parsers)
+    columns = {"text_column": row.text_column, "label_column": row.label_column} if row.text_column else {}
+    return parsing.run(preview_rows, home, row.tenant_id, row.sha256, limit, workers=parsers, **columns)
 
 
-def preview_rows(home: Path, tenant_id: str, sha256: str, limit: int) -> list[dict]:
+def preview_rows(home: Path, tenant_id: str, sha256: str, limit: int, *, text_column: str | None = None,
+                 label_column: str | None = None) -> list[dict]:
     stored = dataset_store(home, tenant_id).get(sha256)
     if stored is None:
         return []
     if stored.kind is not None:
         return [_example_out(e) for e in stored.load_generative().examples[:limit]]
-    ds = stored.load()
+    ds = stored.load(text_column=text_column, label_column=label_column)
     return [{"line": e.line, "text": e.text, "label": e.label} for e in ds.examples[:limit]]
 
 

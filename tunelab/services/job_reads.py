@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 
 from ..db.ledger import JobBilling
 from ..db.models import Job, JobEvent
+from . import job_resume
 
 _JOBS, _BILLING = Job.__table__, JobBilling.__table__
 _JOB_KEYS, _BILLING_KEYS = [c.name for c in _JOBS.c], [c.name for c in _BILLING.c]
@@ -41,8 +42,11 @@ def job_view(conn: Connection, tenant_id: str, job_id: str) -> SimpleNamespace |
         return None
     n = len(_JOB_KEYS)
     billing = dict(zip(_BILLING_KEYS, row[n:]))
-    return SimpleNamespace(**dict(zip(_JOB_KEYS, row[:n])),
-                           billing=SimpleNamespace(**billing) if billing["job_id"] is not None else None)
+    job = SimpleNamespace(**dict(zip(_JOB_KEYS, row[:n])),
+                          billing=SimpleNamespace(**billing) if billing["job_id"] is not None else None)
+    # Resumable or not (one more indexed query, only for a cancelled or paused run).
+    job.resumability = job_resume.describe(conn, job)
+    return job
 
 
 def job_status(conn: Connection, tenant_id: str, job_id: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from ..data.minimums import TOO_LITTLE, planned_issues
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..jobs import store
@@ -39,7 +40,7 @@ def resolved(scope: TenantScope, spec: JobSpec) -> JobSpec:
     the task's default comparison when none was asked, strategy aliases ("lora" on conversations)
     replaced by the strategy they mean. Unknown names are left for check_spec to refuse. A hardware
     benchmark has no dataset: its spec is what runs."""
-    if spec.is_bench:
+    if spec.is_bench or spec.is_batch:
         return spec
     train = scope.find(Dataset, spec.dataset_id)
     if train is None:
@@ -71,17 +72,29 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
     spec = resolved(scope, spec)
     if spec.is_bench:
         return _check_bench(spec)
+    if spec.is_batch:
+        from . import batch_predictions
+
+        try:
+            return batch_predictions.check(scope, spec)
+        except batch_predictions.JobRejected as exc:
+            raise JobRejected(str(exc), exc.param, exc.code) from None
     train = scope.find(Dataset, spec.dataset_id)
     if train is None:
         raise JobRejected(f"No dataset with id {spec.dataset_id!r}.", "dataset_id", "dataset_not_found")
     if train.purpose == "fine-tune-results":
         raise JobRejected(f"{train.id} holds a job's results, not data to train on.", "dataset_id", "invalid_training_file")
+    if train.purpose == "batch":
+        raise JobRejected(f"{train.id} holds texts to label (a batch prediction's input), not training data.",
+                          "dataset_id", "invalid_training_file")
     if train.status != "processed":
         problems = "; ".join(i["message"] for i in train.report.get("issues", []) if i.get("severity") == "error")
         raise JobRejected(f"The dataset {train.id} has errors: {problems or 'see its report'}.", "dataset_id",
                           "invalid_training_file")
-    if spec.test_dataset_id and scope.find(Dataset, spec.test_dataset_id) is None:
+    test_row = scope.find(Dataset, spec.test_dataset_id) if spec.test_dataset_id else None
+    if spec.test_dataset_id and test_row is None:
         raise JobRejected(f"No dataset with id {spec.test_dataset_id!r}.", "test_dataset_id", "dataset_not_found")
+    check_enough_rows(train, test_row, spec.limit)
     # Through the service a base model is a catalog name, never a server path: a path would let
     # a tenant read another tenant's artifacts or any folder the server can see.
     if spec.model.startswith("upload:"):
@@ -119,6 +132,24 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
         if problem:
             raise JobRejected(problem, "strategy", "cuda_required")
     return spec
+
+
+def check_enough_rows(train: Dataset, test: Dataset | None, limit: int | None) -> None:
+    """JobRejected (too_little_data) when a labelled dataset's split, known from its label counts,
+    is below data/minimums.py's minimums: refused at submission, not a job that fails or "succeeds"
+    on 1 test row. Datasets without label counts (conversations, preference pairs) pass."""
+    counts = (train.stats or {}).get("label_counts")
+    if not counts:
+        return
+    test_rows = None
+    if test is not None:
+        known = set(counts)
+        test_rows = sum(int(c) for lab, c in ((test.stats or {}).get("label_counts") or {}).items() if lab in known)
+    applied = limit if limit and limit < sum(int(c) for c in counts.values()) else None
+    errors = [i for i in planned_issues(counts, test_rows=test_rows, limit=applied) if i.severity == "error"]
+    if errors:
+        raise JobRejected(" ".join(f"{i.message} {i.fix}" for i in errors), "limit" if applied else "dataset_id",
+                          TOO_LITTLE)
 
 
 def _check_bench(spec: JobSpec) -> JobSpec:

@@ -29,7 +29,7 @@ from .routes_auth import LOGIN_BODY_BYTES
 
 log = logging.getLogger("tunelab.web")
 API_PREFIXES = ("/api/", "/v1/", "/docs", "/redoc", "/openapi.json", "/healthz", "/readyz")
-UPLOAD_PATHS = ("/datasets/upload", "/models/import")
+UPLOAD_PATHS = ("/datasets/upload", "/models/import", "/batch-predictions")
 # The pages' Content-Security-Policy: scripts, styles, images and requests from this server only, no
 # inline script (htmx's inline indicator style and eval are off in base.html), never framed. Style
 # attributes stay allowed (`style-src-attr`): bars and histograms are sized from data; with
@@ -89,11 +89,11 @@ def _page_status(exc: Exception) -> tuple[int, str, str]:
 
 
 def mount(app: FastAPI) -> FastAPI:
-    from . import (routes_account, routes_auth, routes_compare, routes_datasets, routes_infrastructure, routes_jobs,
-                   routes_models, routes_train)
+    from . import (model_page, routes_account, routes_auth, routes_batch, routes_compare, routes_datasets,
+                   routes_infrastructure, routes_jobs, routes_models, routes_train)
 
-    for module in (routes_auth, routes_datasets, routes_models, routes_train, routes_jobs, routes_compare,
-                   routes_account, routes_infrastructure):
+    for module in (routes_auth, routes_datasets, routes_models, model_page, routes_train, routes_batch, routes_jobs,
+                   routes_compare, routes_account, routes_infrastructure):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     settings = app.state.settings

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 
-from ..billing.money import usd_short
+from ..billing.money import usd
 from ..jobs.spec import JobSpec
+from .format import Money
 
 log = logging.getLogger("tunelab.web")
 
@@ -22,8 +23,8 @@ def _estimate(session, tenant_id: str, spec: JobSpec) -> dict | None:
         log.warning("estimate failed", exc_info=True)
         return None
     return {"seconds": est.wall_seconds, "low": est.wall_low_seconds, "high": est.wall_high_seconds,
-            "cost": usd_short(est.cost), "cost_low": usd_short(est.cost_low), "cost_high": usd_short(est.cost_high),
-            "reserve": usd_short(est.reserve), "device": est.device}
+            "cost": Money(usd(est.cost)), "cost_low": Money(usd(est.cost_low)), "cost_high": Money(usd(est.cost_high)),
+            "reserve": Money(usd(est.reserve)), "device": est.device}
 
 
 def per_strategy(session, tenant_id: str, dataset_id: str, model: str, limit: int | None,
@@ -57,10 +58,10 @@ def panel(session, scope, principal, spec: JobSpec) -> dict | None:
             "missing": _money(out["missing_usd"]) if out.get("missing") else None, "quota": quota.get("message")}
 
 
-def _money(text: str) -> str:
-    whole, _, frac = str(text).partition(".")
-    micro = int(whole.lstrip("-") or 0) * 1_000_000 + int((frac + "000000")[:6])
-    return usd_short(-micro if str(text).startswith("-") else micro)
+def _money(text: str) -> Money:
+    """The ledger's exact dollars ("99.999344") as people read them ("$100.00"), the exact figure
+    kept for hover (`.exact`): one rounding rule for every page (web/format.money)."""
+    return Money(text)
 
 
 def account(session, tenant_id: str, days: int = 30) -> dict | None:
@@ -93,7 +94,26 @@ def job_cost(session, tenant_id: str, job_id: str) -> dict | None:
     if detail is None:
         return None
     est = detail["estimate"]
-    return {"state": detail["state"], "estimate": _money(est["cost_usd"]), "low": _money(est["low_usd"]),
+    # a settled charge under the quote's low end is explained on the page (stopped early, cached work)
+    below = detail["state"] == "settled" and int(detail.get("charged") or 0) < int(est.get("low") or 0)
+    return {"state": detail["state"], "below_range": below, "estimate": _money(est["cost_usd"]), "low": _money(est["low_usd"]),
             "high": _money(est["high_usd"]), "charged": _money(detail["charged_usd"]),
             "reserved": _money(detail["reserved_usd"]), "compute_seconds": detail["compute_seconds"],
             "wall_estimate": est.get("wall_seconds")}
+
+
+def compute_money(seconds: float | None) -> Money | None:
+    """Compute seconds of this machine in dollars at the current price sheet (a comparison's
+    "training + serving" cost): the device and units jobs are billed for here."""
+    from ..billing import prices
+    from ..billing.devices import detect
+
+    if seconds is None:
+        return None
+    try:
+        device, units = detect()
+        per_hour = prices.current().compute_per_hour(device) * (units if device == "cpu" else 1)
+    except Exception:
+        log.warning("price lookup failed", exc_info=True)
+        return None
+    return Money(usd(prices.compute_cost(int(float(seconds) * 1000), per_hour)))

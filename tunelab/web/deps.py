@@ -16,10 +16,12 @@ from ..api.deps import Principal, SessionDep
 from ..db.models import ApiKey, Tenant, User
 from . import session as sess
 from .format import FILTERS
+from .glossary import explain
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters.update(FILTERS)
+templates.env.globals["explain"] = explain          # the `term` macro's one-line explanations
 _RANK = {"viewer": 0, "member": 1, "admin": 2}
 
 

@@ -14,11 +14,13 @@ from fastapi import APIRouter, Request
 from ..api.deps import SessionDep
 from ..engine.compare import finish
 from ..evaluation.intervals import format_short
+from ..evaluation.summary import summarize
 from ..strategies import task_named
 from ..strategies.classification import SERVED_PREDICTIONS
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..jobs.status import JobStatus
+from . import credits
 from .deps import PageError, UserDep, render
 from .format import FILTERS
 from .routes_jobs import get_job, live_context
@@ -101,6 +103,7 @@ def table(rows: list[dict], models: dict, task=None) -> dict:
             r.setdefault("relative_cost", r["cost_seconds"] / cheapest)
             r["f1_pct"] = round(100 * r["quality"] / best_f1, 1)
             r["cost_pct"] = round(100 * r["cost_seconds"] / top_cost, 1)
+            r["cost_money"] = credits.compute_money(r["cost_seconds"])     # dollars; seconds as detail
         r["model"] = models.get(r["strategy"])
         out.append(r)
     ok = [r for r in out if "error" not in r]
@@ -108,7 +111,7 @@ def table(rows: list[dict], models: dict, task=None) -> dict:
             "f1_bars": [{"label": r["strategy"], "pct": r["f1_pct"],
                          "value": format_short(r["quality"], r.get("quality_interval"))} for r in ok],
             "intervals": any(r.get("quality_interval") for r in ok),
-            "cost_bars": [{"label": r["strategy"], "pct": r["cost_pct"], "value": f"{r['cost_seconds']:.0f} s"}
+            "cost_bars": [{"label": r["strategy"], "pct": r["cost_pct"], "value": f"{r['cost_money'] or ''} ({r['cost_seconds']:.0f} s)".strip()}
                           for r in ok]}
 
 
@@ -158,11 +161,24 @@ def runs_page(request, session, user, jobs: list[Job], title: str, gid: str | No
     winner, reason = recommend(rows, jobs) if not pending else (None, None)
     ds = TenantScope(session, user.tenant_id).find(Dataset, jobs[0].spec.get("dataset_id"))
     ctx = {"title": title, "members": jobs, "ds": ds, "table": table(rows, models, _task(jobs)), "recommended": winner,
-           "reason": reason, "how": how(jobs), "same_split": same, "pending": pending, "cmp_job": None, "gid": gid}
+           "reason": reason, "how": how(jobs), "same_split": same, "pending": pending, "cmp_job": None, "gid": gid,
+           "winner_words": winner_words(jobs, rows, winner)}
     running = next((j for j in pending if j.status != "queued"), pending[0] if pending else None)
     if running is not None:
         ctx.update(live_context(session, user, running))
     return render(request, "comparison.html", ctx)
+
+
+def winner_words(jobs: list[Job], rows: list[dict], winner: str | None) -> dict | None:
+    """The recommended run's results in a person's words (evaluation/summary.py)."""
+    if not winner:
+        return None
+    for job, row in zip([j for j in jobs if j.status == "succeeded" and (j.result or {}).get("metrics")],
+                        [r for r in rows if "error" not in r]):
+        if row.get("strategy") == winner:
+            words = summarize(job.result["metrics"])
+            return words.to_dict() if words is not None else None
+    return None
 
 
 @router.get("/comparisons")
@@ -208,4 +224,6 @@ def comparison(job_id: str, request: Request, user: UserDep, session: SessionDep
         **live_context(session, user, job), "cmp_job": job, "ds": ds, "title": " vs ".join(job.spec["strategies"]),
         "table": table(result.get("results", []), result.get("models", {}), _task([job])),
         "recommended": result.get("recommended"),
+        "winner_words": next((r.get("in_words") for r in result.get("results", [])
+                              if r.get("strategy") == result.get("recommended")), None),
         "reason": result.get("reason"), "how": how([job]), "same_split": True, "pending": [], "members": []})

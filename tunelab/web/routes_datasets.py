@@ -8,15 +8,20 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
+from pydantic import ValidationError
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from ..api.deps import SessionDep, SettingsDep
 from ..api.errors import APIError
-from ..api.routes.datasets import delete_dataset, ingest, preview_dataset
+from ..api.routes.datasets import choose_columns, delete_dataset, drop_error_rows, ingest, preview_dataset
+from ..api.schemas import ColumnChoice, Rename
+from ..api.routes.datasets import rename as rename_dataset
+from .naming import NAME_RULE, checked_name
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
+from ..services.dataset_fixes import ROW_ERRORS, rows_with_errors
 from ..services.datasets import dataset_task
 from .deps import UserDep, checked_form, need, render
 
@@ -45,9 +50,13 @@ async def upload(request: Request, user: UserDep, session: SessionDep, settings:
         return _list_page(request, user, session, error="Choose a file to upload.", status=422)
     text_column = str(form.get("text_column") or "").strip() or None
     label_column = str(form.get("label_column") or "").strip() or None
+    sheet = str(form.get("sheet") or "").strip()[:100] or None        # an Excel workbook's sheet
+    name = str(form.get("name") or "").strip() or None
+    if name is not None and checked_name(name) is None:
+        return _list_page(request, user, session, error=NAME_RULE, filename=file.filename, status=422)
     try:
         row = await run_in_threadpool(ingest, session, settings, user.principal, file, "fine-tune",
-                                      text_column, label_column)
+                                      text_column, label_column, name, sheet)
     except APIError as exc:
         return _list_page(request, user, session, error=exc.message, issues=exc.extra.get("issues"),
                           filename=file.filename, status=exc.status)
@@ -70,7 +79,18 @@ def histogram(stats: dict) -> list[dict]:
 
 
 @router.get("/datasets/{dataset_id}")
-async def dataset_page(dataset_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
+async def dataset_page(dataset_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep,
+                       dropped: str | None = None, columns: str | None = None, renamed: str | None = None):
+    notice = "Renamed: the id stays the same for the API." if renamed else None
+    if dropped is not None and dropped.isdigit() and len(dropped) < 10:
+        notice = f"{int(dropped):,} row(s) with errors were dropped; the original dataset is kept as it was."
+    elif columns:
+        notice = "Columns saved: the dataset was checked again with them."
+    return await _dataset_page(dataset_id, request, user, session, settings, notice=notice)
+
+
+async def _dataset_page(dataset_id: str, request: Request, user, session, settings, *, notice: str | None = None,
+                        error: str | None = None, status: int = 200):
     scope = TenantScope(session, user.tenant_id)
     row = scope.get(Dataset, dataset_id, "dataset")
     sample = (await run_in_threadpool(preview_dataset, row.id, scope, settings, PREVIEW_ROWS))["data"]
@@ -80,11 +100,81 @@ async def dataset_page(dataset_id: str, request: Request, user: UserDep, session
     issues = row.report.get("issues", [])
     task, kind = dataset_task(row)
     roles = [{"role": name, **info} for name, info in (row.stats.get("roles") or {}).items()]
+    bad_rows = [] if task != "text-classification" else await run_in_threadpool(
+        rows_with_errors, settings.home, row, parsers=settings.upload_parsers)
+    error_lines = {ln for i in issues if i.get("severity") == "error" for ln in i.get("lines") or []}
+    warning_lines = {ln for i in issues if i.get("severity") == "warning" for ln in i.get("lines") or []}
+    row_errors = [i for i in issues if i.get("severity") == "error" and i.get("code") in ROW_ERRORS]
+    # Distinct rows (a row can have an empty text and no label); line lists are capped on big files.
+    fixable = len({ln for i in row_errors for ln in i.get("lines") or []})
+    if any((i.get("count") or 0) > len(i.get("lines") or []) for i in row_errors):
+        fixable = max(fixable, max(i.get("count") or 0 for i in row_errors))
     return render(request, "dataset.html", {
+        "notice": notice, "error": error, "bad_rows": bad_rows, "error_lines": error_lines,
+        "warning_lines": warning_lines, "fixable": fixable, "derived": row.stats.get("derived_from"),
+        "columns": row.report.get("columns") or [], "sheets": row.report.get("sheets") or [],
+        "generic_columns": any(c.startswith("column_") and c[7:].isdigit() for c in row.report.get("columns") or []),
         "d": row, "issues": issues, "sample": sample, "label_bars": label_bars, "more_labels": more_labels,
         "hist": histogram(row.stats), "jobs": used_by, "length": row.stats.get("length") or {},
         "unit": row.stats.get("length_unit", "tokens"), "task": task, "kind": kind,
-        "generative": task != "text-classification", "roles": roles, "turns": row.stats.get("turns") or {}})
+        "generative": task != "text-classification", "roles": roles, "turns": row.stats.get("turns") or {}},
+        status=status)
+
+
+@router.post("/datasets/{dataset_id}/drop-error-rows")
+async def drop_rows(dataset_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
+    """A new dataset without the rows that have errors (the API's own route: audited the same way)."""
+    need(user, "member")
+    await checked_form(request, user)
+    scope = TenantScope(session, user.tenant_id)
+    try:
+        new = await run_in_threadpool(drop_error_rows, dataset_id, scope, user.principal, settings)
+    except APIError as exc:
+        if exc.status == 404:
+            raise
+        return await _dataset_page(dataset_id, request, user, session, settings, error=exc.message, status=exc.status)
+    return RedirectResponse(f"/datasets/{new['id']}?dropped={new['stats']['derived_from']['dropped_rows']}",
+                            status_code=303)
+
+
+@router.post("/datasets/{dataset_id}/columns")
+async def set_columns(dataset_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
+    """Which column is the text and which the label: the dataset is checked again with them."""
+    need(user, "member")
+    form = await checked_form(request, user)
+    scope = TenantScope(session, user.tenant_id)
+    text, label = (str(form.get(k) or "").strip()[:200] for k in ("text_column", "label_column"))
+    if not text or not label:
+        return await _dataset_page(dataset_id, request, user, session, settings, status=422,
+                                   error="Choose a text column and a label column.")
+    names = {k[5:]: str(v).strip() for k, v in list(form.multi_items())[:200] if k.startswith("name:")}
+    try:
+        choice = ColumnChoice(text_column=text, label_column=label,
+                              names={c: n for c, n in names.items() if n} if names else None)
+    except ValidationError:
+        return await _dataset_page(dataset_id, request, user, session, settings, status=422,
+                                   error="A column's name is 1 to 60 characters, on one line.")
+    try:
+        await run_in_threadpool(choose_columns, dataset_id, choice, scope, user.principal, settings)
+    except APIError as exc:
+        if exc.status == 404:
+            raise
+        return await _dataset_page(dataset_id, request, user, session, settings, error=exc.message, status=exc.status)
+    return RedirectResponse(f"/datasets/{dataset_id}?columns=saved", status_code=303)
+
+
+@router.post("/datasets/{dataset_id}/rename")
+async def rename(dataset_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
+    """A new name (the API's own PATCH: the same checks, the same audit entry); the id stays."""
+    need(user, "member")
+    form = await checked_form(request, user)
+    scope = TenantScope(session, user.tenant_id)
+    scope.get(Dataset, dataset_id, "dataset")              # another tenant's id: 404 first
+    name = checked_name(form.get("name"))
+    if name is None:
+        return await _dataset_page(dataset_id, request, user, session, settings, error=NAME_RULE, status=422)
+    rename_dataset(dataset_id, Rename(name=name), scope, user.principal)
+    return RedirectResponse(f"/datasets/{dataset_id}?renamed=1", status_code=303)
 
 
 @router.post("/datasets/{dataset_id}/delete")
@@ -92,6 +182,7 @@ async def delete(dataset_id: str, request: Request, user: UserDep, session: Sess
     need(user, "member")
     await checked_form(request, user)
     scope = TenantScope(session, user.tenant_id)
-    name = scope.get(Dataset, dataset_id, "dataset").filename
+    row = scope.get(Dataset, dataset_id, "dataset")
+    name = row.name or row.filename
     delete_dataset(dataset_id, scope, user.principal, request.app.state.settings)   # the API's own delete: audited the same way
     return RedirectResponse(f"/datasets?deleted={quote(name)}", status_code=303)

@@ -14,14 +14,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from ..api.deps import SessionDep, SettingsDep
-from ..api.routes.jobs import cancel_job as api_cancel
+from ..api.routes.jobs import cancel_job as api_cancel, resume_job as api_resume
 from ..api.errors import APIError
 from ..api.routes.jobs import open_stream
 from ..db.models import Dataset, Job, JobEvent, TunedModel
 from ..db.scoped import TenantScope
-from ..jobs.spec import BENCH
+from ..evaluation.summary import summarize
+from ..jobs.spec import BATCH, BENCH
 from ..jobs.status import JobStatus
 from ..services.infrastructure import comparison, model_rows
+from ..services import job_resume
 from ..services.jobs import dataset_task
 from ..strategies import Task, task_named
 from . import credits, wizard
@@ -95,6 +97,12 @@ def live_context(session, user, job: Job) -> dict:
                     "message": p.get("message"), "pct": round(100 * p.get("step", 0) / total) if total else 0}}
 
 
+def in_words(metrics: dict) -> dict | None:
+    """The results in a person's words (evaluation/summary.py), for the results macro."""
+    words = summarize(metrics)
+    return words.to_dict() if words is not None else None
+
+
 def confusion(metrics: dict) -> dict | None:
     cm = metrics.get("confusion_matrix") or {}
     labels, matrix = cm.get("labels") or [], cm.get("matrix") or []
@@ -143,6 +151,7 @@ def jobs(request: Request, user: UserDep, session: SessionDep, status: str | Non
     scope = TenantScope(session, user.tenant_id)
     where = [Job.status == status] if status in {s.value for s in JobStatus} else []
     rows = scope.list(Job, *where, order_by=Job.created_at.desc(), limit=200)
+    job_resume.attach(session.connection(), rows)       # "resume from step N" links: one query
     names = {d.id: d.filename for d in scope.list(Dataset)}
     return render(request, "jobs.html", {"jobs": rows, "names": names, "status": status, "quality": quality,
                                          "statuses": [s.value for s in JobStatus]})
@@ -193,7 +202,12 @@ def bench_view(job: Job) -> dict:
 
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
-    job = get_job(session, user, job_id, kind=("train", BENCH))
+    job = get_job(session, user, job_id, kind=("train", BENCH, BATCH))
+    if job.kind == BATCH:          # a file labelled: live progress, then the download (routes_batch)
+        from .routes_batch import batch_context
+
+        return render(request, "batch_job.html", {**live_context(session, user, job),
+                                                  **batch_context(session, user, job, settings)})
     if job.kind == BENCH:
         return render(request, "job.html", {**live_context(session, user, job), "bench": bench_view(job),
                                             "cost": credits.job_cost(session, user.tenant_id, job.id)})
@@ -207,9 +221,20 @@ def job_page(job_id: str, request: Request, user: UserDep, session: SessionDep, 
                                         "samples": samples(job) if generative else [],
                                         "compare_with": compare_choices(task, job.spec.get("strategy")),
                                         "per_class": per_class, "cm": None if generative else confusion(metrics),
+                                        "in_words": None if generative else in_words(metrics),
                                         "card": model_card(session, user, job, settings.home),
+                                        "tuned_model": TenantScope(session, user.tenant_id).find(
+                                            TunedModel, job.fine_tuned_model) if job.fine_tuned_model else None,
                                         "cost": credits.job_cost(session, user.tenant_id, job.id),
+                                        "resume": job_resume.describe(session.connection(), job),
                                         "idempotency_key": uuid.uuid4().hex})
+
+
+@router.get("/jobs/{job_id}/cost")
+def job_cost_partial(job_id: str, request: Request, user: UserDep, session: SessionDep):
+    """The cost panel alone: the job page reloads it while the job runs ("charged so far" live)."""
+    job = get_job(session, user, job_id, kind=("train", BENCH, BATCH))
+    return render(request, "_cost.html", {"job": job, "cost": credits.job_cost(session, user.tenant_id, job.id)})
 
 
 @router.get("/jobs/{job_id}/stream")
@@ -231,3 +256,17 @@ async def cancel_job(job_id: str, request: Request, user: UserDep, session: Sess
     job = scope.get(Job, job_id, "job")
     api_cancel(job_id, scope, session, user.principal)     # the API's own cancel, audited the same way
     return RedirectResponse(f"/{'comparisons' if job.kind == 'compare' else 'jobs'}/{job.id}", status_code=303)
+
+
+@router.post("/jobs/{job_id}/resume")
+async def resume_job(job_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
+    """The "Resume from step N" button: the API's own resume (audited the same way), then the live
+    page; a run that cannot be resumed gets the page of errors with the reason (409)."""
+    need(user, "member")
+    await checked_form(request, user)
+    job = get_job(session, user, job_id)
+    try:
+        api_resume(job_id, TenantScope(session, user.tenant_id), session, user.principal, settings)
+    except APIError as exc:
+        raise PageError(exc.status, "This run cannot be resumed", exc.message) from None
+    return RedirectResponse(f"/jobs/{job.id}", status_code=303)

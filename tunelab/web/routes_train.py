@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from ..api.deps import SessionDep, SettingsDep
 from ..api.errors import APIError
 from ..api.routes.jobs import create
+from ..data.minimums import planned_issues
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..jobs.spec import JobSpec
@@ -47,7 +48,8 @@ def _models(session, user, settings, task, wanted: str | None) -> tuple[list, li
 
 def _wizard(request, user, session, settings, q: dict, error: str | None = None, status: int = 200):
     scope = TenantScope(session, user.tenant_id)
-    ready = [d for d in scope.list(Dataset, order_by=Dataset.created_at.desc()) if d.status == "processed"]
+    ready = [d for d in scope.list(Dataset, order_by=Dataset.created_at.desc())
+             if d.status == "processed" and d.purpose != "batch"]        # texts to label are not training data
     ds = None
     if q.get("dataset"):
         ds = scope.find(Dataset, q["dataset"])
@@ -63,7 +65,7 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
            "limit": q.get("limit") or "", "error": error or model_error, "explain": explanation(task.name),
            "idempotency_key": uuid.uuid4().hex, "compare": q.get("compare") or [],
            "time_limits": TIME_LIMITS, "time_limit": str(q.get("time_limit") or ""),
-           "exhaustive": q.get("exhaustive") in ("1", "on", "true")}
+           "exhaustive": q.get("exhaustive") in ("1", "on", "true"), "model_label": str(q.get("model_name") or "")[:120]}
     if ds is not None and ds.status == "processed":
         try:
             limit = wizard.positive_int(q.get("limit"), "Rows to use")
@@ -74,6 +76,10 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
 
         cuda = default_device().startswith("cuda")
         facts = DataFacts.from_stats(ds.stats or {}, limit, task=task.name)
+        # Too little data for a score that means something: said before Start (and refused by it).
+        counts = (ds.stats or {}).get("label_counts") or {}
+        applied = limit if limit and limit < sum(counts.values()) else None
+        ctx["row_check"] = [i.to_dict() for i in planned_issues(counts, limit=applied)] if counts else []
         past = scope.list(Job, Job.status == "succeeded", order_by=Job.created_at.desc(), limit=200)
         advice = advise(facts, sizes.get(model_name, 0), [s["name"] for s in strategies],
                         budget=ctx["budget"], cuda=cuda, history=history_rates(past), task=task.name)
@@ -119,7 +125,8 @@ def train_form(request: Request, user: UserDep, session: SessionDep, settings: S
 async def start(request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
     need(user, "member")
     form = await checked_form(request, user)
-    q = {k: form.get(k) for k in ("dataset", "model", "strategy", "budget", "limit", "time_limit", "exhaustive")}
+    q = {k: form.get(k) for k in ("dataset", "model", "strategy", "budget", "limit", "time_limit", "exhaustive",
+                                  "model_name")}
     q["values"] = {k: v for k, v in form.items() if k.startswith("p.") and isinstance(v, str)}
     q["compare"] = form.getlist("compare")
     action = form.get("action", "train")
@@ -135,7 +142,8 @@ async def start(request: Request, user: UserDep, session: SessionDep, settings: 
             return await _compare(request, user, session, settings, q, form, model, limit)
         name = str(q["strategy"] or "")
         spec = JobSpec(kind="train", dataset_id=q["dataset"], model=model, strategy=name, limit=limit,
-                       params=wizard.params_from_form(name, form) if name else {})
+                       params=wizard.params_from_form(name, form) if name else {},
+                       model_name=str(form.get("model_name") or "").strip() or None)
         key = f"web-{form.get('idempotency_key')}" if form.get("idempotency_key") else None
         # The API's own create: the same checks (dataset, model, sandbox), the same audit entry.
         job, _ = await run_in_threadpool(create, session, user.principal, spec, key)

@@ -14,10 +14,10 @@ from ...billing import InsufficientCredit, QuotaExceeded
 from ...db.models import Job, JobEvent
 from ...jobs.spec import JobSpec
 from ...db.scoped import NotFound
-from ...services import job_reads
+from ...services import job_reads, job_resume
 from ...services.jobs import JobRejected, cancel, submit
 from ...services.streams import JobStreams, StreamRefused
-from ..deps import MemberDep, PrincipalDep, RowId, ScopeDep, SessionDep, audit, principal_and
+from ..deps import MemberDep, PrincipalDep, RowId, ScopeDep, SessionDep, SettingsDep, audit, principal_and
 from ...contract import EventPage, Job as JobOut, JobList
 from ..errors import AUTH, APIError, errors
 from ..schemas import event_out, job_out
@@ -39,7 +39,8 @@ def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tu
         job, created = submit(session, principal.tenant_id, spec, idempotency_key)
     except JobRejected as exc:
         # Another tenant's dataset is indistinguishable from a missing one: 404, as on every route.
-        status = 404 if exc.code == "dataset_not_found" else 422
+        status = 404 if exc.code == "dataset_not_found" or (exc.code, exc.param) == ("model_not_found", "tuned_model") \
+            else 422
         raise APIError(status, exc.code, str(exc), exc.param) from None
     except InsufficientCredit as exc:     # 402 with what is missing, in micro-dollars and dollars
         raise APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict()) from None
@@ -48,6 +49,7 @@ def create(session, principal, spec: JobSpec, idempotency_key: str | None) -> tu
     if created:
         stored = job.spec or {}         # as resolved for the dataset's task
         extra = {"quick": spec.quick, "sweep": spec.sweep} if spec.is_bench else \
+            {"model": spec.tuned_model, "file": spec.dataset_id, "top_k": spec.top_k} if spec.is_batch else \
             {"strategy": stored.get("strategy") or stored.get("strategies"), "dataset": spec.dataset_id}
         audit(session, principal, "job.create", job.id, kind=spec.kind, **extra)
     return job, created
@@ -70,9 +72,10 @@ def create_job(spec: JobSpec, session: SessionDep, principal: MemberDep,
 
 
 @router.get("", response_model=JobList, responses=errors(*AUTH, 422))
-def list_jobs(scope: ScopeDep, limit: int = 50, status: str | None = None):
+def list_jobs(scope: ScopeDep, session: SessionDep, limit: int = 50, status: str | None = None):
     where = [Job.status == status] if status else []
     jobs = scope.list(Job, *where, order_by=Job.created_at.desc(), limit=max(1, min(limit, 500)))
+    job_resume.attach(session.connection(), jobs)        # one query for the page's checkpoints
     return {"data": [job_out(j) for j in jobs]}
 
 
@@ -96,6 +99,25 @@ async def get_job(job_id: str, request: Request):
 def cancel_job(job_id: str, scope: ScopeDep, session: SessionDep, principal: MemberDep):
     job = cancel(session, scope.get(Job, job_id, "job"))
     audit(session, principal, "job.cancel", job.id)
+    return job_out(job)
+
+
+@router.post("/{job_id}/resume", response_model=JobOut, responses=errors(*AUTH, 402, 403, 404, 409, 429))
+def resume_job(job_id: str, scope: ScopeDep, session: SessionDep, principal: MemberDep, settings: SettingsDep):
+    """Resume a cancelled or paused training run from its last checkpoint: the job keeps its id and
+    goes back to the queue; the steps charged before are not charged again. 409 with the reason
+    when it cannot be resumed (see the job's `resumable` and `resume_note`), 402 without the
+    credit to reserve for the rest of the run, 429 when the tenant runs its most jobs at once."""
+    job = scope.get(Job, job_id, "job")
+    try:
+        step = job_resume.resume(session, job, settings.jobs_dir, job_resume.person(session, principal))
+    except job_resume.NotResumable as exc:
+        raise APIError(409, "not_resumable", str(exc)) from None
+    except InsufficientCredit as exc:
+        raise APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict()) from None
+    except QuotaExceeded as exc:
+        raise APIError(429, "quota_exceeded", str(exc), exc.quota, **exc.to_dict()) from None
+    audit(session, principal, "job.resume", job.id, step=step)
     return job_out(job)
 
 
