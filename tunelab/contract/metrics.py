@@ -82,7 +82,9 @@ class RunMetrics(Obj):
     tokens_per_second: float | None = None
     error_examples: list[dict[str, Any]] | None = Field(None, description="classification: a few misclassified "
                                                         "test rows, {text (truncated), true, predicted}, at most "
-                                                        "3 a label and 30 in all")
+                                                        "3 a label and 30 in all. The service keeps them sealed with the tenant's key "
+                                                        "(`error_examples_sealed` in a job's result); its web pages "
+                                                        "show them")
     train_label_counts: dict[str, int] | None = Field(None, description="classification: training rows of "
                                                       "each label (after the split)")
 

@@ -15,6 +15,8 @@ from ..api.deps import SessionDep
 from ..engine.compare import finish
 from ..evaluation.intervals import format_short
 from ..evaluation.summary import summarize
+from ..security import sealed_fields
+from ..security.storage import cipher
 from ..strategies import task_named
 from ..strategies.classification import SERVED_PREDICTIONS
 from ..db.models import Dataset, Job
@@ -162,21 +164,28 @@ def runs_page(request, session, user, jobs: list[Job], title: str, gid: str | No
     ds = TenantScope(session, user.tenant_id).find(Dataset, jobs[0].spec.get("dataset_id"))
     ctx = {"title": title, "members": jobs, "ds": ds, "table": table(rows, models, _task(jobs)), "recommended": winner,
            "reason": reason, "how": how(jobs), "same_split": same, "pending": pending, "cmp_job": None, "gid": gid,
-           "winner_words": winner_words(jobs, rows, winner)}
+           "winner_words": winner_words(jobs, rows, winner, lambda m: _opened(request, user, m))}
     running = next((j for j in pending if j.status != "queued"), pending[0] if pending else None)
     if running is not None:
         ctx.update(live_context(session, user, running))
     return render(request, "comparison.html", ctx)
 
 
-def winner_words(jobs: list[Job], rows: list[dict], winner: str | None) -> dict | None:
+def _opened(request: Request, user, words: dict | None) -> dict | None:
+    """The summary with its examples of errors unsealed (security/sealed_fields.py)."""
+    if not words:
+        return words
+    return sealed_fields.unseal(words, cipher(request.app.state.settings.home, user.tenant_id))
+
+
+def winner_words(jobs: list[Job], rows: list[dict], winner: str | None, opened=lambda m: m) -> dict | None:
     """The recommended run's results in a person's words (evaluation/summary.py)."""
     if not winner:
         return None
     for job, row in zip([j for j in jobs if j.status == "succeeded" and (j.result or {}).get("metrics")],
                         [r for r in rows if "error" not in r]):
         if row.get("strategy") == winner:
-            words = summarize(job.result["metrics"])
+            words = summarize(opened(job.result["metrics"]))
             return words.to_dict() if words is not None else None
     return None
 
@@ -224,6 +233,6 @@ def comparison(job_id: str, request: Request, user: UserDep, session: SessionDep
         **live_context(session, user, job), "cmp_job": job, "ds": ds, "title": " vs ".join(job.spec["strategies"]),
         "table": table(result.get("results", []), result.get("models", {}), _task([job])),
         "recommended": result.get("recommended"),
-        "winner_words": next((r.get("in_words") for r in result.get("results", [])
-                              if r.get("strategy") == result.get("recommended")), None),
+        "winner_words": _opened(request, user, next((r.get("in_words") for r in result.get("results", [])
+                                                     if r.get("strategy") == result.get("recommended")), None)),
         "reason": result.get("reason"), "how": how([job]), "same_split": True, "pending": [], "members": []})

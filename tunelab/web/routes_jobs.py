@@ -22,6 +22,8 @@ from ..db.scoped import TenantScope
 from ..evaluation.summary import summarize
 from ..jobs.spec import BATCH, BENCH
 from ..jobs.status import JobStatus
+from ..security import sealed_fields
+from ..security.storage import cipher
 from ..services.infrastructure import comparison, model_rows
 from ..services import job_resume
 from ..services.jobs import dataset_task
@@ -212,7 +214,7 @@ def job_page(job_id: str, request: Request, user: UserDep, session: SessionDep, 
         return render(request, "job.html", {**live_context(session, user, job), "bench": bench_view(job),
                                             "cost": credits.job_cost(session, user.tenant_id, job.id)})
     ds = TenantScope(session, user.tenant_id).find(Dataset, job.spec.get("dataset_id"))
-    metrics = (job.result or {}).get("metrics") or {}
+    metrics = sealed_fields.unseal((job.result or {}).get("metrics") or {}, cipher(settings.home, user.tenant_id))
     per_class = sorted((metrics.get("per_class") or {}).items())
     task = job_task(session, user, job)
     generative = task.serving == "generate"
