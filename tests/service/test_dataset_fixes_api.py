@@ -11,6 +11,8 @@ from openpyxl import Workbook
 
 from .helpers import upload
 
+pytestmark = pytest.mark.slow_on_postgresql    # SQLite in `make test`, PostgreSQL in `make test-slow`
+
 BAD = ("text,label\n"
        "free prize call now,spam\nsee you at lunch,ham\n,ham\ncall me later,ham\n"
        "win a cruise now,spam\nonly once here,lonely\nmissing its label,\nhome by six,ham\n")

@@ -17,6 +17,8 @@ from tunelab.sdk import Client
 from .conftest import database_url
 from .helpers import upload, wait_job
 
+pytestmark = pytest.mark.slow_on_postgresql    # SQLite in `make test`, PostgreSQL in `make test-slow`
+
 
 @pytest.fixture(scope="module")
 def world(server, client_a, banking_subset) -> dict:

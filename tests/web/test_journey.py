@@ -109,7 +109,7 @@ def test_upload_train_compare_predict(tab, web_server, shared_copy):
     page.goto(job_url)
     page.get_by_role("link", name="Try it in the playground").click()
     page.get_by_role("textbox", name="Text", exact=True).fill(SPAM)
-    page.get_by_role("button", name="Predict").click()
+    page.get_by_role("button", name="Predict", exact=True).click()
     label = page.locator(".predicted-label")
     label.wait_for(timeout=120_000)
     assert label.inner_text() == "spam"
