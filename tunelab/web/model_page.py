@@ -26,8 +26,8 @@ from ..db.scoped import TenantScope
 from ..jobs.naming import strategy_words
 from ..services.generation import is_generative
 from ..services.models_naming import describe_all
-from .deps import PageError, UserDep, checked_form, need, render
-from .naming import NAME_RULE, checked_name
+from .deps import PageError, UserDep, render
+from .naming import NAME_RULE, rename_form
 from .routes_jobs import MAX_CARD_BYTES, _sealed_card, quality
 
 router = APIRouter(include_in_schema=False)
@@ -126,11 +126,7 @@ def model_page(model_id: str, request: Request, user: UserDep, session: SessionD
 @router.post("/models/{model_id}/rename")
 async def rename(model_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
     """The API's own PATCH (the same checks, the same audit entry); back to where the form was."""
-    need(user, "member")
-    form = await checked_form(request, user)
-    scope = TenantScope(session, user.tenant_id)
-    scope.get(TunedModel, model_id, "model")                # another tenant's id: 404 first
-    name = checked_name(form.get("name"))
+    scope, name = await rename_form(request, user, session, TunedModel, model_id, "model")
     if name is None:
         return _page(request, user, session, settings, model_id, error=NAME_RULE, status=422)
     rename_route(model_id, Rename(name=name), scope, user.principal)

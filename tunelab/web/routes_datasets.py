@@ -18,7 +18,7 @@ from ..api.errors import APIError
 from ..api.routes.datasets import choose_columns, delete_dataset, drop_error_rows, ingest, preview_dataset
 from ..api.schemas import ColumnChoice, Rename
 from ..api.routes.datasets import rename as rename_dataset
-from .naming import NAME_RULE, checked_name
+from .naming import NAME_RULE, checked_name, rename_form
 from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..services.dataset_fixes import ROW_ERRORS, rows_with_errors
@@ -166,11 +166,7 @@ async def set_columns(dataset_id: str, request: Request, user: UserDep, session:
 @router.post("/datasets/{dataset_id}/rename")
 async def rename(dataset_id: str, request: Request, user: UserDep, session: SessionDep, settings: SettingsDep):
     """A new name (the API's own PATCH: the same checks, the same audit entry); the id stays."""
-    need(user, "member")
-    form = await checked_form(request, user)
-    scope = TenantScope(session, user.tenant_id)
-    scope.get(Dataset, dataset_id, "dataset")              # another tenant's id: 404 first
-    name = checked_name(form.get("name"))
+    scope, name = await rename_form(request, user, session, Dataset, dataset_id, "dataset")
     if name is None:
         return await _dataset_page(dataset_id, request, user, session, settings, error=NAME_RULE, status=422)
     rename_dataset(dataset_id, Rename(name=name), scope, user.principal)
