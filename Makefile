@@ -38,10 +38,12 @@ demo-cli: $(STAMP)
 # private throwaway cluster that scripts/pg-test-server starts (and stops). scripts/system-deps installs
 # bubblewrap, Chromium and PostgreSQL first (or stops with the command to run): no test quietly drops
 # a layer because a system package is missing.
-# `make test` stays within 15 minutes on 2 cores; the long quality and durability runs are `make test-slow`.
+# `make test` stays within 15 minutes on 2 cores: two pytest-xdist workers, a test file on one worker (its
+# module-scoped servers and browser stay with it); most of the wall time is waiting on servers and
+# subprocesses. The long quality and durability runs are `make test-slow`, one at a time.
 test: $(STAMP)
 	scripts/system-deps test
-	TUNELAB_TEST_STRICT_DEPS=1 scripts/pg-test-server run -- $(BIN)/python -m pytest
+	TUNELAB_TEST_STRICT_DEPS=1 scripts/pg-test-server run -- $(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-slow: $(STAMP)
 	scripts/system-deps test

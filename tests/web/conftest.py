@@ -28,15 +28,18 @@ def web_server(tmp_path_factory):
     srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Per module, not per session: Playwright's sync API runs an event loop in this thread while a
+    # browser is open, and a later module on the same pytest-xdist worker that calls asyncio.run()
+    # (the stream tests) or opens its own browser would fail under it. A launch is about a second.
     yield from launch_browser()
 
 
 def launch_browser():
     """Chromium through Playwright's sync API, for as long as the generator runs. Its event loop
-    runs in this thread meanwhile: a module outside tests/web that needs a browser takes its own,
-    module-scoped, so that the loop is gone before the next module (asyncio.run() there)."""
+    runs in this thread meanwhile, so every browser fixture is module-scoped: the loop is gone
+    before the next module (asyncio.run() there)."""
     if not Path(CHROMIUM).is_file():
         from sysdeps import missing_dependency
 
