@@ -28,6 +28,30 @@ collects all issues into a report instead.
 | imbalance             | warning  | validation | largest class is more than 10x the smallest                   |
 | too_long              | warning  | validation | texts over the model's max length will be truncated           |
 | unseen_label          | warning  | validation | a test label never appears in the training data               |
+
+Image datasets (data/images.py; `line` is the image's place in reading order or its manifest row,
+and the member's path is in the message, and in `column` when the issue is about one member):
+
+| code                  | severity | raised by  | meaning                                                      |
+|-----------------------|----------|------------|--------------------------------------------------------------|
+| unsafe_member         | error    | images     | an archive member with `..`, an absolute path, a link or a device (nothing is extracted) |
+| not_an_archive        | error    | images     | the source is neither a zip, a tar nor a folder               |
+| corrupt_archive       | error    | images     | the zip/tar cannot be read                                    |
+| too_many_images       | error    | images     | more members than ImageLimits.max_images                      |
+| archive_too_large     | error    | images     | the images expand past ImageLimits.max_bytes (or 200x the archive) |
+| bad_image             | error    | images     | zero-byte, corrupt, truncated or unsupported-format image     |
+| image_too_large       | error    | images     | over the pixel limit (decompression bomb) or the per-file byte limit |
+| animated_image        | error    | images     | an animated or multi-frame/page file                          |
+| missing_image         | error    | images     | a manifest row names a file that is not in the archive        |
+| missing_label         | error    | images     | an image outside any class folder, or a manifest row without a label |
+| rare_label            | error    | images     | a label with fewer than 2 images                              |
+| single_class          | error    | images     | every image has the same label                                |
+| no_images             | error    | images     | no usable image in the training (or test) set                 |
+| duplicate_image       | warning  | images     | the same bytes (sha256) more than once                        |
+| image_leakage         | warning  | images     | a test image is byte-identical to a training image            |
+| converted_mode        | warning  | images     | images not 8-bit RGB (CMYK, 16-bit, palette, RGBA, grey) converted |
+| ignored_images        | warning  | images     | images outside the layout (val/ beside test/, not in the manifest) |
+| imbalance, unseen_label | warning | images    | as for text                                                    |
 """
 
 from __future__ import annotations
