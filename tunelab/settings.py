@@ -17,10 +17,20 @@ def default_home() -> Path:
     return Path(os.environ.get("TUNELAB_HOME") or Path.home() / ".tunelab")
 
 
+def default_shared_models() -> Path:
+    """The shared models folder (pretrained weights shipped beside the repo, e.g. ResNet-20 for
+    CIFAR): TUNELAB_SHARED_MODELS, else the repository's ../shared/datasets/models. Read at call
+    time, like default_home, so that the model catalog finds it without building the Settings."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "models"
+    return Path(os.environ.get("TUNELAB_SHARED_MODELS") or default)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNELAB_", extra="ignore")
 
     home: Path = Field(default_factory=default_home)
+    # Pretrained weights the catalog converts (once, to safetensors in home/models) from here.
+    shared_models: Path = Field(default_factory=default_shared_models)
     # SQLite in TUNELAB_HOME unless set, e.g. postgresql+psycopg://user:pass@host/db
     database_url: str | None = None
     max_upload_mb: float = 200.0

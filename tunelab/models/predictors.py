@@ -124,6 +124,9 @@ PREDICTOR_KINDS = {c.kind: c for c in (EmbeddingHeadPredictor, SequenceClassifie
 from .lm_predictors import GENERATIVE_KINDS  # noqa: E402  (causal-LM kinds: tuned LMs, prompted classifiers)
 
 PREDICTOR_KINDS.update(GENERATIVE_KINDS)
+from .image_predictors import IMAGE_KINDS  # noqa: E402  (image kinds: frozen backbone + head, fine-tuned network)
+
+PREDICTOR_KINDS.update(IMAGE_KINDS)
 
 
 def model_key(path: Path) -> str:
