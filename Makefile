@@ -57,6 +57,11 @@ test-claims: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_banking77.py
 
+.PHONY: bench-images
+# tunelab's image linear probe against the hand-written equivalent (same model, plain torch + scikit-learn), images/s
+bench-images: $(STAMP)
+	$(BIN)/python benchmarks/bench_images.py --json benchmarks/results/bench_images.json
+
 .PHONY: bench-hardware
 # this machine's figures (matmul peak, bandwidth, MiniLM full / LoRA / linear-probe MFU) and the targets' ratios
 bench-hardware: $(STAMP)

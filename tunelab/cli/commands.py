@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import admin, bench, billing, generative, remote
+from . import admin, bench, billing, generative, images, remote
 from .budget import add_budget_args
 from .common import say as _say, split_set_by_strategy
 from .errors import guarded
@@ -25,14 +25,15 @@ __all__ = ["COMMANDS", "EXIT_CONFIG", "EXIT_DATA", "EXIT_OK", "build_parser", "c
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", type=Path, help="training data: CSV, TSV, JSON, JSONL or Parquet")
+    p.add_argument("file", type=Path, help="training data: CSV, TSV, JSON, JSONL or Parquet, or a zip/tar "
+                   "(or folder) of images, one folder per class")
     p.add_argument("--test", type=Path, help="your own test file (default: a stratified 20%% split)")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--limit", type=int, help="use a stratified subset of N training rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", help="catalog name or a local Hugging Face folder (default: minilm for "
-                   "labelled texts, smollm2 for conversations and preference pairs)")
+                   "labelled texts, smollm2 for conversations and preference pairs, efficientnet-lite0 for images)")
 
 
 def build_parser(extensions=()) -> argparse.ArgumentParser:
@@ -104,6 +105,8 @@ def cmd_inspect(args) -> int:
     from ..strategies.generative import read_kind
     from ..models import resolve_model, token_counter
 
+    if images.is_images(args.file):   # an archive or folder of images, one folder per class
+        return images.cmd_inspect_images(args)
     if read_kind(args.file):          # conversations, plain text, preference pairs
         return generative.cmd_inspect_generative(args)
     spec = resolve_model(args.model)
@@ -207,7 +210,8 @@ def render_table(rows: list[dict], columns) -> str:
         columns = (*columns, *EFFICIENCY_COLUMNS)
     cells = [[cell(r, key, fmt) for key, _, fmt in columns] for r in done]
     widths = [max([len(header) + 2, 9] + [len(c[i]) + 2 for c in cells]) for i, (_, header, _) in enumerate(columns)]
-    head = f"{'strategy':<16}" + "".join(f"{h:>{w}}" for (_, h, _), w in zip(columns, widths))
+    name_w = max([16] + [len(r.get("strategy", "")) + 2 for r in rows])
+    head = f"{'strategy':<{name_w}}" + "".join(f"{h:>{w}}" for (_, h, _), w in zip(columns, widths))
     lines = [head, "-" * len(head)]
     by_row = iter(cells)
     for r in rows:
@@ -220,7 +224,7 @@ def render_table(rows: list[dict], columns) -> str:
         if "error" in r:
             lines.append(f"{r['strategy']:<16}  not run: {r['error'].splitlines()[0][:90]}")
             continue
-        lines.append(f"{r['strategy']:<16}" + "".join(f"{c:>{w}}" for c, w in zip(next(by_row), widths)))
+        lines.append(f"{r['strategy']:<{name_w}}" + "".join(f"{c:>{w}}" for c, w in zip(next(by_row), widths)))
     if any(r.get("quality_interval") for r in done):
         lines.append("(in brackets: the 95% interval over the test rows)")
     if any(r.get("mfu") is not None for r in done):
@@ -241,6 +245,8 @@ def cmd_predict(args) -> int:
         from .batch import predict_to_file
 
         return predict_to_file(predictor, args)
+    if images.predicts_images(predictor):     # an image model: the arguments are image files
+        return images.cmd_predict_images(predictor, args)
     texts = list(args.texts)
     if args.file:
         texts += _texts_from_file(args.file)

@@ -12,12 +12,18 @@ from ..strategies.generative import read_kind
 
 
 def task_of_file(path: Path) -> Task:
-    """The task a file's content is for (its kind decides: see strategies.generative.read_kind)."""
+    """The task a file's content is for: a task that recognises it by content (an image archive:
+    Task.kind_of) first, then its kind (see strategies.generative.read_kind)."""
+    from ..strategies import TASKS, load_builtin, task_for_kind
+
+    load_builtin()
+    for task in list(TASKS.values()):
+        kind = task.kind_of(Path(path))
+        if kind is not None:
+            return task_for_kind(kind)
     kind = read_kind(Path(path))
     if kind is None:
         return task_named("text-classification")
-    from ..strategies import task_for_kind
-
     return task_for_kind(kind)
 
 

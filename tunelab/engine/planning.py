@@ -45,6 +45,10 @@ def fit_options(ctx: RunContext, strategy, budget_mb: float, trainable: int, tot
                 baseline_mb: float | None = None) -> list[FitOption]:
     """Changes that lower peak memory, cheapest in quality and time first. baseline_mb: what the
     process held before the estimate's probe step (after it, the allocator still holds its memory)."""
+    own = getattr(strategy, "memory_options", None)
+    if own is not None:          # a strategy that knows its own knobs (images: batch, size, lighter)
+        return [FitOption(o["description"], o["strategy"], o["params"], o["peak_mb"])
+                for o in own(ctx, budget_mb * HEADROOM)]
     if not strategy.adjustable_memory:
         return []
     lengths = _lengths(ctx, ctx.splits.train.texts)

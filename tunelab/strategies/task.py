@@ -40,6 +40,7 @@ class Task:
     serving: ClassVar[str]            # "classify" | "generate": how a tuned model answers
     default_model: ClassVar[str]      # the catalog model a job uses when none is named
     model_kind: ClassVar[str | None] = None     # the kind of base model it needs (None: any)
+    inputs: ClassVar[str] = "text"                # what a prediction takes: "text" | "image"
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -50,6 +51,11 @@ class Task:
         return f"<task {self.name}>"
 
     # -- data -------------------------------------------------------------------------------
+    def kind_of(self, path: Path) -> str | None:
+        """The dataset kind of `path` when this task recognises it by content (an image archive),
+        else None; asked before the table and generative readers look at the file."""
+        return None
+
     def prepare(self, spec: DataSpec, model, max_length: int | None = None) -> PreparedData:
         """Read, validate (DataError with the report's lines) and split."""
         raise NotImplementedError
