@@ -129,7 +129,8 @@ class Worker:
         try:
             # TUNELAB_HOME for the job is its tenant's own runtime folder (feature cache, throughput
             # table): no cache is shared across tenants, and the server's home stays out of reach.
-            execution = self.executor.start(spec_path, spec_path.parent, child_env() | {"TUNELAB_HOME": str(runtime)},
+            execution = self.executor.start(spec_path, spec_path.parent, child_env() | {"TUNELAB_HOME": str(runtime),
+                                                                        "TUNELAB_SHARED_MODELS": str(self.settings.shared_models)},
                                             readable=inputs, writable=[runtime], gpus=quotas.gpus_of(job.spec))
         except OSError as exc:
             if not diskfull.is_disk_full(exc):
@@ -195,6 +196,9 @@ class Worker:
         model_dir = Path(spec.model)
         if model_dir.is_dir():          # bring-your-own folder: readable, nothing else around it
             inputs.append(model_dir.resolve())
+        shared = self.settings.shared_models
+        if shared.is_dir():             # shipped pretrained weights (ResNet-20): read-only, converted in the job's home
+            inputs.append(shared.resolve())
         return path, inputs
 
     def _write_batch_spec(self, s, job: Job, spec: JobSpec, folder: JobFolder, files: dict, name: str,

@@ -25,7 +25,8 @@ from .watch import Watch
 _ETC = ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/nsswitch.conf", "/etc/passwd",
         "/etc/group", "/etc/localtime", "/etc/alternatives"]
 _PASS_ENV = ["LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM",
-             "TUNELAB_MAX_UPLOAD_MB", "TUNELAB_MAX_ROWS", "CUDA_VISIBLE_DEVICES", "TUNELAB_CATALOG"]
+             "TUNELAB_MAX_UPLOAD_MB", "TUNELAB_MAX_ROWS", "CUDA_VISIBLE_DEVICES", "TUNELAB_CATALOG",
+             "TUNELAB_SHARED_MODELS"]
 
 
 @dataclass(frozen=True)
