@@ -24,10 +24,10 @@ import httpx
 # The response models are the server's own (tunelab.contract: pydantic only, no server code), so
 # the client and the server cannot drift apart.
 from .contract import (TERMINAL, ApiKey, Comparison, Dataset, EventPage, Infrastructure, Job, JobError,  # noqa: F401
-                       JobEvent, Model, Prediction, Tenant, Webhook, WebhookDelivery)
+                       ImagePrediction, JobEvent, Model, Prediction, Tenant, Webhook, WebhookDelivery)
 
 __all__ = ["Client", "APIError", "APIConnectionError", "Dataset", "Job", "JobEvent", "EventPage", "Model",
-           "Prediction", "Comparison", "ApiKey", "Webhook", "WebhookDelivery", "Tenant", "Infrastructure", "TERMINAL"]
+           "Prediction", "ImagePrediction", "Comparison", "ApiKey", "Webhook", "WebhookDelivery", "Tenant", "Infrastructure", "TERMINAL"]
 
 
 class APIError(Exception):
@@ -238,6 +238,21 @@ class Models(_Resource):
         texts = [texts] if isinstance(texts, str) else list(texts)
         out = self._c.request("POST", f"/api/v1/models/{_path(model_id)}/predict", json={"texts": texts})
         return [Prediction(**p) for p in out["data"]]
+
+    def predict_images(self, model_id: str, images: list[str | Path | bytes] | str | Path | bytes) -> list[ImagePrediction]:
+        """Classify images with a tuned image classifier: file paths (sent as multipart files) or
+        bytes (sent as base64 JSON); up to 16 a call. The answers come back in the same order."""
+        import base64
+
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if all(isinstance(i, (bytes, bytearray)) for i in items):
+            body = {"images": [base64.b64encode(bytes(i)).decode("ascii") for i in items]}
+            out = self._c.request("POST", f"/api/v1/models/{_path(model_id)}/predict-images", json=body)
+        else:
+            files = [("files", (Path(i).name, Path(i).read_bytes())) if not isinstance(i, (bytes, bytearray))
+                     else ("files", (f"image-{n}", bytes(i))) for n, i in enumerate(items)]
+            out = self._c.request("POST", f"/api/v1/models/{_path(model_id)}/predict-images/files", files=files)
+        return [ImagePrediction(**p) for p in out["data"]]
 
     def artifact(self, model_id: str) -> dict:
         return self._c.request("GET", f"/api/v1/models/{_path(model_id)}/artifact")

@@ -63,6 +63,18 @@ class PredictBody(Body):
     texts: list[str] = Field(min_length=1, max_length=1000)
 
 
+# An image as base64 (standard alphabet, padding optional), bare or as a data: URL; what it holds is
+# checked when it is decoded (services/predictions.py), after the body's size cap (api/bodies.py).
+BASE64_IMAGE = r"^(data:image/[A-Za-z0-9.+-]+;base64,)?[A-Za-z0-9+/]+={0,2}$"
+MAX_IMAGES = 16          # a request's images: CPU inference time stays in a request's range
+
+
+class ImagePredictBody(Body):
+    images: list[Annotated[str, Field(min_length=4, pattern=BASE64_IMAGE)]] = Field(
+        min_length=1, max_length=MAX_IMAGES, description="each image file (PNG, JPEG, ...) as base64, "
+        "or as a data: URL; the whole body is capped by TUNELAB_MAX_BODY_MB")
+
+
 def ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value else None
 

@@ -15,7 +15,8 @@ from .metrics import ComparisonRow, RunMetrics
 from .openai import (FileDeleted, FileList, FileObject, FineTuningCheckpointList, FineTuningEventList, FineTuningJob,
                      FineTuningJobList, OpenAIModel, OpenAIModelDeleted, OpenAIModelList)
 from .resources import (TERMINAL, ApiKey, ApiKeyList, AuditPage, Comparison, ComparisonList, Dataset, DatasetList,
-                        DatasetPreview, EventPage, Job, JobError, JobEvent, JobList, Model, ModelList, Prediction,
+                        DatasetPreview, EventPage, ImagePrediction, ImagePredictionList, ImageRow, Job, JobError,
+                        JobEvent, JobList, Model, ModelList, Prediction,
                         PredictionList, Tenant, User, UserList, Webhook, WebhookDelivery, WebhookDeliveryList,
                         WebhookList)
 

@@ -57,8 +57,9 @@ class Dataset(Obj):
     status: str = ""
     rows: int | None = None
     task: str = Field("text-classification", description="what the data trains: text-classification, "
-                      "chat (conversations and plain text) or preference (chosen/rejected pairs)")
-    kind: str = Field("labelled", description="labelled (a text+label table), chat, plain or preference")
+                      "image-classification (an archive of images), chat (conversations and plain text) or "
+                      "preference (chosen/rejected pairs)")
+    kind: str = Field("labelled", description="labelled (a text+label table), images, chat, plain or preference")
     text_column: str | None = None
     label_column: str | None = None
     labels: int | None = None
@@ -106,11 +107,19 @@ class PreferenceRow(Obj):
     rejected: str
 
 
+class ImageRow(Obj):
+    """An image of an archive: its member path, its label and a small thumbnail (a data: URL)."""
+    line: int
+    path: str
+    label: str
+    thumbnail: str | None = Field(None, description="a PNG thumbnail as a data: URL")
+
+
 class DatasetPreview(Obj):
-    data: list[TextRow | ConversationRow | PreferenceRow] = Field(
+    data: list[TextRow | ConversationRow | PreferenceRow | ImageRow] = Field(
         description="the first rows, each with its line in the file: line, text, label for a table; "
                     "line, messages for conversations and plain text; line, prompt, chosen, rejected for "
-                    "preference pairs")
+                    "preference pairs; line, path, label, thumbnail for an image archive (a few a class)")
 
 
 class JobError(Obj):
@@ -198,6 +207,21 @@ class Prediction(Obj):
 class PredictionList(Obj):
     model: str
     data: list[Prediction]
+
+
+class ImagePrediction(Obj):
+    """One image's class: `index` is its place in the request, `filename` the uploaded file's name
+    (multipart) or null (base64 JSON)."""
+    index: int
+    filename: str | None = None
+    label: str
+    score: float
+    scores: dict[str, float] = Field(default_factory=dict)
+
+
+class ImagePredictionList(Obj):
+    model: str
+    data: list[ImagePrediction]
 
 
 class Comparison(Obj):

@@ -56,6 +56,12 @@ def check(scope: TenantScope, spec: JobSpec) -> JobSpec:
     if not is_classifier(model):
         raise JobRejected(f"{model.id} is a {model_task(model).title} model: it generates text and does not label "
                           "texts; batch predictions need a classifier.", "tuned_model", "not_a_classifier")
+    from .predictions import model_inputs
+
+    if model_inputs(model) == "image":
+        raise JobRejected(f"{model.id} classifies images: batch predictions on image files are not supported yet; "
+                          f"use the predict API (POST /api/v1/models/{model.id}/predict-images, 16 images a call).",
+                          "tuned_model", "not_a_text_model")
     row = scope.find(Dataset, spec.dataset_id)
     if row is None:
         raise JobRejected(f"No file with id {spec.dataset_id!r}.", "dataset_id", "dataset_not_found")

@@ -24,7 +24,19 @@ from ..strategies import get_strategy, parse_params
 __all__ = ["InsufficientCredit", "QuotaExceeded", "admit", "estimate_spec", "grant", "open_reservation"]
 
 
+# An image, in the estimator's units (tokens through a model of the same parameter count): its
+# forward FLOPs / (2 x parameters). EfficientNet-Lite0 at 224 px: 0.39 GFLOPs / (2 x 4.7 M) = 42;
+# ResNet-20 at 32 px: 41 MFLOPs / (2 x 0.27 M) = 76. Metered jobs calibrate the rest (`observe`).
+IMAGE_TOKENS = 64.0
+
+
+def _is_images(ds: Dataset) -> bool:
+    return (ds.report or {}).get("kind") == "images"
+
+
 def _mean_tokens(ds: Dataset) -> float:
+    if _is_images(ds):
+        return IMAGE_TOKENS
     length = (ds.stats or {}).get("length") or {}
     mean = float(length.get("mean") or 0.0)
     if (ds.stats or {}).get("length_unit") == "words":
@@ -35,7 +47,7 @@ def _mean_tokens(ds: Dataset) -> float:
 def _histogram(ds: Dataset) -> dict | None:
     """The token-length histogram, converted from words when the stats counted words."""
     hist = (ds.stats or {}).get("histogram")
-    if not hist or not hist.get("bins"):
+    if _is_images(ds) or not isinstance(hist, dict) or not hist.get("bins"):
         return None
     if (ds.stats or {}).get("length_unit") == "words":
         hist = {"bins": [b * 1.35 for b in hist["bins"]], "counts": hist["counts"]}

@@ -2,8 +2,9 @@
 store content-addressed, validate and compute stats (kept with the row, so the UI can show
 the report and a job can refuse a dataset with errors).
 
-The file's content decides what it is for: a text+label table (task text-classification), or a
-generative dataset (chat conversations in OpenAI `messages`, ShareGPT or alpaca form, plain text,
+The file's content decides what it is for: a text+label table (task text-classification), an
+archive of images (task image-classification: services/image_datasets.py), or a generative
+dataset (chat conversations in OpenAI `messages`, ShareGPT or alpaca form, plain text,
 preference pairs). The row's report says so (`task`, `kind`, `format`) and, for generative data,
 its stats count turns and tokens with the catalog's chat model's tokenizer."""
 
@@ -24,7 +25,7 @@ from ..data.stats import _histogram, _length_summary
 from ..db.models import MAX_NAME, Dataset
 from ..db.scoped import TenantScope
 from ..security.storage import dataset_store
-from . import parsing
+from . import image_datasets, parsing
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,11 @@ def read_dataset(tenant_id: str, home: Path, named: Path, *, purpose: str, text_
                  label_column: str | None, limits: DataLimits | None, model: str, sheet: str | None = None) -> dict:
     """Parse, store and validate the file `named` (its name is the user's): the new row's fields.
     Runs in a parser process: takes and returns only what pickles, touches no database."""
-    store = dataset_store(home, tenant_id)
     # Columns named by the caller: they mean a table, whatever the content looks like.
+    if not (text_column or label_column or sheet) and image_datasets.is_image_upload(named):
+        return image_datasets.read_image_upload(tenant_id, home, named, purpose=purpose,
+                                                max_bytes=limits.max_bytes if limits else None)
+    store = dataset_store(home, tenant_id)
     kind = None if (text_column or label_column or sheet) else data_kind(named)
     if kind is None:
         stored = store.import_file(named, text_column=text_column, label_column=label_column, limits=limits,
@@ -237,6 +241,8 @@ def preview(home: Path, row: Dataset, limit: int = 20, *, parsers: int = 0) -> l
     preference pairs. The stored file is read again: in a parser process when `parsers` > 0."""
     if not row.sha256:
         return []
+    if image_datasets.is_image_row(row):       # the sealed thumbnails: no archive to read again
+        return image_datasets.preview_images(home, row, limit)
     columns = {"text_column": row.text_column, "label_column": row.label_column} if row.text_column else {}
     return parsing.run(preview_rows, home, row.tenant_id, row.sha256, limit, workers=parsers, **columns)
 

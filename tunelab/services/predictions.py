@@ -60,3 +60,73 @@ def predict(predictor, texts: list[str], top_k: int = 5) -> list[dict]:
         out.append({"text": text, "label": names[int(order[0])], "score": float(row[order[0]]),
                     "scores": {names[int(i)]: float(row[i]) for i in order}})
     return out
+
+
+# ---- image classifiers: the same answer, for images ---------------------------------------------
+
+class ImageRefused(ValueError):
+    """An uploaded image that cannot be classified: which one, why (a stable code), the status."""
+
+    def __init__(self, index: int, code: str, message: str, status: int = 422):
+        super().__init__(message)
+        self.index, self.code, self.message, self.status = index, code, message, status
+
+
+def model_inputs(model) -> str:
+    """What a tuned model (db.models.TunedModel) takes: "text" or "image" (its task's `inputs`)."""
+    from ..strategies import task_named
+
+    try:
+        task = task_named((getattr(model, "metrics", None) or {}).get("task") or "text-classification")
+    except KeyError:
+        return "text"
+    return getattr(task, "inputs", "text")
+
+
+def decode_base64(value: str, index: int, max_bytes: int) -> bytes:
+    """An image's bytes from base64 (bare or a data: URL); the size is checked before decoding."""
+    import base64
+    import binascii
+
+    payload = value.split(",", 1)[1] if value.startswith("data:") else value
+    if len(payload) * 3 // 4 > max_bytes:
+        raise ImageRefused(index, "image_too_large", f"Image {index} is over {max_bytes / 1e6:.1f} MB.", 413)
+    try:
+        return base64.b64decode(payload + "=" * (-len(payload) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageRefused(index, "bad_image", f"Image {index} is not valid base64.") from None
+
+
+def read_images(blobs: list[bytes], max_bytes: int) -> list:
+    """PIL images (RGB, EXIF applied) from uploaded files' bytes, each checked by
+    data.images.read_image_bytes (pixel limit, decompression bombs, one frame); ImageRefused for
+    the first that is not an image this can classify."""
+    from ..data import DataError
+    from ..data.images import read_image_bytes
+
+    out = []
+    for i, data in enumerate(blobs):
+        if not data:
+            raise ImageRefused(i, "empty_file", f"Image {i} is empty.")
+        if len(data) > max_bytes:
+            raise ImageRefused(i, "image_too_large", f"Image {i} is over {max_bytes / 1e6:.1f} MB.", 413)
+        try:
+            out.append(read_image_bytes(data))
+        except DataError as exc:
+            issue = exc.issues[0] if exc.issues else None
+            raise ImageRefused(i, issue.code if issue else "bad_image",
+                               f"Image {i}: {issue.message if issue else exc}") from None
+    return out
+
+
+def predict_images(predictor, images: list, filenames: list[str | None] | None = None, top_k: int = 5) -> list[dict]:
+    """The class of each image, with the top_k probabilities (the text answer's shape, by index)."""
+    proba = predictor.predict_proba(images)
+    names = predictor.label_names
+    filenames = filenames or [None] * len(images)
+    out = []
+    for i, (filename, row) in enumerate(zip(filenames, proba)):
+        order = row.argsort()[::-1][:top_k]
+        out.append({"index": i, "filename": filename, "label": names[int(order[0])], "score": float(row[order[0]]),
+                    "scores": {names[int(k)]: float(row[k]) for k in order}})
+    return out

@@ -25,6 +25,14 @@ FINETUNE = ("It changes the model's own weights on your examples. Full fine-tuni
             "layer: the best quality on long or unusual texts, and the most compute. LoRA trains small "
             "add-on adapters instead: close to the same quality with far less memory and tiny model files. "
             "QLoRA does LoRA on a 4-bit copy of the model, for large models on a GPU.")
+IMAGE_TRANSFER = ("It keeps the pretrained network as it is and reuses the features it already computes. "
+                  "Few-shot takes the mean features of each class and picks the nearest; a linear probe trains "
+                  "one small layer on top of the frozen network. Fast and cheap, and strong when your images "
+                  "look like the ones the network was trained on.")
+IMAGE_FINETUNE = ("It changes the network's own weights on your images (flips and crops vary them as it "
+                  "trains). Full fine-tuning updates every layer: the best quality on images unlike the "
+                  "pretraining (scans, inspection photos), and the most compute. Partial unfreezing trains "
+                  "only the last blocks and the head: most of the gain for less time and memory.")
 FULL_VS_ADAPTERS = ("Full fine-tuning (sft-full) updates every weight of the language model on your "
                     "conversations: the most faithful, the most memory and the largest files; the right "
                     "call for small models and small data. LoRA (sft-lora) trains small adapters on a "
@@ -48,7 +56,9 @@ GENERATIVE_TOKENS = 256.0          # a conversation's length when the upload did
 
 def explanation(task: str) -> list[tuple[str, str]]:
     """The wizard's "which kind of training" panel for a task: (title, text) paragraphs."""
-    if task == "text-classification":
+    if getattr(task_named(task), "inputs", "text") == "image":
+        return [("Transfer learning.", IMAGE_TRANSFER), ("Fine-tuning.", IMAGE_FINETUNE)]
+    if task_named(task).serving == "classify":
         return [("Transfer learning.", TRANSFER), ("Fine-tuning.", FINETUNE)]
     if task_named(task).data_kinds == ("preference",):
         return [("Preference tuning.", PREFERENCE)]
@@ -71,10 +81,13 @@ class DataFacts:
 
     @property
     def generative(self) -> bool:
-        return self.task != "text-classification"
+        return task_named(self.task).serving != "classify"
 
     def line(self) -> str:
         """The facts in one sentence: labels for a classification table, never for chat data."""
+        if getattr(task_named(self.task), "inputs", "text") == "image":
+            return (f"{self.rows:,} images, {self.labels} classes; the smallest class has about "
+                    f"{self.smallest_class:,} images.")
         if not self.generative:
             return (f"{self.rows:,} rows, {self.labels} labels; the smallest label has about "
                     f"{self.smallest_class:,} examples, texts average {self.mean_tokens:.0f} tokens "
@@ -90,7 +103,7 @@ class DataFacts:
 
     @classmethod
     def from_stats(cls, stats: dict, limit: int | None = None, task: str = "text-classification") -> "DataFacts":
-        if task != "text-classification":
+        if task_named(task).serving != "classify":       # images are labelled like texts
             return cls.from_generative(stats, limit, task)
         rows = int(stats.get("rows", 0))
         counts = [c for k, c in (stats.get("label_counts") or {}).items() if k]
@@ -100,7 +113,7 @@ class DataFacts:
             rows = limit
         length = stats.get("length") or {}
         return cls(rows, int(stats.get("num_labels", len(counts))), smallest,
-                   float(length.get("mean") or REF_TOKENS), int(length.get("p95") or REF_TOKENS))
+                   float(length.get("mean") or REF_TOKENS), int(length.get("p95") or REF_TOKENS), task=task)
 
     @classmethod
     def from_generative(cls, stats: dict, limit: int | None, task: str) -> "DataFacts":

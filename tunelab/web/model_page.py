@@ -26,6 +26,8 @@ from ..db.scoped import TenantScope
 from ..jobs.naming import strategy_words
 from ..services.generation import is_generative
 from ..services.models_naming import describe_all
+from ..services.predictions import model_inputs
+from .image_pages import misclassified
 from .deps import PageError, UserDep, render
 from .naming import NAME_RULE, rename_form
 from .routes_jobs import MAX_CARD_BYTES, _sealed_card, quality
@@ -51,12 +53,27 @@ def serves_openai_chat(request: Request) -> bool:
     return any(getattr(r, "path", None) == OPENAI_CHAT_PATH for r in request.app.routes)
 
 
-def snippets(base_url: str, model_id: str, generative: bool, openai_chat: bool) -> list[dict]:
+def snippets(base_url: str, model_id: str, generative: bool, openai_chat: bool, images: bool = False) -> list[dict]:
     """[{title, lang, code}]: each a complete command or program, the key left to the environment."""
     base = base_url.rstrip("/")
     q_id = quote(model_id, safe="")
     out = []
-    if not generative:
+    if images:
+        out.append({"title": "curl (image files)", "lang": "shell", "code": (
+            f"curl -s {shlex.quote(f'{base}/api/v1/models/{q_id}/predict-images/files')} \\\n"
+            f"  -H \"Authorization: Bearer $TUNELAB_API_KEY\" \\\n"
+            f"  -F files=@first.jpg -F files=@second.png")})
+        out.append({"title": "curl (base64 JSON)", "lang": "shell", "code": (
+            f"curl -s {shlex.quote(f'{base}/api/v1/models/{q_id}/predict-images')} \\\n"
+            f"  -H \"Authorization: Bearer $TUNELAB_API_KEY\" \\\n"
+            f"  -H 'Content-Type: application/json' \\\n"
+            f"  -d \"{{\\\"images\\\": [\\\"$(base64 -w0 first.jpg)\\\"]}}\"")})
+        out.append({"title": "Python (tunelab SDK)", "lang": "python", "code": (
+            "import os\n\nfrom tunelab.sdk import Client\n\n"
+            f"with Client({base!r}, os.environ[\"TUNELAB_API_KEY\"]) as client:\n"
+            f"    for p in client.models.predict_images({model_id!r}, [\"first.jpg\", \"second.png\"]):\n"
+            "        print(p.label, round(p.score, 3), p.filename)")})
+    elif not generative:
         out.append({"title": "curl", "lang": "shell", "code": (
             f"curl -s {shlex.quote(f'{base}/api/v1/models/{q_id}/predict')} \\\n"
             f"  -H \"Authorization: Bearer $TUNELAB_API_KEY\" \\\n"
@@ -92,13 +109,16 @@ def _page(request, user, session, settings, model_id: str, *, error: str | None 
     dataset = scope.find(Dataset, described.dataset_id) if described and described.dataset_id else None
     dataset_name = (dataset.name or dataset.filename) if dataset else None
     generative = is_generative(m)
+    images = model_inputs(m) == "image"
+    error_thumbs = misclassified(settings.home, m, dataset) if images else []
     title = f"{m.name or m.id}: {strategy_words(m.strategy)} model on {dataset_name or 'your data'}"
     text = card_text(settings.home, m)
     card = card_html(text, title) if text else None
     return render(request, "model.html", {
         "m": m, "d": described, "strategy_words": strategy_words(m.strategy), "job": job, "dataset": dataset, "dataset_name": dataset_name,
         "quality": quality(m.metrics or {}), "generative": generative, "card": card, "card_title": title,
-        "snippets": snippets(str(request.base_url), m.id, generative, serves_openai_chat(request)),
+        "snippets": snippets(str(request.base_url), m.id, generative, serves_openai_chat(request), images),
+        "images": images, "error_thumbs": error_thumbs,
         "error": error, "notice": notice}, status=status)
 
 

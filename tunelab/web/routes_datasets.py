@@ -1,7 +1,8 @@
 """Datasets: upload (drag and drop, with progress), the validation report with each problem's
 lines and fix, stats, a preview, delete. A text+label table shows its labels and text lengths;
 generative data (conversations, plain text, preference pairs) its turns, tokens per role and
-conversation lengths, and a preview of the conversations."""
+conversation lengths, and a preview of the conversations; an archive of images its images per
+class, sizes, aspect ratios, colour modes and a grid of thumbnails per class."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from ..db.models import Dataset, Job
 from ..db.scoped import TenantScope
 from ..services.dataset_fixes import ROW_ERRORS, rows_with_errors
 from ..services.datasets import dataset_task
+from ..services.image_datasets import is_image_row
+from .image_pages import dataset_context
 from .deps import UserDep, checked_form, need, render
 
 router = APIRouter(include_in_schema=False)
@@ -93,7 +96,8 @@ async def _dataset_page(dataset_id: str, request: Request, user, session, settin
                         error: str | None = None, status: int = 200):
     scope = TenantScope(session, user.tenant_id)
     row = scope.get(Dataset, dataset_id, "dataset")
-    sample = (await run_in_threadpool(preview_dataset, row.id, scope, settings, PREVIEW_ROWS))["data"]
+    images = is_image_row(row)          # an archive of images: stats and thumbnails instead of rows
+    sample = [] if images else (await run_in_threadpool(preview_dataset, row.id, scope, settings, PREVIEW_ROWS))["data"]
     label_bars, more_labels = bars(row.stats.get("label_counts") or {})
     used_by = scope.list(Job, order_by=Job.created_at.desc(), limit=200)
     used_by = [j for j in used_by if j.spec.get("dataset_id") == row.id][:10]
@@ -117,7 +121,9 @@ async def _dataset_page(dataset_id: str, request: Request, user, session, settin
         "d": row, "issues": issues, "sample": sample, "label_bars": label_bars, "more_labels": more_labels,
         "hist": histogram(row.stats), "jobs": used_by, "length": row.stats.get("length") or {},
         "unit": row.stats.get("length_unit", "tokens"), "task": task, "kind": kind,
-        "generative": task != "text-classification", "roles": roles, "turns": row.stats.get("turns") or {}},
+        "generative": task != "text-classification" and not images, "roles": roles,
+        "turns": row.stats.get("turns") or {}, "images": images,
+        **(await run_in_threadpool(dataset_context, settings.home, row) if images else {})},
         status=status)
 
 

@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 
 from ..api.deps import SessionDep, SettingsDep
 from ..api.errors import APIError
-from ..api.routes.models import delete_model, import_model, list_all, predict_route
+from ..api.routes.models import delete_model, import_model, list_all, predict_image_files, predict_route
 from ..api.schemas import PredictBody
 from ..billing.usage import NoCreditForServing, check_served, count_served
 from ..services import generation
@@ -21,6 +21,8 @@ from ..services.generation import GenerationRefused, is_generative
 from ..db.models import TunedModel
 from ..db.scoped import TenantScope
 from ..services.models_naming import describe, describe_all
+from ..services.predictions import model_inputs
+from .image_pages import image_preview
 from ..models.catalog import list_models
 from .deps import PageError, UserDep, checked_form, is_htmx, need, render
 from .routes_jobs import quality
@@ -84,21 +86,33 @@ async def delete(model_id: str, request: Request, user: UserDep, session: Sessio
 
 
 def _playground(request, user, session, model_id: str | None, text: str = "", result=None,
-                error: str | None = None, status: int = 200):
+                error: str | None = None, status: int = 200, image_result=None, image_error: str | None = None):
     everything = _tuned(session, user)
     if model_id and not any(m.id == model_id for m in everything):
         raise PageError(404, "Not found", f"There is no model {model_id!r} in your organisation.")
     if model_id and any(m.id == model_id and is_generative(m) for m in everything):
         return RedirectResponse(f"/playground/chat?model={quote(model_id, safe='')}", status_code=303)
-    # the select lists the best model of each dataset first, and starts on the best of the latest dataset
+    # the select lists the best model of each dataset first, and starts on the best of the latest dataset;
+    # texts and images each have their own form (a classifier takes one or the other)
     described = [d for d in describe(TenantScope(session, user.tenant_id), everything) if not is_generative(d.model)]
-    tuned = [d.model for d in described]
-    ctx = {"tuned": tuned, "described": {d.id: d for d in described},
-           "model_id": model_id or _best_first(described), "text": text,
-           "result": result, "error": error, "chat_models": len(everything) - len(tuned)}
+    texts = [d for d in described if model_inputs(d.model) != "image"]
+    images = [d for d in described if model_inputs(d.model) == "image"]
+    chosen = model_id if model_id and any(d.id == model_id for d in texts) else None
+    chosen_image = model_id if model_id and any(d.id == model_id for d in images) else None
+    ctx = {"tuned": [d.model for d in texts], "described": {d.id: d for d in described},
+           "model_id": chosen or _best_first(texts), "text": text,
+           "image_models": [d.model for d in images], "image_model_id": chosen_image or _best_first(images),
+           "image_result": image_result, "image_error": image_error, "max_image_mb": _image_limit(request) / 1e6,
+           "result": result, "error": error, "chat_models": len(everything) - len(described)}
     if is_htmx(request):
-        return render(request, "_prediction.html", ctx, status=status)
+        return render(request, "_image_prediction.html" if image_result or image_error else "_prediction.html",
+                      ctx, status=status)
     return render(request, "playground.html", ctx, status=status)
+
+
+def _image_limit(request) -> int:
+    """An image sent to the playground: the request body's cap (TUNELAB_MAX_BODY_MB) less the form."""
+    return max(request.app.state.settings.max_body_bytes - 16 * 1024, 1)
 
 
 def _best_first(described) -> str | None:
@@ -140,6 +154,32 @@ async def playground_predict(request: Request, user: UserDep, session: SessionDe
     result = {"label": out["label"], "score": out["score"], "model": m,
               "scores": [{"label": k, "value": f"{v:.1%}", "pct": round(100 * v, 1)} for k, v in scores]}
     return _playground(request, user, session, model_id, text, result=result)
+
+
+@router.post("/playground/image")
+async def playground_image(request: Request, user: UserDep, session: SessionDep):
+    """An image classifier's answer for one uploaded image (the API's own route: the same model
+    cache, the same checks: size, pixel limit, one frame; billed as a served request)."""
+    form = await checked_form(request, user)
+    model_id, file = str(form.get("model", "")), form.get("image")
+    if not isinstance(file, UploadFile) or not file.filename:
+        return _playground(request, user, session, model_id or None, image_error="Choose an image to classify.",
+                           status=422)
+    m = TenantScope(session, user.tenant_id).get(TunedModel, model_id, "model")
+    try:
+        out = (await predict_image_files(model_id, TenantScope(session, user.tenant_id), request, files=[file]))
+    except (FileNotFoundError, ValueError) as exc:
+        return _playground(request, user, session, model_id, status=409,
+                           image_error=f"This model's files cannot be loaded ({exc}). Train it again.")
+    except APIError as exc:          # 400 a text model, 402 no credit, 413/422 not an image it can read
+        return _playground(request, user, session, model_id, status=exc.status, image_error=exc.message)
+    await file.seek(0)
+    first = out["data"][0]
+    scores = sorted(first["scores"].items(), key=lambda kv: -kv[1])
+    result = {"label": first["label"], "score": first["score"], "model": m, "filename": file.filename,
+              "preview": await run_in_threadpool(image_preview, await file.read(_image_limit(request) + 1)),
+              "scores": [{"label": k, "value": f"{v:.1%}", "pct": round(100 * v, 1)} for k, v in scores]}
+    return _playground(request, user, session, model_id, image_result=result)
 
 
 # ---- the chat playground: a tuned generative model answers, streamed piece by piece ------------

@@ -79,7 +79,10 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
         # Too little data for a score that means something: said before Start (and refused by it).
         counts = (ds.stats or {}).get("label_counts") or {}
         applied = limit if limit and limit < sum(counts.values()) else None
-        ctx["row_check"] = [i.to_dict() for i in planned_issues(counts, limit=applied)] if counts else []
+        # an archive's own test folder is the test set (an image dataset's report counts it)
+        held_out = (ds.report or {}).get("test_rows")
+        ctx["row_check"] = [i.to_dict() for i in planned_issues(counts, limit=applied, test_rows=held_out)] \
+            if counts else []
         past = scope.list(Job, Job.status == "succeeded", order_by=Job.created_at.desc(), limit=200)
         advice = advise(facts, sizes.get(model_name, 0), [s["name"] for s in strategies],
                         budget=ctx["budget"], cuda=cuda, history=history_rates(past), task=task.name)

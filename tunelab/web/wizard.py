@@ -127,5 +127,12 @@ def models_for(task, catalog: list, uploaded: list[dict]) -> tuple[list, list[di
     encoders for classification; the tenant's uploaded models of the same kind."""
     if task.model_kind == "causal-lm":
         return [m for m in catalog if m.kind == "causal-lm"], [m for m in uploaded if is_causal(m)]
+    if getattr(task, "inputs", "text") == "image":       # image models: the catalog's of that task
+        return [m for m in catalog if m.task == task.name], [m for m in uploaded if is_image_model(m)]
     return ([m for m in catalog if m.task == "text-classification" and m.kind != "causal-lm"],
-            [m for m in uploaded if not is_causal(m)])
+            [m for m in uploaded if not is_causal(m) and not is_image_model(m)])
+
+
+def is_image_model(model: dict) -> bool:
+    """An uploaded Hugging Face image classifier (ViT, ConvNeXt, ResNet, ...)."""
+    return any(str(a).endswith("ForImageClassification") for a in model.get("architectures") or [])

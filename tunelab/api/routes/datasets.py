@@ -1,6 +1,7 @@
 """Datasets: upload (streamed, size-capped) -> validation report -> stats -> preview; delete.
 
-A text+label table (task text-classification) or generative data: chat conversations (OpenAI
+A text+label table (task text-classification), an archive of images (zip or tar: one folder per
+class, or a CSV/JSONL of path,label inside; task image-classification) or generative data: chat conversations (OpenAI
 `messages`, ShareGPT, alpaca), plain text, preference pairs; the content decides (`task`, `kind`)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from ...db.models import Dataset
 from ...services.billing import QuotaExceeded, check_upload
 from ...services.datasets import dataset_task, import_dataset, preview
 from ...services.datasets import delete_dataset as remove_dataset
+from ...services.image_datasets import public_stats
 from ...services.parsing import ParserCrashed
 from ..deps import MemberDep, ScopeDep, SessionDep, SettingsDep, audit
 from ...contract import Dataset as DatasetOut, DatasetList, DatasetPreview, Deleted
@@ -56,7 +58,10 @@ def ingest(session, settings, principal, file: UploadFile, purpose: str, text_co
 def out(d: Dataset, full: bool = False) -> dict:
     """The API's dataset, with the task its data is for (read from the report)."""
     task, kind = dataset_task(d)
-    return dataset_out(d, full=full) | {"task": task, "kind": kind}
+    shown = dataset_out(d, full=full) | {"task": task, "kind": kind}
+    if "stats" in shown:        # an image dataset's sealed thumbnails: GET .../preview shows them
+        shown["stats"] = public_stats(shown["stats"])
+    return shown
 
 
 # An empty file is refused (400 empty_file): the document says so with minLength, as it does for

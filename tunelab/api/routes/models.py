@@ -6,25 +6,25 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
 from ...billing.usage import NoCreditForServing, check_served, count_served
 from ...strategies import task_named
 from ...db.models import TunedModel
 from ...models.catalog import list_models
-from ...services.predictions import predict
+from ...services.predictions import ImageRefused, decode_base64, model_inputs, predict, predict_images, read_images
 from ...security.archives import UnsafeArchive
 from ...security.weights import UnsafeWeights
 from ...services import uploaded_models
 from ...services.retention import drop_tuned_artifact
 from ..deps import AdminDep, MemberDep, PrincipalDep, ScopeDep, SessionDep, SettingsDep, audit
-from ...contract import Deleted, Model, ModelList, PredictionList
+from ...contract import Deleted, ImagePredictionList, Model, ModelList, PredictionList
 from ..errors import AUTH, APIError, errors
 from ..downloads import sealed_response, take_slot
 from ..uploads import cleanup, save_upload
 from .datasets import NonEmptyFile
-from ..schemas import PredictBody, Rename, tuned_out
+from ..schemas import MAX_IMAGES, ImagePredictBody, PredictBody, Rename, tuned_out
 from ...services.models_naming import rename_model
 from ..routing import ContractRoute
 
@@ -100,6 +100,10 @@ async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, reque
     if task_named(task).serving != "classify":
         raise APIError(400, "not_a_classifier", f"{m.id} is a {task_named(task).title} model: it generates text "
                        "and does not label texts (use it in the web playground or `tunelab generate`).", "model_id")
+    if model_inputs(m) == "image":
+        raise APIError(400, "not_a_text_model", f"{m.id} classifies images, not texts: send them to "
+                       f"POST /api/v1/models/{m.id}/predict-images (base64 JSON) or .../predict-images/files "
+                       "(multipart).", "model_id")
     cache = request.app.state.predictors
 
     def run():
@@ -110,6 +114,72 @@ async def predict_route(model_id: str, body: PredictBody, scope: ScopeDep, reque
     except NoCreditForServing as exc:       # a concurrent request took the last of the credit
         raise APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict()) from None
     return {"model": m.id, "data": data}
+
+
+def _image_model(scope, model_id: str, count: int) -> TunedModel:
+    """The tenant's tuned image classifier, with credit to serve `count` images (404, 402, 400)."""
+    m = scope.get(TunedModel, model_id, "model")
+    try:
+        check_served(scope.session, scope.tenant_id, count)
+    except NoCreditForServing as exc:
+        raise APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict()) from None
+    if model_inputs(m) != "image":
+        task = task_named((m.metrics or {}).get("task") or "text-classification")
+        raise APIError(400, "not_an_image_model", f"{m.id} is a {task.title} model: it takes texts, not images "
+                       f"(POST /api/v1/models/{m.id}/predict).", "model_id")
+    return m
+
+
+async def _classify_images(m: TunedModel, blobs: list[bytes], filenames: list[str | None] | None, scope,
+                           request: Request) -> dict:
+    """Decode (size- and bomb-checked), classify, count as served."""
+    limit = request.app.state.settings.max_body_bytes
+    cache = request.app.state.predictors
+
+    def run():
+        return predict_images(cache.get(m.artifact_path), read_images(blobs, limit), filenames)
+    try:
+        data = await asyncio.to_thread(run)
+    except ImageRefused as exc:
+        raise APIError(exc.status, exc.code, exc.message, f"images.{exc.index}" if filenames is None else "files",
+                       index=exc.index) from None
+    try:
+        count_served(scope.session, scope.tenant_id, len(blobs))
+    except NoCreditForServing as exc:
+        raise APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict()) from None
+    return {"model": m.id, "data": data}
+
+
+@router.post("/{model_id}/predict-images", response_model=ImagePredictionList,
+             responses=errors(*AUTH, 400, 402, 404, 413, 422))
+async def predict_images_route(model_id: str, body: ImagePredictBody, scope: ScopeDep, request: Request):
+    """Classify images sent as base64 (or data: URLs) with a tuned image classifier: up to 16 a
+    request, the body within TUNELAB_MAX_BODY_MB (413). An image that is not one (corrupt, a
+    format Pillow cannot read, animated, over the pixel limit: a decompression bomb) is 422 with
+    its index; a text model is 400."""
+    m = _image_model(scope, model_id, len(body.images))
+    limit = request.app.state.settings.max_body_bytes
+    try:
+        blobs = [decode_base64(v, i, limit) for i, v in enumerate(body.images)]
+    except ImageRefused as exc:
+        raise APIError(exc.status, exc.code, exc.message, f"images.{exc.index}", index=exc.index) from None
+    return await _classify_images(m, blobs, None, scope, request)
+
+
+ImageFiles = File(..., description=f"the images (PNG, JPEG, ...), up to {MAX_IMAGES}",
+                  json_schema_extra={"minItems": 1, "maxItems": MAX_IMAGES})
+
+
+@router.post("/{model_id}/predict-images/files", response_model=ImagePredictionList,
+             responses=errors(*AUTH, 400, 402, 404, 413, 422))
+async def predict_image_files(model_id: str, scope: ScopeDep, request: Request, files: list[UploadFile] = ImageFiles):
+    """The same as predict-images, the images sent as multipart files (`files`, repeated)."""
+    if not 1 <= len(files) <= MAX_IMAGES:
+        raise APIError(422, "validation_error", f"files: send 1 to {MAX_IMAGES} images.", "files")
+    m = _image_model(scope, model_id, len(files))
+    limit = request.app.state.settings.max_body_bytes
+    blobs = [await f.read(limit + 1) for f in files]        # the body is capped already (api/bodies.py)
+    return await _classify_images(m, blobs, [f.filename for f in files], scope, request)
 
 
 @router.get("/{model_id}", response_model=Model, responses=errors(*AUTH, 404))

@@ -292,8 +292,24 @@
     });
   }
 
+  // ---- the image playground: an image dropped on the zone is the file input's ------------------
+  function initImageDrop(zone) {
+    var input = $("input[type=file]", zone);
+    ["dragenter", "dragover"].forEach(function (n) {
+      zone.addEventListener(n, function (e) { e.preventDefault(); zone.classList.add("over"); });
+    });
+    ["dragleave", "drop"].forEach(function (n) {
+      zone.addEventListener(n, function () { zone.classList.remove("over"); });
+    });
+    zone.addEventListener("drop", function (e) {
+      e.preventDefault();
+      if (e.dataTransfer && e.dataTransfer.files.length) input.files = e.dataTransfer.files;
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     $all("[data-tabs]").forEach(initTabs);
+    $all("[data-image-drop]").forEach(initImageDrop);
     $all("form[data-upload]").forEach(initUpload);
     $all("[data-live]").forEach(initLive);
     $all("form[data-chat]").forEach(initChat);
