@@ -4,11 +4,20 @@ against the server's own OpenAPI paths, so a new route cannot slip through untes
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 
 import pytest
+from PIL import Image
 
 from .helpers import upload, wait_job
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +37,9 @@ def b_ids(server, client_b, tenant_b, banking_subset) -> dict:
 
 
 # (method, path template, body) — every id-taking route of tunelab's API and OpenAI's.
+PNG_B64 = base64.b64encode(_png()).decode("ascii")
+FILES = object()        # a multipart body: one small PNG as `files`
+
 ROUTES = [
     ("GET", "/api/v1/datasets/{dataset}", None),
     ("GET", "/api/v1/datasets/{dataset}/preview", None),
@@ -46,6 +58,8 @@ ROUTES = [
     ("GET", "/api/v1/models/{model}/artifact", None),
     ("GET", "/api/v1/models/{model}/download", None),
     ("POST", "/api/v1/models/{model}/predict", {"texts": ["hello"]}),
+    ("POST", "/api/v1/models/{model}/predict-images", {"images": [PNG_B64]}),
+    ("POST", "/api/v1/models/{model}/predict-images/files", FILES),
     ("PATCH", "/api/v1/models/{model}", {"name": "smuggled"}),
     ("DELETE", "/api/v1/models/{model}", None),
     ("GET", "/api/v1/users/{user}", None),
@@ -84,7 +98,10 @@ def _fill(value, ids):
 
 @pytest.mark.parametrize("method,path,body", ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
 def test_other_tenants_ids_are_not_found(client_a, b_ids, method, path, body):
-    r = client_a.request(method, _fill(path, b_ids), json=_fill(body, b_ids))
+    if body is FILES:
+        r = client_a.request(method, _fill(path, b_ids), files=[("files", ("a.png", _png(), "image/png"))])
+    else:
+        r = client_a.request(method, _fill(path, b_ids), json=_fill(body, b_ids))
     assert r.status_code == 404, (r.status_code, r.text)
     assert r.json()["error"]["code"] in ("not_found", "dataset_not_found")
 
