@@ -15,7 +15,7 @@ LAYERS = {
     1: ["training", "security", "hardware"],
     2: ["strategies", "artifacts", "billing"],
     3: ["engine"],
-    4: ["jobs", "services", "cli", "sdk"],
+    4: ["jobs", "serving", "services", "cli", "sdk"],
     5: ["api"],
     6: ["web"],
     7: ["server"],
