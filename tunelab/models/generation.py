@@ -1,5 +1,7 @@
 """Text generation with a causal LM: greedy or sampled (temperature, top-p), streamed piece by
-piece, ending at EOS, at max_new_tokens or at the first stop string (which is not returned)."""
+piece, ending at EOS, at max_new_tokens or at the first stop string (which is not returned).
+A caller that bills or reports usage passes `stats`: it holds the number of tokens the model
+produced (the EOS token included: it was computed like any other) and why the answer ended."""
 
 from __future__ import annotations
 
@@ -24,8 +26,12 @@ def _next_token(logits: torch.Tensor, s: GenerationSettings, generator: torch.Ge
 
 @torch.inference_mode()
 def stream_tokens(model, tokenizer, prompt_ids: list[int], settings: GenerationSettings,
-                  device: str = "cpu") -> Iterator[str]:
-    """Yields the decoded text as it grows (new characters only), with the KV cache."""
+                  device: str = "cpu", stats: dict | None = None) -> Iterator[str]:
+    """Yields the decoded text as it grows (new characters only), with the KV cache. `stats`, when
+    given, is filled as it goes: completion_tokens, and finish_reason ("stop": EOS or a stop
+    string, "length": max_new_tokens reached), set before the last piece is yielded."""
+    stats = {} if stats is None else stats
+    stats.update(completion_tokens=0, finish_reason=None)
     model.eval()
     generator = torch.Generator().manual_seed(settings.seed)
     eos = tokenizer.eos_token_id
@@ -40,12 +46,15 @@ def stream_tokens(model, tokenizer, prompt_ids: list[int], settings: GenerationS
         out = model(input_ids=ids, past_key_values=past, use_cache=True)
         past = out.past_key_values
         token = _next_token(out.logits[0, -1], settings, generator)
+        stats["completion_tokens"] += 1
         if token in eos_ids:
+            stats["finish_reason"] = "stop"
             break
         generated.append(token)
         text = tokenizer.decode(generated, skip_special_tokens=True)
         cut = min((text.find(s) for s in stop if s in text), default=-1)
         if cut >= 0:
+            stats["finish_reason"] = "stop"
             if cut > len(emitted):
                 yield text[len(emitted):cut]
             return
@@ -58,11 +67,13 @@ def stream_tokens(model, tokenizer, prompt_ids: list[int], settings: GenerationS
             yield text[len(emitted):safe]
             emitted = text[:safe]
         ids = torch.tensor([[token]], device=device)
+    if stats["finish_reason"] is None:
+        stats["finish_reason"] = "length"
     text = tokenizer.decode(generated, skip_special_tokens=True)
     if len(text) > len(emitted):
         yield text[len(emitted):]
 
 
 def generate_text(model, tokenizer, prompt_ids: list[int], settings: GenerationSettings,
-                  device: str = "cpu") -> str:
-    return "".join(stream_tokens(model, tokenizer, prompt_ids, settings, device))
+                  device: str = "cpu", stats: dict | None = None) -> str:
+    return "".join(stream_tokens(model, tokenizer, prompt_ids, settings, device, stats))

@@ -1,0 +1,1 @@
+"""Deployments: model servers, their backends and the supervisor."""
