@@ -78,5 +78,12 @@ bench-small-data: $(STAMP)
 bench-service: $(STAMP)
 	scripts/pg-test-server run -- $(BIN)/python benchmarks/bench_service.py
 
+.PHONY: bench-serving
+# deployments: micro-batching at concurrency 1/8/32, ONNX fp32/int8 vs PyTorch, 4 LoRA adapters on one
+# base vs a merged model under 8 streams, adapter hot-load time
+bench-serving: $(STAMP)
+	$(BIN)/python benchmarks/bench_serving_classify.py --json benchmarks/results/bench_serving_classify.json
+	$(BIN)/python benchmarks/bench_serving_generate.py --json benchmarks/results/bench_serving_generate.json
+
 clean:
 	rm -rf $(VENV) build *.egg-info
