@@ -79,9 +79,11 @@ class LocalExecutor:
     name = "local"
 
     def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable=(), writable=(),
-              gpus: int = 0) -> LocalExecution:
+              gpus: int = 0, program: list[str] | None = None) -> LocalExecution:
+        """program: what runs (default: the job process on spec_path), as for the sandbox."""
         log = open_append(job_dir / "job.log")          # never through a link a job left
-        proc = subprocess.Popen([sys.executable, "-m", "tunelab.jobs.child", str(spec_path)],  # safe: argv list
+        argv = program or [sys.executable, "-m", "tunelab.jobs.child", str(spec_path)]
+        proc = subprocess.Popen(argv,  # safe: argv list
                                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True,
                                 cwd=job_dir, env={**env, "TUNELAB_PARENT_PID": str(os.getpid())},
                                 start_new_session=True)
