@@ -23,11 +23,11 @@ import httpx
 
 # The response models are the server's own (tunelab.contract: pydantic only, no server code), so
 # the client and the server cannot drift apart.
-from .contract import (TERMINAL, ApiKey, Comparison, Dataset, EventPage, Infrastructure, Job, JobError,  # noqa: F401
-                       ImagePrediction, JobEvent, Model, Prediction, Tenant, Webhook, WebhookDelivery)
+from .contract import (TERMINAL, ApiKey, Comparison, Dataset, Deployment, EventPage, Infrastructure, Job,  # noqa: F401
+                       JobError, ImagePrediction, JobEvent, Model, Prediction, Tenant, Webhook, WebhookDelivery)
 
 __all__ = ["Client", "APIError", "APIConnectionError", "Dataset", "Job", "JobEvent", "EventPage", "Model",
-           "Prediction", "ImagePrediction", "Comparison", "ApiKey", "Webhook", "WebhookDelivery", "Tenant", "Infrastructure", "TERMINAL"]
+           "Prediction", "ImagePrediction", "Comparison", "ApiKey", "Webhook", "WebhookDelivery", "Tenant", "Infrastructure", "Deployment", "TERMINAL"]
 
 
 class APIError(Exception):
@@ -282,6 +282,45 @@ class Models(_Resource):
         return self._c.request("DELETE", f"/api/v1/models/{_path(model_id)}")
 
 
+class Deployments(_Resource):
+    """Tuned models served from model servers of their own. Generative deployments answer the
+    OpenAI-compatible /v1/chat/completions and /v1/completions (point the `openai` client at
+    `<base_url>/v1`, `model` = the tuned model id); classifier deployments answer `predict`."""
+
+    def create(self, models: list[str] | str, *, name: str = "", replicas: int = 1, idle_seconds: float = 900.0,
+               engine: str = "torch", batch_window_ms: float = 5.0) -> Deployment:
+        body = {"models": [models] if isinstance(models, str) else list(models), "name": name, "replicas": replicas,
+                "idle_seconds": float(idle_seconds), "engine": engine, "batch_window_ms": float(batch_window_ms)}
+        return Deployment(**self._c.request("POST", "/api/v1/deployments", json=body))
+
+    def list(self) -> list[Deployment]:
+        return [Deployment(**d) for d in self._c.request("GET", "/api/v1/deployments")["data"]]
+
+    def get(self, deployment_id: str) -> Deployment:
+        return Deployment(**self._c.request("GET", f"/api/v1/deployments/{_path(deployment_id)}"))
+
+    def wait(self, deployment_id: str, timeout: float = 300.0, poll: float = 0.5) -> Deployment:
+        """Until it is ready (or failed: APIError 503 with the server's last words)."""
+        deadline = time.time() + timeout
+        while True:
+            dep = self.get(deployment_id)
+            if dep.state == "ready":
+                return dep
+            if dep.state == "failed":
+                raise APIError(503, "deployment_failed", dep.error or "the deployment's servers failed to start")
+            if time.time() > deadline:
+                raise APIError(0, "timeout", f"{deployment_id} still {dep.state} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    def predict(self, deployment_id: str, texts: list[str] | str) -> list[Prediction]:
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        out = self._c.request("POST", f"/api/v1/deployments/{_path(deployment_id)}/predict", json={"texts": texts})
+        return [Prediction(**p) for p in out["data"]]
+
+    def delete(self, deployment_id: str) -> dict:
+        return self._c.request("DELETE", f"/api/v1/deployments/{_path(deployment_id)}")
+
+
 class ApiKeys(_Resource):
     def create(self, name: str = "") -> ApiKey:
         return ApiKey(**self._c.request("POST", "/api/v1/api-keys", json={"name": name}))
@@ -363,7 +402,7 @@ class Client:
                                   headers={"Authorization": f"Bearer {api_key}", "User-Agent": "tunelab-sdk"})
         self.datasets, self.jobs, self.comparisons = Datasets(self), Jobs(self), Comparisons(self)
         self.models, self.api_keys, self.webhooks, self.tenant = Models(self), ApiKeys(self), Webhooks(self), Tenants(self)
-        self.billing = Billing(self)
+        self.billing, self.deployments = Billing(self), Deployments(self)
 
     def request(self, method: str, path: str, **kwargs) -> Any:
         try:

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     master_key_file: Path | None = None
     # Model downloads (and exports) decrypting at once in one server process; more answer 429.
     max_concurrent_downloads: int = 4
+    # Deployments (model servers) one tenant may have at once; one more answers 429.
+    max_deployments_per_tenant: int = Field(5, ge=0)
 
     @property
     def db_url(self) -> str:

@@ -32,8 +32,9 @@ def b_ids(server, client_b, tenant_b, banking_subset) -> dict:
     user = client_b.post("/api/v1/users", json={"email": "m@b.test", "role": "member"}).json()
     key = client_b.post("/api/v1/api-keys", json={"name": "second"}).json()
     hook = client_b.post("/api/v1/webhooks", json={"url": "https://hooks.example.com/hook"}).json()
+    dep = client_b.post("/api/v1/deployments", json={"models": [job["fine_tuned_model"]]}).json()
     return {"dataset": ds["id"], "job": job["id"], "model": job["fine_tuned_model"], "user": user["id"],
-            "key": key["id"], "webhook": hook["id"]}
+            "key": key["id"], "webhook": hook["id"], "deployment": dep["id"]}
 
 
 # (method, path template, body) — every id-taking route of tunelab's API and OpenAI's.
@@ -79,10 +80,14 @@ ROUTES = [
     ("GET", "/v1/fine_tuning/jobs/{job}/checkpoints", None),
     ("GET", "/v1/models/{model}", None),
     ("DELETE", "/v1/models/{model}", None),
+    ("GET", "/api/v1/deployments/{deployment}", None),
+    ("POST", "/api/v1/deployments/{deployment}/predict", {"texts": ["hello"]}),
+    ("DELETE", "/api/v1/deployments/{deployment}", None),
     # creating with another tenant's ids
     ("POST", "/api/v1/jobs", {"dataset_id": "{dataset}", "strategy": "linear-probe"}),
     ("POST", "/api/v1/comparisons", {"dataset_id": "{dataset}", "strategies": ["zero-shot"]}),
     ("POST", "/v1/fine_tuning/jobs", {"model": "minilm", "training_file": "{dataset}"}),
+    ("POST", "/api/v1/deployments", {"models": ["{model}"]}),
 ]
 
 
@@ -123,6 +128,7 @@ def test_tenant_b_still_has_everything(client_b, b_ids):
     assert client_b.get(f"/api/v1/datasets/{b_ids['dataset']}").status_code == 200
     assert client_b.get(f"/api/v1/models/{b_ids['model']}").status_code == 200
     assert client_b.get(f"/api/v1/users/{b_ids['user']}").json()["role"] == "member"
+    assert client_b.get(f"/api/v1/deployments/{b_ids['deployment']}").status_code == 200
     keys = {k["id"]: k for k in client_b.get("/api/v1/api-keys").json()["data"]}
     assert keys[b_ids["key"]]["revoked_at"] is None
 
@@ -130,7 +136,7 @@ def test_tenant_b_still_has_everything(client_b, b_ids):
 @pytest.mark.parametrize("path", ["/api/v1/datasets", "/api/v1/jobs", "/api/v1/models", "/api/v1/users",
                                   "/api/v1/api-keys", "/api/v1/webhooks", "/api/v1/comparisons", "/v1/files",
                                   "/v1/fine_tuning/jobs", "/v1/models", "/api/v1/billing/jobs",
-                                  "/api/v1/billing/entries", "/api/v1/billing/export.csv"])
+                                  "/api/v1/billing/entries", "/api/v1/billing/export.csv", "/api/v1/deployments"])
 def test_lists_show_only_own_rows(client_a, b_ids, path):
     text = client_a.get(path).text
     for ident in b_ids.values():

@@ -15,8 +15,8 @@ from ..db.engine import POOL_LIMIT
 from ..services.predictions import PredictorCache
 from ..settings import Settings
 from . import errors
-from .routes import (audit, batch_predictions, billing, comparisons, datasets, infrastructure, jobs, keys, models,
-                     tenants, users, webhooks)
+from .routes import (audit, batch_predictions, billing, comparisons, datasets, deployments, infrastructure, jobs, keys,
+                     models, tenants, users, webhooks)
 from .bodies import BodyGate, BodyRule, plausible_key
 from .headers import SecurityHeaders, api_headers
 from .uploads import upload_rule
@@ -25,7 +25,7 @@ log = logging.getLogger("tunelab.api")
 # jobs first: its status GET is the call every SDK and UI tab repeats while a job runs, and routes
 # are matched in order (the prefixes are disjoint, so the order changes nothing else).
 ROUTERS = [jobs, tenants, users, keys, datasets, models, comparisons, webhooks, audit, billing, infrastructure,
-           batch_predictions]
+           batch_predictions, deployments]
 
 
 class BoundedRequests:
@@ -109,6 +109,20 @@ def _document(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
+def _supervisor(settings: Settings):
+    """The deployments' supervisor; None (deployments answer 503, saying why) where model servers
+    cannot be sandboxed and insecure mode is off."""
+    from ..jobs.executors import SandboxUnavailable
+
+    try:
+        from ..serving.supervisor import Supervisor
+
+        return Supervisor(settings)
+    except SandboxUnavailable as exc:
+        log.error("no model servers", extra={"reason": str(exc)})
+        return None
+
+
 def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI:
     db = Database(settings.db_url)
     worker_box: dict = {}
@@ -116,6 +130,17 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         migrate(db.engine)
+        app.state.supervisor = _supervisor(settings)     # model servers of deployments, started on demand
+        try:
+            async with _jobs_worker(app):
+                yield
+        finally:
+            if app.state.supervisor is not None:
+                app.state.supervisor.close()
+            db.engine.dispose()
+
+    @asynccontextmanager
+    async def _jobs_worker(app: FastAPI):
         from ..security.crypto import master_key_in_home
 
         if master_key_in_home(settings.home):     # a backup of the home would hold the key too
@@ -131,7 +156,6 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
                 log.error("no worker started", extra={"reason": str(exc)})
                 app.state.worker_refused = str(exc)      # /readyz names it
                 yield
-                db.engine.dispose()
                 return
             if settings.insecure_mode:
                 log.warning("INSECURE MODE: jobs run unsandboxed (TUNELAB_INSECURE_MODE)")
@@ -143,7 +167,6 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
         if worker_box:
             worker_box["worker"].stopping.set()
             worker_box["thread"].join(timeout=10)
-        db.engine.dispose()
 
     app = FastAPI(title="tunelab", version="0.1.0", lifespan=lifespan,
                   description="Adapt open models to your own data: upload, train, compare, serve.")
@@ -156,9 +179,9 @@ def create_app(settings: Settings, *, run_worker: bool | None = None) -> FastAPI
     errors.install(app)
     for module in ROUTERS:
         app.include_router(module.router)
-    from .routes import openai_files, openai_jobs, openai_models
+    from .routes import openai_chat, openai_files, openai_jobs, openai_models
 
-    for module in (openai_files, openai_jobs, openai_models):
+    for module in (openai_files, openai_jobs, openai_models, openai_chat):
         app.include_router(module.router)
     # Bodies are capped by route and refused before they are read when the caller has no
     # plausible key (uploads: no valid key); the UI adds its rules to app.state.body_rules.

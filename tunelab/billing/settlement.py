@@ -33,10 +33,13 @@ def check_funds(acct: BillingAccount, est: estimating.Estimate) -> None:
         raise InsufficientCredit(est.reserve, available)
 
 
-def unbilled_serving(acct: BillingAccount, more: int = 0) -> int:
-    """What the predictions served and not yet billed (plus `more`) will cost, rounded up."""
-    owed = (acct.served_requests + more - acct.served_billed_requests) * prices.current().per_1k_requests
-    return -(-owed // 1000)
+def unbilled_serving(acct: BillingAccount, more: int = 0, tokens: int = 0) -> int:
+    """What the requests and generated tokens served and not yet billed (plus `more` requests and
+    `tokens` tokens) will cost, rounded up."""
+    sheet = prices.current()
+    owed = (acct.served_requests + more - acct.served_billed_requests) * sheet.per_1k_requests
+    owed_tokens = ((acct.served_tokens or 0) + tokens - (acct.served_billed_tokens or 0)) * sheet.per_1k_tokens
+    return -(-owed // 1000) - (-owed_tokens // 1000)
 
 
 def open_job(session: Session, acct: BillingAccount, job_id: str, est: estimating.Estimate) -> JobBilling:

@@ -1,5 +1,6 @@
 """Usage that is not a job: bytes stored (per GB-day, accrued between housekeeping passes) and
-predictions served (per 1K requests, counted atomically per request, charged in batches)."""
+requests served (per 1K requests, and per 1K tokens for generative deployments: counted atomically
+per request, charged in batches)."""
 
 from __future__ import annotations
 
@@ -18,60 +19,74 @@ BYTE_SECONDS_PER_GB_DAY = 10**9 * 86_400
 
 
 class NoCreditForServing(InsufficientCredit):
-    """402: the available credit does not cover the predictions served and not yet billed plus
-    this request's (or there is none at all)."""
+    """402: the available credit does not cover the requests (and generated tokens) served and not
+    yet billed plus this request's (or there is none at all)."""
 
     def __init__(self, needed: int, available: int):
         super().__init__(needed, available)
-        self.args = (f"Insufficient credit: predictions cost {usd(prices.current().per_1k_requests)} USD per "
-                     f"1,000 requests and {usd(max(available, 0))} USD is available for {usd(needed)} USD owed "
-                     "with this request. Top up to go on serving.",)
+        sheet = prices.current()
+        self.args = (f"Insufficient credit: serving costs {usd(sheet.per_1k_requests)} USD per 1,000 requests "
+                     f"(and {usd(sheet.per_1k_tokens)} USD per 1,000 tokens generated) and "
+                     f"{usd(max(available, 0))} USD is available for {usd(needed)} USD owed with this request. "
+                     "Top up to go on serving.",)
 
 
-def check_served(session: Session, tenant_id: str, requests: int) -> None:
+def check_served(session: Session, tenant_id: str, requests: int, tokens: int = 0) -> None:
     """Before serving, a cheap read: refuse (NoCreditForServing) when the credit is gone already,
     rather than spend the compute on an answer that will not be given."""
     acct = ledger.get_account(session, tenant_id)
-    _refuse_unless_covered(acct, requests)
+    _refuse_unless_covered(acct, requests, tokens)
 
 
-def count_served(session: Session, tenant_id: str, requests: int) -> None:
+def count_served(session: Session, tenant_id: str, requests: int, tokens: int = 0) -> None:
     """After serving, one atomic conditional increment, no lock (the request path stays cheap;
     `bill_serving` charges later): counted only while the available credit, above zero, still
-    covers every request served and not billed, this one included. A concurrent request that
-    took the last of it leaves this one uncounted and refused (NoCreditForServing): the balance
-    never goes below zero through serving."""
-    if requests <= 0:
+    covers every request and token served and not billed, this one's included. A concurrent
+    request that took the last of it leaves this one uncounted and refused (NoCreditForServing):
+    the balance never goes below zero through serving."""
+    if requests <= 0 and tokens <= 0:
         return
     acct = ledger.get_account(session, tenant_id)
-    price = prices.current().per_1k_requests
-    owed = (BillingAccount.served_requests + requests - BillingAccount.served_billed_requests) * price
+    sheet = prices.current()
+    owed = (BillingAccount.served_requests + requests - BillingAccount.served_billed_requests) * sheet.per_1k_requests \
+        + (BillingAccount.served_tokens + tokens - BillingAccount.served_billed_tokens) * sheet.per_1k_tokens
     done = session.execute(update(BillingAccount).where(
         BillingAccount.tenant_id == tenant_id, BillingAccount.available > 0, owed <= BillingAccount.available * 1000)
-        .values(served_requests=BillingAccount.served_requests + requests)
+        .values(served_requests=BillingAccount.served_requests + max(requests, 0),
+                served_tokens=BillingAccount.served_tokens + max(tokens, 0))
         .execution_options(synchronize_session=False))
     if done.rowcount != 1:
         session.refresh(acct)
-        raise NoCreditForServing(unbilled_serving(acct, requests), acct.available)
+        raise NoCreditForServing(unbilled_serving(acct, requests, tokens), acct.available)
 
 
-def _refuse_unless_covered(acct: BillingAccount, requests: int) -> None:
-    needed = unbilled_serving(acct, requests)
+def _refuse_unless_covered(acct: BillingAccount, requests: int, tokens: int = 0) -> None:
+    needed = unbilled_serving(acct, requests, tokens)
     if acct.available <= 0 or needed > acct.available:
         raise NoCreditForServing(needed, acct.available)
 
 
 def bill_serving(session: Session, tenant_id: str) -> int:
+    """Charge the requests and the generated tokens served since the last pass (each its own entry)."""
     acct = ledger.lock_account(session, tenant_id)
     sheet = prices.current()
+    charged = 0
     new = acct.served_requests - acct.served_billed_requests
     amount = acct.served_requests * sheet.per_1k_requests // 1000 - acct.served_billed_requests * sheet.per_1k_requests // 1000
-    if new <= 0 or amount <= 0:
-        return 0
-    ledger.post(session, acct, "charge", ledger.AVAILABLE, ledger.USAGE, amount, category="serving", quantity=new,
-                unit="requests", price_version=sheet.version, memo=f"{new} predictions served")
-    acct.served_billed_requests = acct.served_requests
-    return amount
+    if new > 0 and amount > 0:
+        ledger.post(session, acct, "charge", ledger.AVAILABLE, ledger.USAGE, amount, category="serving", quantity=new,
+                    unit="requests", price_version=sheet.version, memo=f"{new} predictions served")
+        acct.served_billed_requests = acct.served_requests
+        charged += amount
+    served, billed = acct.served_tokens or 0, acct.served_billed_tokens or 0
+    tokens = served - billed
+    amount = served * sheet.per_1k_tokens // 1000 - billed * sheet.per_1k_tokens // 1000
+    if tokens > 0 and amount > 0:
+        ledger.post(session, acct, "charge", ledger.AVAILABLE, ledger.USAGE, amount, category="serving",
+                    quantity=tokens, unit="tokens", price_version=sheet.version, memo=f"{tokens} tokens generated")
+        acct.served_billed_tokens = served
+        charged += amount
+    return charged
 
 
 def bill_storage(session: Session, tenant_id: str, stored_bytes: int, now: datetime | None = None) -> int:

@@ -1,6 +1,7 @@
 """Remote mode: `tunelab --server URL --api-key K <command>` drives a tunelab server through the
 SDK (tunelab.sdk): datasets upload/list/get, jobs create/list/get/watch/cancel/resume/events, jobs
-bench-hardware (measure the server's worker machine, as a job), models predict/get. Nothing here imports the server, nor torch: httpx, pydantic and tqdm suffice.
+bench-hardware (measure the server's worker machine, as a job), models predict/get, deployments
+create/list/get/delete/predict. Nothing here imports the server, nor torch: httpx, pydantic and tqdm suffice.
 
 Exit statuses (cli/exits.py): 0 ok; 1 the server refused the request (or could not be reached), or
 the watched job failed; 2 no --server/--api-key, or the key was refused (401/403); 3 the watched
@@ -101,6 +102,84 @@ def extend(sub, groups) -> None:
     p.add_argument("model_id")
     p.add_argument("name")
     p.set_defaults(func=cmd_models_rename)
+    _deployments(sub.add_parser("deployments", help="remote: tuned models served by the server (OpenAI-"
+                                "compatible chat/completions, classifier predict)").add_subparsers(dest="action",
+                                                                                                  required=True))
+
+
+def _deployments(dep) -> None:
+    p = _json_flag(dep.add_parser("create", help="serve tuned models: adapters of one base, one classifier, or "
+                                  "a catalog causal LM"))
+    p.add_argument("models", nargs="+", help="tuned model ids (or one catalog causal LM)")
+    p.add_argument("--name", default="")
+    p.add_argument("--replicas", type=int, default=1, help="model server processes (1-4)")
+    p.add_argument("--idle-seconds", type=float, default=900.0, help="unloaded after this long idle (0: never)")
+    p.add_argument("--engine", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                   help="onnx/onnx-int8: classifiers on onnxruntime")
+    p.add_argument("--batch-window-ms", type=float, default=5.0, help="classifiers: micro-batching window (0: off)")
+    p.add_argument("--wait", action="store_true", help="wait until it is ready")
+    p.set_defaults(func=cmd_deployments_create)
+    _json_flag(dep.add_parser("list", help="your deployments")).set_defaults(func=cmd_deployments_list)
+    for action, func, what in (("get", cmd_deployments_get, "one deployment"),
+                               ("delete", cmd_deployments_delete, "stop a deployment and forget it")):
+        p = _json_flag(dep.add_parser(action, help=what))
+        p.add_argument("deployment_id")
+        p.set_defaults(func=func)
+    p = _json_flag(dep.add_parser("predict", help="label texts with a classifier deployment"))
+    p.add_argument("deployment_id")
+    p.add_argument("texts", nargs="+")
+    p.set_defaults(func=cmd_deployments_predict)
+
+
+def _deployment_line(d) -> str:
+    return (f"{d.id}  {d.kind:<8} {d.state:<13} {d.requests_served:>7} requests  "
+            f"{d.prompt_tokens + d.completion_tokens:>8} tokens  {', '.join(d.models)}")
+
+
+@remote
+def cmd_deployments_create(client, args) -> int:
+    d = client.deployments.create(args.models, name=args.name, replicas=args.replicas, idle_seconds=args.idle_seconds,
+                                  engine=args.engine, batch_window_ms=args.batch_window_ms)
+    if args.wait:
+        d = client.deployments.wait(d.id)
+    dump(d) if args.json else print(_deployment_line(d))
+    return EXIT_OK
+
+
+@remote
+def cmd_deployments_list(client, args) -> int:
+    items = client.deployments.list()
+    if args.json:
+        dump(items)
+    else:
+        for d in items:
+            print(_deployment_line(d))
+    return EXIT_OK
+
+
+@remote
+def cmd_deployments_get(client, args) -> int:
+    d = client.deployments.get(args.deployment_id)
+    dump(d) if args.json else print(_deployment_line(d))
+    return EXIT_OK
+
+
+@remote
+def cmd_deployments_delete(client, args) -> int:
+    out = client.deployments.delete(args.deployment_id)
+    dump(out) if args.json else print(f"{args.deployment_id}  deleted")
+    return EXIT_OK
+
+
+@remote
+def cmd_deployments_predict(client, args) -> int:
+    preds = client.deployments.predict(args.deployment_id, args.texts)
+    if args.json:
+        dump(preds)
+    else:
+        for p in preds:
+            print(f"{p.label}\t{p.score:.3f}\t{p.text}")
+    return EXIT_OK
 
 
 def _training_data_args(p: argparse.ArgumentParser, model_help: str, set_metavar: str) -> None:

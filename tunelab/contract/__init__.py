@@ -11,8 +11,10 @@ from .billing import (Adjustment, Balance, CalibrationTable, DailyUsage, Estimat
 from .infrastructure import (CostBasis, Costs, FigureChange, FigureHistory, HardwareFigure, HardwareRun, HistoryPoint,
                              Infrastructure, InfrastructureExport, Inventory, ModelCost, ModelThroughput,
                              RunComparison, TypicalJob)
+from .deployments import Deployment, DeploymentCreate, DeploymentList
 from .metrics import ComparisonRow, RunMetrics
-from .openai import (FileDeleted, FileList, FileObject, FineTuningCheckpointList, FineTuningEventList, FineTuningJob,
+from .openai import (ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Completion, CompletionRequest,
+                     FileDeleted, FileList, FileObject, FineTuningCheckpointList, FineTuningEventList, FineTuningJob,
                      FineTuningJobList, OpenAIModel, OpenAIModelDeleted, OpenAIModelList)
 from .resources import (TERMINAL, ApiKey, ApiKeyList, AuditPage, Comparison, ComparisonList, Dataset, DatasetList,
                         DatasetPreview, EventPage, ImagePrediction, ImagePredictionList, ImageRow, Job, JobError,

@@ -34,6 +34,8 @@ class BillingAccount(TenantOwned, Base):
     storage_remainder: Mapped[int] = mapped_column(BigInteger, default=0)
     served_requests: Mapped[int] = mapped_column(BigInteger, default=0)
     served_billed_requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    served_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")   # generated, prompt included
+    served_billed_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -159,5 +159,25 @@ class WebhookDelivery(TenantOwned, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Deployment(TenantOwned, Base):
+    """Tuned models served from processes of their own (serving/supervisor.py): one tuned model, a
+    base with several adapters of it, or one catalog causal LM. The counters are what it answered."""
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("dep_"))
+    name: Mapped[str] = mapped_column(String(MAX_NAME), default="")
+    kind: Mapped[str] = mapped_column(String(16))                   # generate | classify
+    models: Mapped[list] = mapped_column(default=list)              # tuned model ids, or one catalog name
+    base_model: Mapped[str | None] = mapped_column(String(200), default=None)   # the adapters' shared base
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    idle_seconds: Mapped[float] = mapped_column(Float, default=900.0)
+    engine: Mapped[str] = mapped_column(String(16), default="torch")
+    batch_window_ms: Mapped[float] = mapped_column(Float, default=5.0)
+    requests_served: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # Billing (credits, usage, quotas) lives in its own module; its tenant-owned tables are scoped too.
-TENANT_OWNED = [User, ApiKey, Dataset, Job, JobEvent, TunedModel, Webhook, WebhookDelivery, *BILLING_TENANT_OWNED]
+TENANT_OWNED = [User, ApiKey, Dataset, Job, JobEvent, TunedModel, Webhook, WebhookDelivery, Deployment,
+                *BILLING_TENANT_OWNED]
