@@ -90,10 +90,10 @@ def _page_status(exc: Exception) -> tuple[int, str, str]:
 
 def mount(app: FastAPI) -> FastAPI:
     from . import (model_page, routes_account, routes_auth, routes_batch, routes_compare, routes_datasets,
-                   routes_infrastructure, routes_jobs, routes_models, routes_train)
+                   routes_deployments, routes_infrastructure, routes_jobs, routes_models, routes_train)
 
     for module in (routes_auth, routes_datasets, routes_models, model_page, routes_train, routes_batch, routes_jobs,
-                   routes_compare, routes_account, routes_infrastructure):
+                   routes_compare, routes_account, routes_infrastructure, routes_deployments):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     settings = app.state.settings

@@ -30,6 +30,7 @@ from ..services.predictions import model_inputs
 from .image_pages import misclassified
 from .deps import PageError, UserDep, render
 from .naming import NAME_RULE, rename_form
+from .routes_deployments import deploy_options
 from .routes_jobs import MAX_CARD_BYTES, _sealed_card, quality
 
 router = APIRouter(include_in_schema=False)
@@ -50,7 +51,11 @@ def card_html(card: str, title: str) -> Markup:
 
 
 def serves_openai_chat(request: Request) -> bool:
-    return any(getattr(r, "path", None) == OPENAI_CHAT_PATH for r in request.app.routes)
+    def paths(routes):
+        for r in routes:
+            inner = getattr(r, "original_router", None)     # FastAPI 0.16x wraps included routers
+            yield from (paths(inner.routes) if inner is not None else [getattr(r, "path", None)])
+    return OPENAI_CHAT_PATH in set(paths(request.app.routes))
 
 
 def snippets(base_url: str, model_id: str, generative: bool, openai_chat: bool, images: bool = False) -> list[dict]:
@@ -118,7 +123,7 @@ def _page(request, user, session, settings, model_id: str, *, error: str | None 
         "m": m, "d": described, "strategy_words": strategy_words(m.strategy), "job": job, "dataset": dataset, "dataset_name": dataset_name,
         "quality": quality(m.metrics or {}), "generative": generative, "card": card, "card_title": title,
         "snippets": snippets(str(request.base_url), m.id, generative, serves_openai_chat(request), images),
-        "images": images, "error_thumbs": error_thumbs,
+        "images": images, "error_thumbs": error_thumbs, "deploy": deploy_options(scope, m),
         "error": error, "notice": notice}, status=status)
 
 
