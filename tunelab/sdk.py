@@ -317,6 +317,16 @@ class Deployments(_Resource):
         out = self._c.request("POST", f"/api/v1/deployments/{_path(deployment_id)}/predict", json={"texts": texts})
         return [Prediction(**p) for p in out["data"]]
 
+    def predict_images(self, deployment_id: str, images: list[str | Path | bytes] | str | Path | bytes) -> list[ImagePrediction]:
+        """Classify images (file paths or bytes, up to 16 a call) with an image classifier deployment."""
+        import base64
+
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        blobs = [bytes(i) if isinstance(i, (bytes, bytearray)) else Path(i).read_bytes() for i in items]
+        body = {"images": [base64.b64encode(b).decode("ascii") for b in blobs]}
+        out = self._c.request("POST", f"/api/v1/deployments/{_path(deployment_id)}/predict-images", json=body)
+        return [ImagePrediction(**p) for p in out["data"]]
+
     def delete(self, deployment_id: str) -> dict:
         return self._c.request("DELETE", f"/api/v1/deployments/{_path(deployment_id)}")
 

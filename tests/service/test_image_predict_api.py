@@ -137,3 +137,26 @@ def test_texts_to_an_image_model_and_another_tenant(client_a, client_b, model_id
     batch = client_a.post("/api/v1/batch-predictions", data={"model": model_id},
                           files={"file": ("texts.csv", b"text\nhello\n")})
     assert batch.status_code in (400, 409, 422) and "image" in batch.json()["error"]["message"], batch.text
+
+
+def test_an_image_deployment_answers_as_the_model_does(server, tenant_a, client_a, client_b, model_id):
+    """The same classifier deployed: its server (sandboxed, its own process) gives the in-process
+    answer; what the API checks first (a bomb) never reaches it; texts and other tenants refused."""
+    dep = client_a.post("/api/v1/deployments", json={"models": [model_id], "idle_seconds": 0})
+    assert dep.status_code == 201, dep.text
+    dep_id = dep.json()["id"]
+    images = [_b64(b) for b in _images()]
+    direct = _predict(client_a, model_id, images).json()["data"]
+    with Client(server.url, tenant_a["api_key"]) as sdk:
+        served = sdk.deployments.predict_images(dep_id, _images())
+        assert sdk.deployments.get(dep_id).requests_served == len(images)
+    assert [p.label for p in served] == [p["label"] for p in direct]
+    for p, d in zip(served, direct):
+        assert p.index == d["index"] and abs(p.score - d["score"]) < 1e-4, (p, d)
+    url = f"/api/v1/deployments/{dep_id}/predict-images"
+    bomb = client_a.post(url, json={"images": [_b64(png_bomb())]})
+    assert (bomb.status_code, bomb.json()["error"]["code"]) == (422, "image_too_large"), bomb.text
+    texts = client_a.post(f"/api/v1/deployments/{dep_id}/predict", json={"texts": ["a cat"]})
+    assert (texts.status_code, texts.json()["error"]["code"]) == (400, "not_a_text_classifier"), texts.text
+    assert client_b.post(url, json={"images": images[:1]}).status_code == 404
+    assert client_a.delete(f"/api/v1/deployments/{dep_id}").status_code == 200

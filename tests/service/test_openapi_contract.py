@@ -73,10 +73,14 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """This module's own server: no worker (queued jobs never train), and rate limits high enough
-    that a fuzzer's burst is not throttled (429 stays documented on every keyed route)."""
+    """This module's own server: no worker (queued jobs never train), and rate limits and quotas
+    high enough that a fuzzer's burst is not throttled (429 stays documented on every keyed route).
+    The quotas matter for the stateful run: its examples share this server, so with the default 8
+    jobs at once (none ever finishes here) the same chain of calls got a job in one example and a
+    429 in its replay, and hypothesis stopped with "inconsistent data generation"."""
     srv = ServerProcess(tmp_path_factory.mktemp("contract"), worker=False, rate_limit_per_key=1_000_000,
-                        rate_limit_failed_auth=1_000_000).start()
+                        rate_limit_failed_auth=1_000_000, quota_concurrent_jobs=1_000_000,
+                        max_deployments_per_tenant=1_000).start()
     yield srv
     srv.stop()
 

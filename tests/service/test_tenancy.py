@@ -82,6 +82,7 @@ ROUTES = [
     ("DELETE", "/v1/models/{model}", None),
     ("GET", "/api/v1/deployments/{deployment}", None),
     ("POST", "/api/v1/deployments/{deployment}/predict", {"texts": ["hello"]}),
+    ("POST", "/api/v1/deployments/{deployment}/predict-images", {"images": [PNG_B64]}),
     ("DELETE", "/api/v1/deployments/{deployment}", None),
     # creating with another tenant's ids
     ("POST", "/api/v1/jobs", {"dataset_id": "{dataset}", "strategy": "linear-probe"}),

@@ -168,16 +168,23 @@ def _state(row: Deployment, supervisor) -> dict:
     return state
 
 
+def _endpoints(row: Deployment) -> dict:
+    if row.kind == "generate":
+        return dict(CHAT_ENDPOINTS)
+    session = object_session(row)
+    images = session is not None and classifier_inputs(session, row) == "image"
+    return {"predict": f"/api/v1/deployments/{row.id}/{'predict-images' if images else 'predict'}"}
+
+
 def view(row: Deployment, supervisor) -> dict:
     state = _state(row, supervisor)
-    endpoints = dict(CHAT_ENDPOINTS) if row.kind == "generate" else {"predict": f"/api/v1/deployments/{row.id}/predict"}
     return {"id": row.id, "object": "deployment", "name": row.name, "kind": row.kind, "models": list(row.models),
             "base_model": row.base_model, "state": state.get("state") or "idle-unloaded", "error": state.get("error"),
             "replicas": row.replicas, "replica_states": state.get("replicas") or [],
             "restarts": int(state.get("restarts") or 0), "idle_seconds": row.idle_seconds, "engine": row.engine,
             "batch_window_ms": row.batch_window_ms, "requests_served": row.requests_served or 0,
             "prompt_tokens": row.prompt_tokens or 0, "completion_tokens": row.completion_tokens or 0,
-            "endpoints": endpoints, "created_at": int(row.created_at.timestamp()) if row.created_at else None}
+            "endpoints": _endpoints(row), "created_at": int(row.created_at.timestamp()) if row.created_at else None}
 
 
 def resolve_model(session: Session, tenant_id: str, model: str) -> tuple[Deployment, str]:
@@ -211,8 +218,16 @@ def classifier_rows(texts: list[str], labels: list[str], probs: list[list[float]
     return out
 
 
-def takes_texts(session: Session, row: Deployment) -> bool:
-    """A classifier deployment whose model classifies texts (not images)."""
-    m = TenantScope(session, row.tenant_id).find(TunedModel, row.models[0]) if row.models else None
-    return m is not None and model_inputs(m) == "text"
+def classifier_inputs(session: Session, row: Deployment) -> str | None:
+    """What a classifier deployment's model takes ("text" | "image"); None for a generative one."""
+    if row.kind != "classify" or not row.models:
+        return None
+    m = TenantScope(session, row.tenant_id).find(TunedModel, row.models[0])
+    return model_inputs(m) if m is not None else None
+
+
+def image_rows(labels: list[str], probs: list[list[float]], top_k: int = 5) -> list[dict]:
+    """A server's {labels, probs} for images as /models/{id}/predict-images answers, by index."""
+    return [{"index": i, "filename": None, **{k: v for k, v in row.items() if k != "text"}}
+            for i, row in enumerate(classifier_rows([""] * len(probs), labels, probs, top_k))]
 

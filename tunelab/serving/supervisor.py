@@ -239,7 +239,11 @@ class Supervisor:
         config = self._config(dep, replica)
         readable = sorted({p for p in [*dep.plaintext.values(), *([Path(plan.base)] if plan.base else [])]
                            if dep.folder not in p.parents})
-        replica.start(self.executor, config, server_env(dep.folder), readable)
+        shared = Path(self.settings.shared_models)
+        if shared.is_dir():     # shipped pretrained weights (ResNet-20) a classifier's base converts from, as jobs do
+            readable.append(shared.resolve())
+        env = server_env(dep.folder) | {"TUNELAB_SHARED_MODELS": str(self.settings.shared_models)}
+        replica.start(self.executor, config, env, readable)
 
     def _config(self, dep: _Deployment, replica: Replica) -> ServerConfig:
         plan = dep.plan

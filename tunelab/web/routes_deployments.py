@@ -96,7 +96,20 @@ def snippets(base_url: str, view: dict) -> list[dict]:
                 "                                        messages=[{\"role\": \"user\", \"content\": \"Hello\"}])\n"
                 "print(answer.choices[0].message.content)")},
         ]
-    predict = f"{base}/api/v1/deployments/{quote(view['id'], safe='')}/predict"
+    predict = base + quote(view["endpoints"]["predict"], safe="/")
+    if predict.endswith("/predict-images"):
+        return [
+            {"title": "curl", "lang": "shell", "code": (
+                f"curl -s {shlex.quote(predict)} \\\n"
+                "  -H \"Authorization: Bearer $TUNELAB_API_KEY\" \\\n"
+                "  -H 'Content-Type: application/json' \\\n"
+                "  -d \"{\\\"images\\\": [\\\"$(base64 -w0 photo.jpg)\\\"]}\"")},
+            {"title": "Python (tunelab SDK)", "lang": "python", "code": (
+                "import os\n\nfrom tunelab.sdk import Client\n\n"
+                f"with Client({base!r}, os.environ[\"TUNELAB_API_KEY\"]) as client:\n"
+                f"    for p in client.deployments.predict_images({view['id']!r}, [\"photo.jpg\", \"scan.png\"]):\n"
+                "        print(p.index, p.label, round(p.score, 3))")},
+        ]
     return [
         {"title": "curl", "lang": "shell", "code": (
             f"curl -s {shlex.quote(predict)} \\\n"

@@ -3,20 +3,22 @@ deleted like every tenant resource), and classifications through a deployment's 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter, Request
 
 from ...billing.usage import NoCreditForServing, check_served
-from ...contract import Deleted, DeploymentCreate, PredictionList
+from ...contract import Deleted, DeploymentCreate, ImagePredictionList, PredictionList
 from ...contract import Deployment as DeploymentOut
 from ...contract import DeploymentList
 from ...serving.errors import ServingError
 from ...services import deployments as svc
+from ...services.predictions import ImageRefused, decode_base64, read_images
 from ..deps import MemberDep, ScopeDep, SettingsDep, audit
 from ..errors import AUTH, APIError, errors
 from ..routing import ContractRoute
-from ..schemas import PredictBody
+from ..schemas import ImagePredictBody, PredictBody
 
 log = logging.getLogger("tunelab.api")
 SERVER_BATCH = 256      # texts in one request to a model server (serving/process.py MAX_ITEMS)
@@ -100,7 +102,7 @@ async def predict(deployment_id: str, body: PredictBody, scope: ScopeDep, settin
     computed in the deployment's server (concurrent requests micro-batched into one forward)."""
     try:
         row = svc.get_deployment(scope.session, scope.tenant_id, deployment_id)
-        if row.kind != "classify" or not svc.takes_texts(scope.session, row):
+        if svc.classifier_inputs(scope.session, row) != "text":
             raise APIError(400, "not_a_text_classifier", f"{row.id} serves {', '.join(row.models)}, which does not "
                            "label texts: generative deployments answer POST /v1/chat/completions.", "deployment_id")
         check_served(scope.session, scope.tenant_id, len(body.texts))
@@ -119,3 +121,48 @@ async def predict(deployment_id: str, body: PredictBody, scope: ScopeDep, settin
         raise served_error(exc) from None
     return {"model": row.models[0], "deployment": row.id,
             "data": svc.classifier_rows(body.texts, labels, probs)}
+
+
+def _png_base64(images: list) -> list[str]:
+    """Checked images (RGB, EXIF applied) re-encoded for the model server: it classifies exactly
+    what the API decoded, never the upload's own bytes."""
+    import base64
+    import io
+
+    out = []
+    for image in images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        out.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return out
+
+
+@router.post("/{deployment_id}/predict-images", response_model=ImagePredictionList,
+             responses=errors(*AUTH, 400, 402, 404, 409, 413, 422, 429, 503))
+async def predict_images(deployment_id: str, body: ImagePredictBody, scope: ScopeDep, settings: SettingsDep,
+                         request: Request):
+    """Classes for images (base64 or data: URLs, up to 16) from an image classifier deployment: the
+    answer of /api/v1/models/{id}/predict-images, computed in the deployment's server. Each image
+    is checked here first (size, decompression bombs, one frame: 413/422 with its index)."""
+    try:
+        row = svc.get_deployment(scope.session, scope.tenant_id, deployment_id)
+        if svc.classifier_inputs(scope.session, row) != "image":
+            raise APIError(400, "not_an_image_classifier", f"{row.id} serves {', '.join(row.models)}, which does "
+                           "not classify images: text classifiers answer POST .../predict, generative deployments "
+                           "POST /v1/chat/completions.", "deployment_id")
+        check_served(scope.session, scope.tenant_id, len(body.images))
+        limit = settings.max_body_bytes
+        blobs = [decode_base64(v, i, limit) for i, v in enumerate(body.images)]
+        images = await asyncio.to_thread(read_images, blobs, limit)
+        client = await running_supervisor(request).client(svc.plan_for(row, settings))
+        answer = await client.classify(row.models[0], images_b64=_png_base64(images))
+        svc.record_usage(scope.session, scope.tenant_id, row, requests=len(body.images))
+    except ImageRefused as exc:
+        raise APIError(exc.status, exc.code, exc.message, f"images.{exc.index}", index=exc.index) from None
+    except svc.DeploymentRefused as exc:
+        raise refused(exc) from None
+    except NoCreditForServing as exc:
+        raise no_credit(exc) from None
+    except ServingError as exc:
+        raise served_error(exc) from None
+    return {"model": row.models[0], "data": svc.image_rows(answer["labels"], answer["probs"])}
