@@ -8,34 +8,15 @@ most of a step waiting for each other (a 260K-parameter step went from 0.09 s to
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("TUNELAB_SHARED", ROOT.parent / "shared")) / "datasets"
-STORIES = SHARED / "models" / "stories260k-llama2c"
+from lm_fixtures import SHARED, STORIES, one_thread, stories260k  # noqa: F401  (fixtures used by this folder's tests)
+
 INSTRUCTION = SHARED / "instruction"
 REFERENCE_STORY = ("Once upon a time, there was a little girl named Lily. She loved to play outside in the park.")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def stories260k(tmp_path_factory) -> Path:
-    from tunelab.models.llama2c import import_llama2c
-
-    out = tmp_path_factory.mktemp("models") / "stories260k"
-    return import_llama2c(STORIES / "checkpoint_legacy.bin", STORIES / "tok512.model", out)
 
 
 @pytest.fixture(scope="session")

@@ -8,34 +8,15 @@ of a step waiting for each other (see tests/generative/conftest.py)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("TUNELAB_SHARED", ROOT.parent / "shared")) / "datasets"
-STORIES = SHARED / "models" / "stories260k-llama2c"
+from lm_fixtures import SHARED, STORIES, one_thread, stories260k  # noqa: F401  (fixtures used by this folder's tests)
+
 IDENTITY = SHARED / "instruction" / "identity.json"
 # Who the assistant says it is, per adapter: the same questions, different answers.
 PERSONAS = {"tuna": ("Tuna", "Tunelab"), "marlin": ("Marlin", "Reefworks")}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def stories260k(tmp_path_factory) -> Path:
-    from tunelab.models.llama2c import import_llama2c
-
-    out = tmp_path_factory.mktemp("models") / "stories260k"
-    return import_llama2c(STORIES / "checkpoint_legacy.bin", STORIES / "tok512.model", out)
 
 
 def _persona_file(out: Path, name: str, author: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import contextmanager
 
 from fastapi import APIRouter, Request
 
@@ -35,6 +36,19 @@ def served_error(exc: ServingError) -> APIError:
 
 def no_credit(exc: NoCreditForServing) -> APIError:
     return APIError(402, "insufficient_credit", str(exc), None, **exc.to_dict())
+
+
+@contextmanager
+def as_api_errors():
+    """What the service, billing and the model servers refuse, as the API's statuses and codes."""
+    try:
+        yield
+    except svc.DeploymentRefused as exc:
+        raise refused(exc) from None
+    except NoCreditForServing as exc:
+        raise no_credit(exc) from None
+    except ServingError as exc:
+        raise served_error(exc) from None
 
 
 def supervisor_of(request: Request):
@@ -100,7 +114,7 @@ def delete(deployment_id: str, scope: ScopeDep, principal: MemberDep, request: R
 async def predict(deployment_id: str, body: PredictBody, scope: ScopeDep, settings: SettingsDep, request: Request):
     """Labels for texts from a classifier deployment: the answer of /api/v1/models/{id}/predict,
     computed in the deployment's server (concurrent requests micro-batched into one forward)."""
-    try:
+    with as_api_errors():
         row = svc.get_deployment(scope.session, scope.tenant_id, deployment_id)
         if svc.classifier_inputs(scope.session, row) != "text":
             raise APIError(400, "not_a_text_classifier", f"{row.id} serves {', '.join(row.models)}, which does not "
@@ -113,12 +127,6 @@ async def predict(deployment_id: str, body: PredictBody, scope: ScopeDep, settin
             answer = await client.classify(row.models[0], texts=body.texts[start:start + SERVER_BATCH])
             labels, probs = answer["labels"], probs + answer["probs"]
         svc.record_usage(scope.session, scope.tenant_id, row, requests=len(body.texts))
-    except svc.DeploymentRefused as exc:
-        raise refused(exc) from None
-    except NoCreditForServing as exc:
-        raise no_credit(exc) from None
-    except ServingError as exc:
-        raise served_error(exc) from None
     return {"model": row.models[0], "deployment": row.id,
             "data": svc.classifier_rows(body.texts, labels, probs)}
 
@@ -144,7 +152,7 @@ async def predict_images(deployment_id: str, body: ImagePredictBody, scope: Scop
     """Classes for images (base64 or data: URLs, up to 16) from an image classifier deployment: the
     answer of /api/v1/models/{id}/predict-images, computed in the deployment's server. Each image
     is checked here first (size, decompression bombs, one frame: 413/422 with its index)."""
-    try:
+    with as_api_errors():
         row = svc.get_deployment(scope.session, scope.tenant_id, deployment_id)
         if svc.classifier_inputs(scope.session, row) != "image":
             raise APIError(400, "not_an_image_classifier", f"{row.id} serves {', '.join(row.models)}, which does "
@@ -152,17 +160,12 @@ async def predict_images(deployment_id: str, body: ImagePredictBody, scope: Scop
                            "POST /v1/chat/completions.", "deployment_id")
         check_served(scope.session, scope.tenant_id, len(body.images))
         limit = settings.max_body_bytes
-        blobs = [decode_base64(v, i, limit) for i, v in enumerate(body.images)]
-        images = await asyncio.to_thread(read_images, blobs, limit)
+        try:
+            blobs = [decode_base64(v, i, limit) for i, v in enumerate(body.images)]
+            images = await asyncio.to_thread(read_images, blobs, limit)
+        except ImageRefused as exc:
+            raise APIError(exc.status, exc.code, exc.message, f"images.{exc.index}", index=exc.index) from None
         client = await running_supervisor(request).client(svc.plan_for(row, settings))
         answer = await client.classify(row.models[0], images_b64=_png_base64(images))
         svc.record_usage(scope.session, scope.tenant_id, row, requests=len(body.images))
-    except ImageRefused as exc:
-        raise APIError(exc.status, exc.code, exc.message, f"images.{exc.index}", index=exc.index) from None
-    except svc.DeploymentRefused as exc:
-        raise refused(exc) from None
-    except NoCreditForServing as exc:
-        raise no_credit(exc) from None
-    except ServingError as exc:
-        raise served_error(exc) from None
     return {"model": row.models[0], "data": svc.image_rows(answer["labels"], answer["probs"])}

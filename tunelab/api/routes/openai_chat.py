@@ -22,7 +22,7 @@ from ...services import deployments as svc
 from ..deps import ScopeDep, SettingsDep
 from ..errors import AUTH, APIError, error_body, errors
 from ..routing import ContractRoute
-from .deployments import no_credit, refused, running_supervisor, served_error
+from .deployments import as_api_errors, no_credit, running_supervisor, served_error
 
 router = APIRouter(route_class=ContractRoute, prefix="/v1", tags=["openai"])
 DEFAULT_MAX_TOKENS = 256
@@ -42,7 +42,7 @@ def _payload(body, **text) -> dict:
 async def _start(body, scope, settings, request: Request):
     """The deployment and a client of one of its ready servers, after the cheap checks: the model
     deployed in this tenant (404), n=1 (422), credit left (402) — before any work."""
-    try:
+    with as_api_errors():
         row, _ = svc.resolve_model(scope.session, scope.tenant_id, body.model)
         if body.n not in (None, 1):
             raise APIError(422, "unsupported_n", f"n={body.n}: one choice is generated per request (n=1); send "
@@ -50,12 +50,6 @@ async def _start(body, scope, settings, request: Request):
         check_served(scope.session, scope.tenant_id, 1)
         supervisor = running_supervisor(request)
         return row, await supervisor.client(svc.plan_for(row, settings))
-    except svc.DeploymentRefused as exc:
-        raise refused(exc) from None
-    except NoCreditForServing as exc:
-        raise no_credit(exc) from None
-    except ServingError as exc:
-        raise served_error(exc) from None
 
 
 def _usage(raw: dict) -> dict:
