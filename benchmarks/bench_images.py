@@ -90,7 +90,7 @@ def hand_written_probe(model, archive: Path) -> dict:
     pre = backbone.preprocess
     with tempfile.TemporaryDirectory() as work:
         with zipfile.ZipFile(archive) as zf:
-            zf.extractall(work)
+            zf.extractall(work)      # safe: the zip this benchmark just built from the shared cifar10-mini folder
         rows = {split: sorted((p, p.parent.name) for p in (Path(work) / split).rglob("*.jpg")) for split in ("train", "test")}
         feats, encode_s = {}, 0.0
         for split, items in rows.items():

@@ -19,6 +19,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from lm_fixtures import one_thread  # noqa: F401  (autouse: torch on one thread)
 from tunelab.hardware.flops import FlopModel, flop_model, flop_model_for, flops_per_token
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,14 +30,6 @@ SMOLLM2 = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hi
                num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
                rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True)
 LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def minilm(attn: str):

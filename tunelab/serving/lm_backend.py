@@ -132,7 +132,7 @@ class _StepView:
         self._weights, self._adapter = weights, adapter
         self.generation_config = getattr(weights.model, "generation_config", None)
 
-    def eval(self):
+    def eval(self):     # safe: torch's Module.eval() (inference mode), not Python's eval; stream_tokens calls it
         return self
 
     def __call__(self, **inputs):

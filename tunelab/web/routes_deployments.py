@@ -77,6 +77,15 @@ def model_names(scope: TenantScope, refs: list[str]) -> list[dict]:
     return out
 
 
+def _curl(url: str, data: str) -> dict:
+    """A curl snippet that POSTs JSON with the key from the environment; `data` is already quoted for the shell."""
+    return {"title": "curl", "lang": "shell", "code": (
+        f"curl -s {shlex.quote(url)} \\\n"
+        "  -H \"Authorization: Bearer $TUNELAB_API_KEY\" \\\n"
+        "  -H 'Content-Type: application/json' \\\n"
+        f"  -d {data}")}
+
+
 def snippets(base_url: str, view: dict) -> list[dict]:
     """[{title, lang, code}] that call a deployment: each complete, the key left to the environment."""
     base = base_url.rstrip("/")
@@ -84,11 +93,7 @@ def snippets(base_url: str, view: dict) -> list[dict]:
         model = view["models"][0]
         body = json.dumps({"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 64})
         return [
-            {"title": "curl", "lang": "shell", "code": (
-                f"curl -s {shlex.quote(base + svc.CHAT_ENDPOINTS['chat_completions'])} \\\n"
-                "  -H \"Authorization: Bearer $TUNELAB_API_KEY\" \\\n"
-                "  -H 'Content-Type: application/json' \\\n"
-                f"  -d {shlex.quote(body)}")},
+            _curl(base + svc.CHAT_ENDPOINTS["chat_completions"], shlex.quote(body)),
             {"title": "Python (openai client)", "lang": "python", "code": (
                 "import os\n\nfrom openai import OpenAI\n\n"
                 f"client = OpenAI(base_url={base + '/v1'!r}, api_key=os.environ[\"TUNELAB_API_KEY\"])\n"
@@ -99,11 +104,7 @@ def snippets(base_url: str, view: dict) -> list[dict]:
     predict = base + quote(view["endpoints"]["predict"], safe="/")
     if predict.endswith("/predict-images"):
         return [
-            {"title": "curl", "lang": "shell", "code": (
-                f"curl -s {shlex.quote(predict)} \\\n"
-                "  -H \"Authorization: Bearer $TUNELAB_API_KEY\" \\\n"
-                "  -H 'Content-Type: application/json' \\\n"
-                "  -d \"{\\\"images\\\": [\\\"$(base64 -w0 photo.jpg)\\\"]}\"")},
+            _curl(predict, "\"{\\\"images\\\": [\\\"$(base64 -w0 photo.jpg)\\\"]}\""),
             {"title": "Python (tunelab SDK)", "lang": "python", "code": (
                 "import os\n\nfrom tunelab.sdk import Client\n\n"
                 f"with Client({base!r}, os.environ[\"TUNELAB_API_KEY\"]) as client:\n"
@@ -111,11 +112,7 @@ def snippets(base_url: str, view: dict) -> list[dict]:
                 "        print(p.index, p.label, round(p.score, 3))")},
         ]
     return [
-        {"title": "curl", "lang": "shell", "code": (
-            f"curl -s {shlex.quote(predict)} \\\n"
-            "  -H \"Authorization: Bearer $TUNELAB_API_KEY\" \\\n"
-            "  -H 'Content-Type: application/json' \\\n"
-            "  -d '{\"texts\": [\"first text to label\", \"second text\"]}'")},
+        _curl(predict, "'{\"texts\": [\"first text to label\", \"second text\"]}'"),
         {"title": "Python (tunelab SDK)", "lang": "python", "code": (
             "import os\n\nfrom tunelab.sdk import Client\n\n"
             f"with Client({base!r}, os.environ[\"TUNELAB_API_KEY\"]) as client:\n"
