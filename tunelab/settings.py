@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     max_concurrent_downloads: int = 4
     # Deployments (model servers) one tenant may have at once; one more answers 429.
     max_deployments_per_tenant: int = Field(5, ge=0)
+    # Devices and the worker's queue (H3, issue 20; jobs/devices.py, jobs/scheduling.py): jobs one
+    # worker runs at once (None: one per GPU on a GPU worker, 1 on CPU), and GPUs declared instead
+    # of detected ("2", or memory MBs "24000,80000": test or dry-run set-ups; "0": none).
+    worker_max_jobs: int | None = Field(None, ge=1, le=64)
+    worker_gpus: str | None = None
+    # Data-parallel jobs (H1, issue 20; training/launch.py): times torchrun restarts all of a job's
+    # ranks when one dies (they resume from the last checkpoint) before the attempt fails.
+    ddp_max_restarts: int = Field(1, ge=0, le=10)
 
     @property
     def db_url(self) -> str:

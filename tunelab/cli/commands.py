@@ -17,7 +17,7 @@ from pathlib import Path
 from . import admin, bench, billing, generative, images, remote
 from .budget import add_budget_args
 from .common import say as _say, split_set_by_strategy
-from .errors import guarded
+from .errors import UsageError, guarded
 from .exits import EXIT_CONFIG, EXIT_DATA, EXIT_OK
 
 __all__ = ["COMMANDS", "EXIT_CONFIG", "EXIT_DATA", "EXIT_OK", "build_parser", "cmd_compare", "cmd_inspect",
@@ -64,6 +64,9 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a hyperparameter")
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--auto-fit", action="store_true", help="apply the cheapest change that fits memory")
+    train.add_argument("--processes", type=int, default=1, metavar="N",
+                       help="train on N data-parallel processes (torchrun: gloo on CPU, NCCL on GPUs); the "
+                            "batch size stays the global batch; strategies with a training loop only")
     train.add_argument("--json", action="store_true")
 
     compare = sub.add_parser("compare", help="run several strategies on the same split, recommend one")
@@ -148,13 +151,65 @@ def _prepare(args):
 
 
 def cmd_train(args) -> int:
+    from ..training import launch
+
+    if launch.is_rank():
+        return _train_rank(args)
+    if args.processes != 1:
+        return _train_on_ranks(args)
+    return _train(args)
+
+
+def _train_on_ranks(args) -> int:
+    """This process becomes the agent of N ranks, each running this same command."""
+    from ..settings import get_settings
+    from ..strategies import ConfigError, get_strategy
+    from ..training import launch
+
+    if not 1 < args.processes <= 64:
+        raise UsageError("--processes takes 1 to 64")
+    if not get_strategy(args.strategy).distributed:
+        raise ConfigError(f"{args.strategy} has no training loop to spread over {args.processes} processes; "
+                          "leave out --processes")
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    return launch.launch(["-m", "tunelab", *argv], args.processes, max_restarts=get_settings().ddp_max_restarts,
+                         cpus=os.cpu_count() or 1, report=lambda message: _say(f"error: {message}"))
+
+
+def _train_rank(args) -> int:
+    """One rank: rank 0 trains, reports and writes the model folder; the others train only (what
+    they would write goes to a scratch folder, deleted)."""
+    import shutil
+    import tempfile
+
+    from ..training import launch
+    from ..training.distributed import RankDone, World
+
+    launch.join_as_rank()
+    world = World.from_env()
+    scratch = None if world.is_main else Path(tempfile.mkdtemp(prefix=f"tunelab-rank{world.rank}-"))
+    try:
+        code = guarded(lambda a: _train(a, out=scratch, quiet=not world.is_main))(args)
+    except RankDone:
+        code = EXIT_OK
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    # the CLI's answers (done, bad data, bad configuration) end a rank normally: not restarted
+    return launch.rank_exit(code, answers=(EXIT_OK, EXIT_DATA, EXIT_CONFIG))
+
+
+def _train(args, out: Path | None = None, quiet: bool = False) -> int:
+    """out: where the model folder goes instead of --out (checkpoints stay under --out)."""
     from ..engine import run_strategy
 
     model, data = _prepare(args)
-    progress = _progress(not args.json)
-    result = run_strategy(model, data, args.strategy, args.set, out=args.out, auto_fit=args.auto_fit,
-                          progress=progress)
+    progress = _progress(not args.json and not quiet)
+    result = run_strategy(model, data, args.strategy, args.set, out=out or args.out, work_dir=args.out,
+                          auto_fit=args.auto_fit, progress=progress)
     progress.close()
+    if quiet:
+        return EXIT_OK
     m = result.metrics
     if result.plan.applied:
         _say(f"auto-fit: {result.plan.applied}")
@@ -317,6 +372,7 @@ def main(argv: list[str] | None = None, extensions=()) -> int:
 
     quiet_libraries()
     args = build_parser(extensions).parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]     # what ranks of `train --processes` run
     command = getattr(args, "func", None) or \
         COMMANDS[getattr(args, "action", None) if args.command in ("datasets", "models") else args.command]
     return guarded(command)(args)

@@ -18,12 +18,18 @@ import time
 import traceback
 from pathlib import Path
 
+from ..training import launch
+
 EXIT_OK, EXIT_DATA, EXIT_CONFIG, EXIT_STOPPED = 0, 3, 4, 5
 
 _out_lock = threading.Lock()
+_silent = False         # a rank other than 0 of a data-parallel job: rank 0 speaks for the job
+_crash: str | None = None       # a rank's unexpected error, for the launcher's report
 
 
 def emit(type_: str, **data) -> None:
+    if _silent:
+        return
     with _out_lock:
         sys.stdout.write(json.dumps({"type": type_, **data}, default=str) + "\n")
         sys.stdout.flush()
@@ -132,6 +138,8 @@ def run(spec_path: Path) -> int:
              validation_rows=len(data.splits.validation), test_rows=len(data.splits.test),
              labels=data.splits.label_names)
         out = Path(spec.out_dir)
+        if int(os.environ.get("RANK", 0)) > 0:      # what a rank other than 0 writes is thrown away
+            out = Path(spec.work_dir) / f"rank-{os.environ['RANK']}-out"
         if job.kind == "compare":
             result = compare(model, data, job.strategies, params=job.strategy_params, out_root=out,
                              auto_fit=job.auto_fit, progress=progress, budget=job.budget(),
@@ -155,19 +163,58 @@ def run(spec_path: Path) -> int:
         emit("error", code="invalid_configuration", message=str(exc))
         return EXIT_CONFIG
     except Exception as exc:    # an infrastructure failure as far as we know: the worker may retry
-        emit("error", code="internal_error", message=f"{type(exc).__name__}: {exc}")
+        message = f"{type(exc).__name__}: {exc}"
         traceback.print_exc(file=sys.stderr)
+        if launch.is_rank():        # a rank's crash: the launcher restarts the ranks, or reports it
+            global _crash
+            _crash = message
+        else:
+            emit("error", code="internal_error", message=message)
         return 1
+
+
+def run_ranks(spec_path: Path, processes: int) -> int:
+    """A data-parallel job: this process becomes the agent of `processes` ranks, each running this
+    module on the same spec (training/launch.py); rank 0 reports for the job."""
+    from ..settings import get_settings
+
+    cpus = int(os.environ.get("TUNELAB_JOB_CPUS") or os.cpu_count() or 1)
+    return launch.launch(["-m", "tunelab.jobs.child", str(spec_path)], processes,
+                         max_restarts=get_settings().ddp_max_restarts, cpus=cpus,
+                         report=lambda message: emit("error", code="internal_error", message=message))
+
+
+def run_rank(spec_path: Path) -> int:
+    """One rank: dies with its agent; the ranks other than 0 say nothing; the status is recorded for
+    the agent (an answer such as a data error must not be retried as if the rank had crashed)."""
+    from ..training.distributed import RankDone
+
+    global _silent
+    launch.join_as_rank()
+    _silent = int(os.environ["RANK"]) > 0
+    try:
+        code = run(spec_path)
+    except RankDone:
+        code = EXIT_OK
+    return launch.rank_exit(code, _crash)
+
+
+def _processes(spec_path: Path) -> int:
+    return int(json.loads(spec_path.read_text()).get("job", {}).get("processes", 1))
 
 
 def main() -> None:
     from ..logs import quiet_libraries
 
     quiet_libraries()      # progress reaches the worker as events, not as library bars on stderr
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    spec_path = Path(sys.argv[1])
+    if launch.is_rank():
+        sys.exit(run_rank(spec_path))
     parent = int(os.environ.get("TUNELAB_PARENT_PID", os.getppid()))
     _die_with_parent(parent)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    sys.exit(run(Path(sys.argv[1])))
+    processes = _processes(spec_path)
+    sys.exit(run_ranks(spec_path, processes) if processes > 1 else run(spec_path))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ JsonInt = json_int()
 
 MAX_BUDGET_SECONDS = 7 * 24 * 3600     # engine.budget.parse_duration's bound
 MAX_BUDGET_USD = 10_000.0
+MAX_PROCESSES = 64
+PROCESSES_ON_OTHERS = ("`processes` is for train jobs: a comparison runs its candidates in one process each, a benchmark "
+                       "or a batch prediction in one; leave it out (or 1)")
 BUDGET_ON_TRAIN = ("`budget_seconds`, `budget_usd` and `exhaustive` are for compare jobs (kind \"compare\"); "
                    "a train job runs its one strategy to the end")
 BENCH = "bench-hardware"
@@ -99,15 +102,15 @@ def _document(schema: dict) -> None:
     # no strategy: the default of the dataset's task (services.jobs.resolved); its parameters are checked then
     train.append({"not": {"required": ["strategy"]}, "properties": {"params": {"type": "object"}}})
     compare = {"required": ["kind", "strategies", "dataset_id"],
-               "properties": {"kind": {"const": "compare"},
+               "properties": {"kind": {"const": "compare"}, "processes": {"const": 1},
                               "strategies": {"type": "array", "minItems": 1, "items": {"enum": names}},
                               "strategy_params": {"type": "object", "properties": params}, **training}}
     empty = {type(None): {"type": "null"}, list: {"maxItems": 0}, dict: {"maxProperties": 0}, bool: {"const": False}}
     bench = {"required": ["kind"],
-             "properties": {"kind": {"const": BENCH}, **{f: empty[type(v)] for f, v in NOT_ON_BENCH.items()},
+             "properties": {"kind": {"const": BENCH}, "processes": {"const": 1}, **{f: empty[type(v)] for f, v in NOT_ON_BENCH.items()},
                             **no_batch}}
     batch = {"required": ["kind", "dataset_id", "tuned_model"],
-             "properties": {"kind": {"const": BATCH}, "dataset_id": {"type": "string"}, "tuned_model": {"type": "string"},
+             "properties": {"kind": {"const": BATCH}, "processes": {"const": 1}, "dataset_id": {"type": "string"}, "tuned_model": {"type": "string"},
                             "quick": {"const": True}, "sweep": {"const": True},
                             **{f: empty[type(v)] for f, v in NOT_ON_BATCH.items() if type(v) in empty and v is not True}}}
     schema["anyOf"] = [{"allOf": [train_kind, {"anyOf": train}]}, compare, bench, batch]
@@ -136,6 +139,12 @@ class JobSpec(BaseModel):
         "train jobs: what people will call the tuned model (1-120 printable characters, trimmed; renamed "
         "later with PATCH /api/v1/models/{id}); default \"<dataset name> — <strategy>\""))
     auto_fit: bool = Field(default=False, strict=True)
+    # train jobs: data-parallel processes (torchrun; gloo on CPU, NCCL on GPUs). `batch_size` stays
+    # the global batch, so a run on N processes sees the same batches as on one (training/distributed.py).
+    processes: json_int(ge=1, le=MAX_PROCESSES) = Field(1, description=(
+        "train jobs: train on this many data-parallel processes (torchrun; one GPU each on a GPU worker, "
+        "the worker's CPU threads shared out on CPU); the batch size stays the global batch. Only "
+        "strategies with a training loop take more than 1"))
     metadata: dict[str, str] | None = None
     # compare jobs: what the comparison may spend (whichever limit comes first), and whether every
     # candidate runs to the end instead of the weak ones being stopped early
@@ -187,6 +196,8 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_or_many(self):
+        if self.processes != 1 and self.kind != "train":
+            raise ValueError(PROCESSES_ON_OTHERS)
         if self.kind == "compare":
             if not self.strategies:
                 raise ValueError("a compare job needs `strategies`, e.g. [\"zero-shot\", \"lora\"]")

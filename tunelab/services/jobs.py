@@ -131,6 +131,13 @@ def check_spec(scope: TenantScope, spec: JobSpec) -> JobSpec:
         problem = strategy.unavailable() if spec.kind == "train" else None
         if problem:
             raise JobRejected(problem, "strategy", "cuda_required")
+        if spec.kind == "train" and spec.processes > 1 and not strategy.distributed:
+            from ..strategies import strategies_of
+
+            spread = ", ".join(s.name for s in strategies_of(task) if s.distributed and not s.unavailable())
+            raise JobRejected(f"{strategy.name} has no training loop to spread over {spec.processes} processes: "
+                              f"leave `processes` out (or 1), or choose a strategy that has one ({spread or 'none here'}).",
+                              "processes")
     return spec
 
 

@@ -66,6 +66,7 @@ class Strategy(Protocol):
     openai_method: ClassVar[str | None]     # the OpenAI fine-tuning method type it implements
     bench: ClassVar[str | None]             # in the hardware sweep: "quick" (every sweep), "full" (the full one), None
     bench_params: ClassVar[dict]            # its overrides for a short burst in that sweep
+    distributed: ClassVar[bool]             # its fit trains on N data-parallel processes (a job's `processes`)
 
     def check(self, ctx: RunContext) -> None:
         """Raise ConfigError for a configuration that cannot work here. Must be cheap."""
@@ -105,6 +106,9 @@ class StrategyBase:
     reference_samples_per_s: ClassVar[float] = 185.0   # the advisor's rough training rate
     bench: ClassVar[str | None] = None
     bench_params: ClassVar[dict] = {}
+    # Its fit runs the shared loop (training/loop.py) or a transformers Trainer, both of which train
+    # on torchrun's ranks: a job may then ask for `processes` > 1.
+    distributed: ClassVar[bool] = False
 
     @property
     def trains(self) -> bool:

@@ -130,6 +130,7 @@ PREFERENCE = TASKS[Preference.name]
 
 @register
 class DPO(StrategyBase):
+    distributed = True          # TRL's Trainer trains on torchrun's ranks itself
     name = "dpo"
     task = PREFERENCE
     rank = 40

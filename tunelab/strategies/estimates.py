@@ -13,8 +13,8 @@ import numpy as np
 from ..models import token_counter
 from ..models.batch_shapes import split_batch
 from ..training.batching import epoch_batches
-from ..training.preflight import (Estimate, activation_mb, current_rss_mb, inference_memory, memory_budget_mb,
-                                  model_dims, time_steps, training_memory)
+from ..training.preflight import (Estimate, Ranks, activation_mb, current_rss_mb, inference_memory, local_batch,
+                                  memory_budget_mb, model_dims, time_steps, training_memory)
 from .base import RunContext
 
 HEADROOM = 0.9   # never plan past 90% of the budget: allocator fragmentation and the OS need room
@@ -36,11 +36,13 @@ def finetune_memory(ctx: RunContext, params, trainable: int, total: int, lengths
     lengths = np.minimum(lengths, params.max_length or ctx.model.max_length)
     eager = params.attention == "eager" or (params.attention == "auto" and ctx.device == "cpu")
     dims = model_dims(_config(ctx))
+    # a rank's activations are those of its slice of the global batch
+    batch = local_batch(params.batch_size, Ranks.from_env(ctx.device).world)
     if ctx.device == "cpu":
-        rows, seq = largest_run(lengths, params.batch_size, ctx.seed,
+        rows, seq = largest_run(lengths, batch, ctx.seed,
                                 lambda n, L: activation_mb(dims, n, L, eager, params.gradient_checkpointing))
     else:
-        rows, seq = params.batch_size, int(lengths.max())
+        rows, seq = batch, int(lengths.max())
     return training_memory(dims, total, trainable, rows, seq,
                            eager_attention=eager, checkpointing=params.gradient_checkpointing,
                            baseline_mb=baseline_mb)
@@ -71,6 +73,7 @@ def estimate_finetune(ctx: RunContext, strategy) -> Estimate:
     p = ctx.params
     batches = epoch_batches(lengths, p.batch_size, ctx.seed, 0)
     typical = sorted(batches, key=lambda b: int(lengths[b].sum()))[len(batches) // 2]
+    typical = typical[:local_batch(len(typical), Ranks.from_env(ctx.device).world)]   # a rank's slice
     runs = split_batch(typical, lengths) if ctx.device == "cpu" else [typical]
     inputs = [collate([[101] + [1000] * max(int(lengths[i]) - 2, 0) + [102] for i in run],
                       np.arange(len(run)), 0) for run in runs]

@@ -22,6 +22,7 @@ class FullParams(FineTuneParams):
 
 @register
 class Full(StrategyBase):
+    distributed = True          # trains on torchrun's ranks (training/loop.py)
     name = "full"
     bench = "quick"
     bench_params = {"epochs": 1, "min_steps": 0, "batch_size": 32, "checkpoint_every": 1000}

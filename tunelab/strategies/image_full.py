@@ -180,6 +180,7 @@ def probe_head(ctx: RunContext, model, pre) -> None:
 
 class ImageFineTuneBase(StrategyBase):
     """What full and partial-unfreeze share: building the network, the loop, the estimate."""
+    distributed = True          # trains on torchrun's ranks (training/loop.py)
 
     family = "fine-tune"
     Params = ImageFineTuneParams

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from ..training.preflight import Estimate, current_rss_mb, model_dims, time_steps, training_memory
+from ..training.preflight import Estimate, Ranks, current_rss_mb, local_batch, model_dims, time_steps, training_memory
 
 MB = 2**20
 
@@ -24,8 +24,11 @@ def lm_memory(config, total: int, trainable: int, batch: int, seq: int, checkpoi
     return mem
 
 
-def estimate_lm(ctx, build_model, lengths: list[int], steps_per_epoch_rows: int, copies: int = 1) -> Estimate:
-    """build_model(ctx) -> the model as it will train; lengths: token counts of training rows."""
+def estimate_lm(ctx, build_model, lengths: list[int], steps_per_epoch_rows: int, copies: int = 1,
+                global_batch: bool = False) -> Estimate:
+    """build_model(ctx) -> the model as it will train; lengths: token counts of training rows.
+    global_batch: params.batch_size is split across ranks (the shared loop), not each rank's own
+    (a Trainer's per-device batch)."""
     import torch
 
     from ..models.device import autocast
@@ -38,10 +41,10 @@ def estimate_lm(ctx, build_model, lengths: list[int], steps_per_epoch_rows: int,
     cap = min(p.max_length, ctx.model.max_length)
     lengths = np.minimum(np.asarray(lengths or [cap]), cap)
     seq = cap if getattr(p, "packing", False) else int(lengths.max())
-    breakdown = lm_memory(model.config, total, trainable, p.batch_size, seq, p.gradient_checkpointing, baseline,
-                          copies)
+    batch = local_batch(p.batch_size, Ranks.from_env(ctx.device).world) if global_batch else p.batch_size
+    breakdown = lm_memory(model.config, total, trainable, batch, seq, p.gradient_checkpointing, baseline, copies)
     typical = max(int(np.mean(lengths)), 2) if not getattr(p, "packing", False) else cap
-    ids = torch.full((min(p.batch_size, len(lengths)) * copies, typical), 5, dtype=torch.long)
+    ids = torch.full((min(batch, len(lengths)) * copies, typical), 5, dtype=torch.long)
     params = [q for q in model.parameters() if q.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=0.0)
     model.train()

@@ -73,6 +73,7 @@ def wrap_lora(ctx: RunContext, model, targets: list[str]):
 
 @register
 class Lora(StrategyBase):
+    distributed = True          # trains on torchrun's ranks (training/loop.py)
     name = "lora"
     bench = "quick"
     bench_params = {"epochs": 1, "min_steps": 0, "batch_size": 32, "checkpoint_every": 1000}

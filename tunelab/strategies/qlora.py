@@ -29,6 +29,7 @@ def cuda_problem() -> str | None:
 
 @register
 class QLora(StrategyBase):
+    distributed = True          # trains on torchrun's ranks (training/loop.py)
     name = "qlora"
     task = TEXT_CLASSIFICATION
     rank = 60
@@ -56,6 +57,8 @@ class QLora(StrategyBase):
         from peft import prepare_model_for_kbit_training
         from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
 
+        from ..training.distributed import World     # a rank's own GPU (data-parallel jobs)
+
         names = ctx.splits.label_names
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                    bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
@@ -63,7 +66,7 @@ class QLora(StrategyBase):
         model = AutoModelForSequenceClassification.from_pretrained(
             str(ctx.model.path), num_labels=len(names), id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)}, quantization_config=quant,
-            use_safetensors=True, trust_remote_code=False, device_map={"": 0})
+            use_safetensors=True, trust_remote_code=False, device_map={"": World.from_env().local_rank})
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ctx.params.gradient_checkpointing)
         return wrap_lora(ctx, model, resolve_targets(ctx))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from typing import Literal
 
 from pydantic import Field
 
@@ -47,6 +48,11 @@ class SFTParams(Params):
     attention: str = Field("auto", pattern="^(auto|eager|sdpa)$")
     eval_answers: int = Field(32, ge=0, description="held-out answers generated for exact match / token F1")
     max_new_tokens: int = Field(128, ge=1, le=4096)
+    # Every causal-LM strategy on the shared loop inherits this one field (the loop does the sharding)
+    sharding: Literal["none", "fsdp"] = Field("none", description=(
+        "on several processes: none (each holds the whole model) or fsdp (parameters, gradients and "
+        "optimizer state split across them: for models one device cannot hold; pre-flight chooses it "
+        "with --auto-fit)"))
 
 
 class SFTLoraParams(SFTParams):
@@ -117,6 +123,7 @@ def fingerprint(ctx: RunContext, strategy: str) -> str:
 
 
 class _SFTBase(StrategyBase):
+    distributed = True          # trains on torchrun's ranks (training/loop.py)
     task = CHAT
     lora = False
 
@@ -135,7 +142,7 @@ class _SFTBase(StrategyBase):
         rows = len(ctx.splits.train)
         if ctx.params.packing and lengths:
             rows = max(1, round(sum(lengths) / max_length_of(ctx) * rows / len(lengths)))
-        return estimate_lm(ctx, self.build_model, lengths, rows)
+        return estimate_lm(ctx, self.build_model, lengths, rows, global_batch=True)
 
     def build_model(self, ctx: RunContext):
         import torch
@@ -171,7 +178,7 @@ class _SFTBase(StrategyBase):
                          warmup_ratio=p.warmup_ratio, precision=ctx.precision, device=ctx.device,
                          gradient_checkpointing=p.gradient_checkpointing,
                          early_stopping_patience=p.early_stopping_patience, checkpoint_every=p.checkpoint_every,
-                         seed=ctx.seed)
+                         seed=ctx.seed, sharding=p.sharding)
         t0 = time.perf_counter()
         result = train_loop(model, train, validation if len(validation) else None, cfg, ctx.work_dir / "checkpoints",
                             tokenizer.pad_token_id, fingerprint=fingerprint(ctx, self.name), progress=ctx.progress,
@@ -260,6 +267,9 @@ class SFTQLora(SFTLora):
         return problem.replace("--strategy lora", "--strategy sft-lora") if problem else None
 
     def check(self, ctx: RunContext) -> None:
+        if ctx.params.sharding != "none":
+            raise ConfigError("sft-qlora's 4-bit base cannot be sharded across processes; use sft-lora with "
+                              "--set sharding=fsdp, or sft-qlora without sharding")
         problem = self.unavailable()
         if problem:
             raise ConfigError(problem)
@@ -270,12 +280,14 @@ class SFTQLora(SFTLora):
         from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+        from ..training.distributed import World     # a rank's own GPU (data-parallel jobs)
+
         quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                    bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
         torch.manual_seed(ctx.seed)
         model = AutoModelForCausalLM.from_pretrained(str(ctx.model.path), quantization_config=quant,
                                                      use_safetensors=True, trust_remote_code=False,
-                                                     device_map={"": 0})
+                                                     device_map={"": World.from_env().local_rank})
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=ctx.params.gradient_checkpointing)
         p, targets = ctx.params, lora_targets(ctx)
         return get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=p.r, lora_alpha=p.alpha,

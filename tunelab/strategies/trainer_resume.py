@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..training.control import TrainingStopped, stop_requested
+from ..training.distributed import agree_stop
 from ..training.progress import ProgressEvent
 from .base import RunContext
 
@@ -39,7 +40,8 @@ def stop_callback(ctx: RunContext):
 
     class Stop(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if stop_requested():
+            # on torchrun's ranks a stop reaches one of them: all stop at the same step, or hang
+            if agree_stop(stop_requested()):
                 control.should_save = True
                 control.should_training_stop = True
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..evaluation.generative import batch_loss_sum, mean_token_loss, perplexity
-from ..models.causal import EncodedExample, collate_lm, pack, real_tokens
+from ..models.causal import IGNORE, EncodedExample, collate_lm, pack, real_tokens
 
 
 @dataclass
@@ -39,6 +39,12 @@ class CausalLMTask:
 
     def size(self, split: LMSplit) -> int:
         return len(split)
+
+    def row_sizes(self, split: LMSplit) -> np.ndarray:
+        """Trained tokens a row (what the loss is a mean over): a rank's share of a global batch
+        is its share of these (training/distributed.global_batch_share)."""
+        return np.fromiter((sum(1 for t in r["labels"][1:] if t != IGNORE) for r in split.rows),
+                           dtype=np.int64, count=len(split.rows))
 
     def loss(self, model, split: LMSplit, index, device, cfg) -> tuple[torch.Tensor, int]:
         batch = collate_lm(split.rows, index, self.pad_id)

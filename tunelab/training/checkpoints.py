@@ -24,6 +24,7 @@ class TrainerState:
     best_step: int = 0
     bad_epochs: int = 0
     fingerprint: str = ""
+    running_loss: float | None = None     # the reported (smoothed) loss goes on where it was
     history: list[dict] = field(default_factory=list)
 
 
@@ -57,14 +58,14 @@ class CheckpointManager:
     def best_path(self) -> Path:
         return self.root / "best.safetensors"
 
-    def save(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: TrainerState) -> Path:
+    def save(self, tensors: dict[str, torch.Tensor], optimizer_state: dict, state: TrainerState) -> Path:
+        """tensors: the trainable weights (trainable_state, or gathered from shards); optimizer_state:
+        the optimizer's state dict. Only one process writes (rank 0 of a data-parallel run)."""
         name = f"step-{state.global_step}"
         tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=f".tmp-{name}-"))
-        save_file({k: v.contiguous() for k, v in trainable_state(model).items()},
-                  str(tmp / "model.safetensors"))
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / "model.safetensors"))
         # Optimizer state is tensors and numbers only, so it reloads with weights_only=True.
-        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()},
-                   tmp / "optimizer.pt")
+        torch.save({"optimizer": optimizer_state, "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
         (tmp / "state.json").write_text(json.dumps(asdict(state)))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -95,15 +96,19 @@ class CheckpointManager:
     def peek(self, path: Path) -> TrainerState:
         return TrainerState(**json.loads((path / "state.json").read_text()))
 
+    def read(self, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+        """The checkpoint's weights and its optimizer blob (optimizer state, RNG state)."""
+        return load_file(str(path / "model.safetensors")), torch.load(path / "optimizer.pt", weights_only=True)
+
     def load(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> TrainerState:
-        model.load_state_dict(load_file(str(path / "model.safetensors")), strict=False)
-        blob = torch.load(path / "optimizer.pt", weights_only=True)
+        tensors, blob = self.read(path)
+        model.load_state_dict(tensors, strict=False)
         optimizer.load_state_dict(blob["optimizer"])
         torch.set_rng_state(blob["torch_rng"])
         return self.peek(path)
 
-    def save_best(self, model: torch.nn.Module) -> None:
-        atomic_save_tensors(trainable_state(model), self.best_path)
+    def save_best(self, tensors: dict[str, torch.Tensor]) -> None:
+        atomic_save_tensors(tensors, self.best_path)
 
     def load_best(self, model: torch.nn.Module) -> bool:
         if not self.best_path.is_file():

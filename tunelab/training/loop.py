@@ -3,7 +3,10 @@
 Built on accelerate rather than the transformers Trainer: we need batches formed from
 length-sorted windows (the main speed lever on short texts), checkpoints that are atomic and
 resumable mid-epoch, and progress events in our own shape. accelerate still gives device
-placement, mixed precision and, under `accelerate launch`/torchrun, data-parallel training.
+placement, mixed precision and, under torchrun (training/launch.py), data-parallel training:
+`batch_size` is the global batch, each rank takes its slice of every batch
+(training/distributed.py), and with `sharding="fsdp"` FSDP2 shards the model across the ranks
+(training/replicas.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from ..models.inference import collate, lengths_of, predict_logits
 from .batching import epoch_batches
 from .checkpoints import CheckpointManager, TrainerState
 from .control import TrainingStopped, stop_requested
+from .distributed import World, agree_stop, broadcast, global_batch_share, losses_over_ranks, sum_over_ranks
 from .progress import ProgressEvent, ProgressFn, Throughput, null_progress
+from .replicas import Replicas
 from .stopping import StoppingRule
 from .work import WorkCounter
 
@@ -57,6 +62,9 @@ class LoopConfig:
     early_stopping_patience: int = 2  # evaluations without improvement (at least a fifth of the run)
     checkpoint_every: int = 200       # optimizer steps
     seed: int = 0
+    # On N ranks: "none" (DDP: each rank holds the whole model) or "fsdp" (FSDP2: parameters,
+    # gradients and optimizer state sharded across the ranks; chosen by pre-flight)
+    sharding: str = "none"
 
 
 @dataclass
@@ -83,18 +91,24 @@ class StopTraining(Exception):
     """Raised by a progress callback to stop cleanly after a checkpoint (e.g. cancel)."""
 
 
-def _optimizer(model: torch.nn.Module, cfg: LoopConfig) -> torch.optim.Optimizer:
+def _new_parameters(model: torch.nn.Module) -> set[str]:
+    """Names, not the parameters: FSDP trains a sharded copy whose parameters are other objects."""
     new = getattr(model, "tunelab_new_parameters", set())
+    return {name for name, p in model.named_parameters() if id(p) in new}
+
+
+def _optimizer(model: torch.nn.Module, cfg: LoopConfig, new: set[str], fused: bool = True) -> torch.optim.Optimizer:
     groups = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
             decays = not (p.ndim < 2 or "norm" in name.lower())
-            scale = cfg.head_lr_scale if id(p) in new else 1.0
+            scale = cfg.head_lr_scale if name in new else 1.0
             groups.setdefault((decays, scale), []).append(p)
     groups = [{"params": ps, "weight_decay": cfg.weight_decay if decays else 0.0, "lr_scale": scale}
               for (decays, scale), ps in groups.items()]
-    # The fused kernel does the whole update in one pass over memory: measurably faster on CPU.
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=True)
+    # The fused kernel does the whole update in one pass over memory: measurably faster on CPU
+    # (not for FSDP's sharded parameters).
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=fused)
 
 
 def _set_lr(optimizer, base_lr: float, step: int, warmup: int, total: int) -> None:
@@ -154,19 +168,27 @@ class ClassificationTask:
 def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedSplit | None,
                cfg: LoopConfig, checkpoint_dir: Path, pad_id: int, fingerprint: str = "",
                progress: ProgressFn = null_progress, task=None) -> LoopResult:
-    """`task`: the loss and validation metric (default: sequence classification)."""
+    """`task`: the loss and validation metric (default: sequence classification).
+
+    Under torchrun every rank calls this with the same data; rank 0 reports progress, writes the
+    checkpoints and gets the trained model back; the other ranks end with distributed.RankDone."""
     from accelerate import Accelerator
 
     task = task or ClassificationTask(pad_id, getattr(getattr(model, "config", None), "num_labels", None))
+    world = World.from_env()
+    if not world.is_main:
+        progress = null_progress
 
     torch.manual_seed(cfg.seed)
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=_mixed_precision_arg())
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    if not getattr(model, "hf_device_map", None):   # a quantised model is already placed
-        model.to(accelerator.device)
-    optimizer = _optimizer(model, cfg)
+    new = _new_parameters(model)
+    replicas = Replicas(model, accelerator, world, sharded=cfg.sharding == "fsdp" and world.distributed,
+                        device=cfg.device)
+    optimizer = _optimizer(replicas.model, cfg, new, fused=not replicas.sharded)
     lengths = train.lengths
+    sizes = task.row_sizes(train) if hasattr(task, "row_sizes") else None
     batches_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation)
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
@@ -180,14 +202,14 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
                                 labels=getattr(task, "labels", None), min_steps=cfg.min_steps,
                                 total_steps=total_steps,
                                 patience_evals=cfg.early_stopping_patience, eval_every=eval_every)
-    model, optimizer = accelerator.prepare(model, optimizer)
+    optimizer = replicas.prepare(optimizer)
 
     ckpt = CheckpointManager(checkpoint_dir)
     state, resumed_from = TrainerState(fingerprint=fingerprint), 0
     latest = ckpt.latest()
     if latest is not None and ckpt.peek(latest).fingerprint == fingerprint:
         try:
-            state = ckpt.load(latest, accelerator.unwrap_model(model), optimizer)
+            state = replicas.load(ckpt, latest, optimizer)
             resumed_from = state.global_step
             progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
                                    message=f"resuming from checkpoint at step {state.global_step}"))
@@ -196,33 +218,40 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
             state = TrainerState(fingerprint=fingerprint)
 
     meter = Throughput(total_steps, state.global_step)
-    tokens, running, work, step_t0 = 0, None, WorkCounter().begin(), None
-    model.train()
+    tokens, running, work, step_t0 = 0, state.running_loss, WorkCounter().begin(), None
+    step_losses: list[float] = []
+    replicas.model.train()
     for epoch in range(state.epoch, epochs):
+        # Every rank forms the same global batches and takes its slice of each.
         batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch)
-        # Data parallel: each process takes its own share of the epoch's batches.
-        batches = batches[accelerator.process_index::accelerator.num_processes]
         start = state.step_in_epoch * cfg.gradient_accumulation if epoch == state.epoch else 0
         for b in range(start, len(batches)):
             index = batches[b]
-            batch_loss = 0.0
+            last_in_step = not (b + 1) % cfg.gradient_accumulation or b + 1 == len(batches)
             step_t0 = step_t0 or time.perf_counter()
-            work.add(lengths[index])
+            work.add(lengths[index])        # the whole batch: the job's work, whichever rank did it
+            local, weight = global_batch_share(index, world, sizes)
             # On CPU a batch with a long tail runs as several forwards of similar length: same
             # gradient, less padding, smaller attention matrices (models/batch_shapes.py).
-            for part, share in (task.micro_batches(train, index)
-                                if cfg.device == "cpu" and hasattr(task, "micro_batches") else [(index, 1.0)]):
-                loss, batch_tokens = task.loss(model, train, part, accelerator.device, cfg)
-                accelerator.backward(loss * (share / cfg.gradient_accumulation))
-                tokens += batch_tokens
-                batch_loss += loss.item() * share
-            running = batch_loss if running is None else 0.9 * running + 0.1 * batch_loss
-            if (b + 1) % cfg.gradient_accumulation and b + 1 != len(batches):
+            parts = (task.micro_batches(train, local)
+                     if cfg.device == "cpu" and hasattr(task, "micro_batches") else [(local, 1.0)])
+            batch_loss = 0.0
+            for i, (part, share) in enumerate(parts):
+                with replicas.sync(last_in_step and i == len(parts) - 1):
+                    loss, batch_tokens = task.loss(replicas.model, train, part, accelerator.device, cfg)
+                    accelerator.backward(loss * (share * weight / cfg.gradient_accumulation))
+                tokens += batch_tokens if weight else 0
+                batch_loss += loss.item() * share * weight / world.world_size
+            step_losses.append(batch_loss)
+            if not last_in_step:
                 continue
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            replicas.clip(1.0)
             _set_lr(optimizer, cfg.learning_rate, state.global_step, warmup, total_steps)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            for batch_loss in losses_over_ranks(step_losses):     # the global batches' losses
+                running = batch_loss if running is None else 0.9 * running + 0.1 * batch_loss
+            step_losses, state.running_loss = [], running
             work.step(time.perf_counter() - step_t0)
             step_t0 = None
             state.global_step += 1
@@ -231,47 +260,45 @@ def train_loop(model: torch.nn.Module, train: EncodedSplit, validation: EncodedS
             progress(ProgressEvent("train", state.global_step, total_steps,
                                    epoch=epoch + state.step_in_epoch / steps_per_epoch,
                                    loss=running, samples_per_s=sps, eta_s=eta))
-            reason = stop_requested()
-            if (state.global_step % cfg.checkpoint_every == 0 or reason) and accelerator.is_main_process:
-                ckpt.save(accelerator.unwrap_model(model), optimizer, state)
-                progress(ProgressEvent("checkpoint", state.global_step, total_steps, epoch=state.epoch,
-                                       loss=running))
+            reason = agree_stop(stop_requested())      # a stop asked of any rank stops them all here
+            if state.global_step % cfg.checkpoint_every == 0 or reason:
+                _checkpoint(replicas, ckpt, optimizer, state, running, total_steps, progress)
             if reason:
                 raise TrainingStopped(state.global_step, reason)
         state.epoch, state.step_in_epoch = epoch + 1, 0
         last = state.history[-1]["step"] if state.history and "step" in state.history[-1] else 0
         stop = evaluated = False
         if state.global_step - last >= eval_every or epoch + 1 == epochs:
-            stop = _evaluate(accelerator.unwrap_model(model), validation, cfg, state, ckpt, task, rule,
-                             running, progress, total_steps)
+            stop = _evaluate(replicas, validation, cfg, state, ckpt, task, rule, running, progress, total_steps)
             evaluated = True
         # A checkpoint with each evaluation (its early-stopping state must survive a restart), not
         # each epoch: tiny data runs hundreds of one-step epochs.
-        if evaluated and accelerator.is_main_process:
-            ckpt.save(accelerator.unwrap_model(model), optimizer, state)
-            progress(ProgressEvent("checkpoint", state.global_step, total_steps, epoch=state.epoch,
-                                   loss=running))
-        model.train()
+        if evaluated:
+            _checkpoint(replicas, ckpt, optimizer, state, running, total_steps, progress)
+        replicas.model.train()
         if stop:
             break
-    # Drop the autocast wrapper accelerate puts on forward when a caller (a Trainer) left a mixed-
-    # precision state behind: the trained model must predict as it will after being reloaded.
-    unwrapped = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
-    if rule.select and state.best_metric is not None:
-        ckpt.load_best(unwrapped)
+    tokens = sum_over_ranks(tokens)
+    replicas.finish(rule.select and state.best_metric is not None, ckpt)     # the caller's model, trained
     return LoopResult(state=state, resumed_from_step=resumed_from, tokens_processed=tokens,
                       history=state.history, stopping=rule.describe(), work=work)
 
 
-def _evaluate(model, validation, cfg, state, ckpt, task, rule: StoppingRule, running, progress,
+def _checkpoint(replicas: Replicas, ckpt, optimizer, state, running, total_steps, progress) -> None:
+    if replicas.save(ckpt, optimizer, state):
+        progress(ProgressEvent("checkpoint", state.global_step, total_steps, epoch=state.epoch, loss=running))
+
+
+def _evaluate(replicas: Replicas, validation, cfg, state, ckpt, task, rule: StoppingRule, running, progress,
               total_steps) -> bool:
     """Evaluate on validation, keep the best weights (when the rule selects), and say whether to
-    stop early."""
+    stop early. Every rank takes rank 0's findings: they must all stop at the same step."""
     if validation is None or task.size(validation) == 0:
         state.history.append({"epoch": state.epoch, "step": state.global_step, "train_loss": running})
         return False
     t0 = time.perf_counter()
-    metric, values = task.evaluate(model, validation, cfg)
+    found = task.evaluate(replicas.for_eval(), validation, cfg) if replicas.evaluates_here else None
+    metric, values = broadcast(found)
     state.history.append({"epoch": state.epoch, "step": state.global_step, "train_loss": running, **values,
                           "eval_seconds": time.perf_counter() - t0})
     progress(ProgressEvent("train", state.global_step, total_steps, epoch=state.epoch,
@@ -285,7 +312,7 @@ def _evaluate(model, validation, cfg, state, ckpt, task, rule: StoppingRule, run
     score = rule.score(metric, values)
     if rule.improved(score, state.best_metric):
         state.best_metric, state.best_step, state.bad_epochs = score, state.global_step, 0
-        ckpt.save_best(model)
+        replicas.save_best(ckpt)
         return False
     state.bad_epochs += 1
     return rule.should_stop(state.global_step, state.best_step)

@@ -109,3 +109,69 @@ def time_steps(step, warmup: int = 1, repeats: int = 3, budget_s: float = 6.0) -
         step()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+# --- Several ranks: what each holds -------------------------------------------------------------
+# The global batch is split across ranks (training/distributed.py), so each rank's activations are
+# those of its own slice: the estimates compute them at local_batch(). The parameter state is
+# what differs between the two ways of spreading a run:
+# - DDP: every rank holds the whole model, its gradients and optimizer state, plus DDP's gradient
+#   buckets (a flat copy of the gradients the all-reduce works on: gradient_as_bucket_view is off).
+# - FSDP (fully_shard per block, then the root): each rank holds 1/N of weights, gradients and
+#   optimizer state, plus what is gathered at once: the root's own weights (embeddings, head, the
+#   final norm), the block being computed and the one prefetched, and one of them's full gradient
+#   before its reduce-scatter. Autocast's bf16 copies are counted whole: its cache keeps each
+#   weight it cast, gathered ones included, until the step's forward ends. The loop shards a copy
+#   and keeps the caller's model whole in host memory (training/replicas.py): on CPU that copy
+#   weighs on the same budget.
+SHARDED_PARTS = ("weights", "gradients", "optimizer")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """How many ranks run one job, and how many of them draw on one memory budget: one per GPU
+    (each rank has its own device), all of a node's on CPU (they share its RAM)."""
+    world: int = 1
+    sharing: int = 1
+
+    @classmethod
+    def from_env(cls, device: str) -> "Ranks":
+        """torchrun's contract: WORLD_SIZE ranks in all, LOCAL_WORLD_SIZE of them on this node."""
+        world = max(int(os.environ.get("WORLD_SIZE") or 1), 1)
+        local = max(int(os.environ.get("LOCAL_WORLD_SIZE") or world), 1)
+        return cls(world, 1 if str(device).startswith("cuda") else min(local, world))
+
+
+def local_batch(batch: int, world: int) -> int:
+    """The rows of the largest slice a rank takes of a global batch."""
+    return -(-batch // max(world, 1))
+
+
+def fsdp_gathered_mb(dims: dict, vocab: int, tied: bool, total_params: int, trainable_params: int,
+                     weight_bytes: float = 4.0) -> float:
+    """What a rank holds unsharded at once under FSDP (see above), from the model's shape."""
+    root = vocab * dims["hidden"] * (1 if tied else 2)
+    block = max(total_params - root, 0) / max(dims["layers"], 1)
+    gathered = (root + 2 * block) * weight_bytes
+    unit_grad = max(root, block) * 4 if trainable_params else 0.0
+    return (gathered + unit_grad) / MB
+
+
+def per_rank_memory(breakdown: dict, world: int, sharded: bool, gathered_mb: float = 0.0,
+                    host_copy: bool = False) -> dict:
+    """One rank's share of a breakdown (training_memory / lm_memory, activations already at the
+    rank's local batch) when `world` ranks run the job, DDP or FSDP. host_copy: the whole model
+    kept beside the shards counts (the budget is host memory)."""
+    if world <= 1:
+        return dict(breakdown)
+    out = dict(breakdown)
+    if sharded:
+        for part in SHARDED_PARTS:
+            if part in out:
+                out[part] = out[part] / world
+        out["fsdp_gathered"] = gathered_mb
+        if host_copy:
+            out["whole_model"] = breakdown.get("weights", 0.0)
+    else:
+        out["ddp_buckets"] = breakdown.get("gradients", 0.0)
+    return out

@@ -23,10 +23,11 @@ from .watch import Watch
 
 # What Python and its native libraries need from /etc (nothing secret).
 _ETC = ["/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/nsswitch.conf", "/etc/passwd",
-        "/etc/group", "/etc/localtime", "/etc/alternatives"]
+        "/etc/group", "/etc/localtime", "/etc/alternatives",
+        "/etc/hosts"]       # "localhost", where a data-parallel job's ranks meet (training/launch.py)
 _PASS_ENV = ["LANG", "LC_ALL", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "TOKENIZERS_PARALLELISM",
              "TUNELAB_MAX_UPLOAD_MB", "TUNELAB_MAX_ROWS", "CUDA_VISIBLE_DEVICES", "TUNELAB_CATALOG",
-             "TUNELAB_SHARED_MODELS"]
+             "TUNELAB_SHARED_MODELS", "TUNELAB_JOB_CPUS", "TUNELAB_DDP_MAX_RESTARTS"]
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,11 @@ class SandboxExecutor:
         self.limits = limits or Limits.from_settings()
 
     def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable: list[Path] = (),
-              writable: list[Path] = (), gpus: int = 0, program: list[str] | None = None) -> LocalExecution:
+              writable: list[Path] = (), gpus: int = 0, program: list[str] | None = None,
+              cpus: int | None = None) -> LocalExecution:
+        """cpus: the job's CPUs (its env already carries TUNELAB_JOB_CPUS and the thread counts)."""
+        if cpus is not None:
+            env = {"TUNELAB_JOB_CPUS": str(cpus), **env}
         home = Path(env.get("TUNELAB_HOME", job_dir))
         binds = gpu_nodes.reserved(gpus, env.get("CUDA_VISIBLE_DEVICES"))
         if binds.devices:          # inside, CUDA sees exactly the devices bound, numbered from 0
