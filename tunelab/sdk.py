@@ -124,8 +124,10 @@ class Datasets(_Resource):
 class Jobs(_Resource):
     def create(self, dataset_id: str | None = None, strategy: str | None = None, model: str | None = None,
                params: dict | None = None, test_dataset_id: str | None = None, limit: int | None = None,
-               idempotency_key: str | None = None, **extra: Any) -> Job:
-        """`extra`: other JobSpec fields (seed, suffix, auto_fit, metadata; for a compare job
+               idempotency_key: str | None = None, processes: int | None = None, **extra: Any) -> Job:
+        """`processes`: train on that many data-parallel processes (one GPU each on a GPU worker;
+        only strategies with a training loop; the batch size stays the global batch); the job's
+        `placement` then says where it runs. `extra`: other JobSpec fields (seed, suffix, auto_fit, metadata; for a compare job
         kind="compare", strategies, strategy_params, budget_seconds, budget_usd, exhaustive, or
         `budget="10m"`; for a hardware benchmark kind="bench-hardware", quick, sweep, and no dataset:
         see Client.run_hardware_benchmark). No strategy or model: the server's defaults for the
@@ -134,7 +136,7 @@ class Jobs(_Resource):
         if "budget" in extra:
             extra.update(_budget(extra.pop("budget")))
         body = _drop_none({"dataset_id": dataset_id, "strategy": strategy, "model": model, "params": params or {},
-                           "test_dataset_id": test_dataset_id, "limit": limit, **extra})
+                           "test_dataset_id": test_dataset_id, "limit": limit, "processes": processes, **extra})
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         return Job(**self._c.request("POST", "/api/v1/jobs", json=body, headers=headers))
 

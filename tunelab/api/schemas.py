@@ -104,7 +104,7 @@ def job_out(j: Job) -> dict:
             "cancel_requested": j.cancel_requested, "created_at": ts(j.created_at),
             "started_at": ts(j.started_at), "finished_at": ts(j.finished_at),
             "billing": job_billing_out(j.billing) if getattr(j, "billing", None) is not None else None,
-            **resume_fields(j)}
+            "placement": j.placement or None, **resume_fields(j)}
 
 
 def resume_fields(j) -> dict:

@@ -68,7 +68,9 @@ def set_limits(session: Session, tenant_id: str, changes: dict[str, int | None],
 def usage(session: Session, tenant_id: str, home: Path | None = None) -> dict[str, int]:
     jobs = session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))).all()
     largest = session.scalar(select(func.coalesce(func.max(Dataset.bytes), 0)).where(Dataset.tenant_id == tenant_id))
-    return {"concurrent_jobs": len(jobs), "gpus": sum(gpus_of(j.spec) for j in jobs),
+    # GPUs in use: the jobs a worker holds (as placed); a queued job waits for its GPUs instead
+    in_use = [j for j in jobs if j.lease_owner is not None]
+    return {"concurrent_jobs": len(jobs), "gpus": sum(_held_gpus(j) for j in in_use),
             "storage_bytes": stored_bytes(home or get_settings().home, tenant_id),
             "dataset_bytes": int(largest or 0)}
 
@@ -83,11 +85,23 @@ def stored_bytes(home: Path, tenant_id: str) -> int:
 
 
 def gpus_of(spec: dict, device: str | None = None) -> int:
-    """GPUs a job holds while it runs: one on a GPU worker (QLoRA always needs one), none on CPU."""
+    """GPUs a job holds while it runs: one a process on a GPU worker (QLoRA always needs them),
+    none on CPU."""
     from .devices import detect
 
     device = device or detect()[0]
-    return 1 if device.startswith("gpu") or _needs_cuda(spec.get("strategy")) else 0
+    processes = max(1, int(spec.get("processes") or 1))
+    return processes if device.startswith("gpu") or _needs_cuda(spec.get("strategy")) else 0
+
+
+def _held_gpus(job: Job) -> int:
+    """As the worker placed it (a list of GPUs; a cluster executor's count), else as its spec asks."""
+    placed = (job.placement or {}).get("gpus") if isinstance(job.placement, dict) else None
+    if isinstance(placed, list):
+        return len(placed)
+    if isinstance(placed, int) and not isinstance(placed, bool):
+        return placed
+    return gpus_of(job.spec or {})
 
 
 def _needs_cuda(name: str | None) -> bool:
@@ -121,16 +135,16 @@ def folder_bytes(path: str | Path) -> int:
 
 def check_job(session: Session, tenant_id: str, spec: dict) -> None:
     """Before a job is queued (call with the tenant's account locked, so that two concurrent
-    submissions cannot both take the last slot)."""
+    submissions cannot both take the last slot). The gpus quota is kept by the queue instead."""
     lim = limits(session, tenant_id)
     jobs = session.scalars(select(Job.spec).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))).all()
     if len(jobs) + 1 > lim["concurrent_jobs"]:
         raise QuotaExceeded("concurrent_jobs", lim["concurrent_jobs"], len(jobs), 1)
+    # Over the gpus quota a job is admitted and waits in the queue for the tenant's GPUs to come
+    # free (jobs/scheduling.py says so on the job); refused only when it alone needs more.
     need = gpus_of(spec)
-    if need:
-        used = sum(gpus_of(s) for s in jobs)
-        if used + need > lim["gpus"]:
-            raise QuotaExceeded("gpus", lim["gpus"], used, need)
+    if need > lim["gpus"]:
+        raise QuotaExceeded("gpus", lim["gpus"], 0, need)
 
 
 def check_upload(session: Session, tenant_id: str, size: int) -> None:

@@ -53,6 +53,8 @@ def extend(sub, groups) -> None:
     _training_data_args(p, "default: the task's (minilm for labelled texts, smollm2 for conversations)", "KEY=VALUE")
     p.add_argument("--strategy", help="default: the dataset's task's (lora, sft-lora, dpo); `tunelab strategies` lists them")
     p.add_argument("--model-name", help="what people will call the tuned model (default: \"<dataset> — <strategy>\")")
+    p.add_argument("--processes", type=int, help="train on N data-parallel processes (one GPU each on a GPU "
+                   "worker; strategies with a training loop only; the batch size stays the global batch)")
     p.add_argument("--idempotency-key", help="sending the same key again returns the first job")
     p.add_argument("--watch", action="store_true", help="follow the job; exit 0/1/3 as it succeeds/fails/is cancelled")
     p.set_defaults(func=cmd_jobs_create)
@@ -255,6 +257,10 @@ def _job_line(j) -> str:
     if j.kind == "bench-hardware":
         what = "device-only" if j.spec.get("sweep") is False else ("quick" if j.spec.get("quick", True) else "full")
     extra = f"  model {j.fine_tuned_model}" if j.fine_tuned_model else ""
+    if j.placement:
+        from ..contract.resources import placement_line
+
+        extra += f"  {placement_line(j.placement).lower()}"
     if j.error:
         extra += f"  error {j.error.code}: {j.error.message[:120]}"
     return f"{j.id}  {j.kind:<7} {j.status:<10} {what:<14} {j.spec.get('model', '')}{extra}"
@@ -282,7 +288,7 @@ def cmd_jobs_get(client, args) -> int:
 def cmd_jobs_create(client, args) -> int:
     job = client.jobs.create(args.dataset_id, strategy=args.strategy, model=args.model,
                              params=split_set(args.set, json_values=True), test_dataset_id=args.test_dataset_id,
-                             limit=args.limit, idempotency_key=args.idempotency_key,
+                             limit=args.limit, idempotency_key=args.idempotency_key, processes=args.processes,
                              **({"model_name": args.model_name} if args.model_name else {}))
     if job.billing and not args.json:
         _say(estimate_line(job.billing))

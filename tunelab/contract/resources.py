@@ -127,6 +127,14 @@ class JobError(Obj):
     message: str = ""
 
 
+def placement_line(placement: dict) -> str:
+    """"Runs on node-1: gpu:0, gpu:1, 2 processes" (the job page says it the same way)."""
+    devices = ", ".join(str(d) for d in placement.get("devices") or []) or "its CPUs"
+    processes = int(placement.get("processes") or 1)
+    return (f"Runs on {placement.get('node') or 'a worker'}: {devices}, {processes} process"
+            f"{'' if processes == 1 else 'es'}")
+
+
 class Job(Obj):
     id: str
     kind: str = Field("train", description="train, compare, bench-hardware (a hardware benchmark of the "
@@ -148,6 +156,10 @@ class Job(Obj):
                                                "`POST /api/v1/jobs/{id}/resume` continues it from there")
     resume_from_step: int | None = Field(None, description="The step of the checkpoint it would resume from")
     resume_note: str | None = Field(None, description="A sentence: from which step it resumes, or why it cannot")
+    placement: dict[str, Any] | None = Field(None, description=(
+        "Where its latest attempt runs or ran, once a worker took it: node, executor, devices "
+        "(e.g. [\"gpu:0\"] or [\"cpu x8\"]), processes, threads_per_process, cpus, gpus (index, uuid, "
+        "memory_mb); a cluster executor adds its node's id and address"))
 
     @property
     def is_terminal(self) -> bool:

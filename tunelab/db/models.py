@@ -107,6 +107,8 @@ class Job(TenantOwned, Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # where the latest attempt runs or ran: node, executor, devices, processes (jobs/devices.py)
+    placement: Mapped[dict | None] = mapped_column(default=None)
 
 
 class JobEvent(TenantOwned, Base):

@@ -47,6 +47,8 @@ def transition(session: Session, job: Job, new: JobStatus, message: str = "", **
         job.lease_owner, job.lease_expires_at = None, None
     if new in (JobStatus.QUEUED, JobStatus.PAUSED):
         job.lease_owner, job.lease_expires_at = None, None
+    if new == JobStatus.QUEUED:         # its next attempt is placed anew (each attempt's is in its events)
+        job.placement = None
     add_event(session, job, "status", message or f"Job {new.value}.",
               {"from": old.value, "to": new.value, **data}, level="error" if new == JobStatus.FAILED else "info")
     # The console's one line per event (a person running `make demo` sees the job move).
@@ -81,7 +83,9 @@ def create_job(session: Session, tenant_id: str, spec: JobSpec, idempotency_key:
 
 
 def claim(session: Session, worker_id: str, lease_seconds: float) -> Job | None:
-    """Take the oldest queued job, with a lease. Commits."""
+    """Take the oldest queued job, with a lease. Commits. (The worker claims through
+    jobs/scheduling.py: the same compare-and-set, fair across tenants, within its devices and the
+    tenants' gpus quota, with the placement recorded.)"""
     # A claimed job stays `queued` until its worker moves it on (another transaction): only jobs
     # with no lease are free.
     free = (Job.status == JobStatus.QUEUED.value, Job.lease_owner.is_(None))

@@ -19,11 +19,12 @@ from ..security.safe_fs import UnsafeEntry
 from ..security import sealed_fields
 from ..security.storage import cipher, dataset_store
 from ..db import Database
-from ..billing import quotas
 from ..db.models import Dataset, Job, TunedModel
 from ..settings import Settings
 from ..strategies import available
 from . import batch_predict, bench, diskfull, metering, store, webhooks
+from .devices import Devices, Reservation
+from .scheduling import Scheduler, record_placement
 from .child import EXIT_CONFIG, EXIT_DATA, EXIT_OK, EXIT_STOPPED
 from .executors import Executor, executor_for
 from .jobdir import ARTIFACT, INPUTS, SPEC, WORK, JobFolder, artifact_parts
@@ -63,6 +64,11 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stopping = threading.Event()
         self.last_beat = time.monotonic()      # the loop's last round that reached the database (/readyz)
+        # Its devices: several jobs at once where they allow (settings.worker_max_jobs), each with
+        # its own reservation; one at a time on a CPU worker unless the operator says otherwise.
+        self.devices = Devices.of(settings, elsewhere=getattr(self.executor, "places_jobs", False))
+        self.scheduler = Scheduler(self.devices, self._placement)
+        self.jobs: dict[str, threading.Thread] = {}      # the jobs running in threads of their own
 
     # ---- loop ---------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -76,16 +82,42 @@ class Worker:
             except Exception:      # a database hiccup must not end the worker
                 log.exception("worker iteration failed")
                 self.stopping.wait(1.0)
+        for thread in list(self.jobs.values()):      # the jobs in hand finish (as the one job did)
+            thread.join()
 
     def run_once(self) -> bool:
+        """Claim the next job that fits (jobs/scheduling.py) and run it: here, when the worker runs
+        one job at a time, else in a thread of its own. False when nothing was claimed."""
         with self.db.session() as s:
             store.requeue_expired(s, max_attempts=self.settings.max_attempts)
-            job = store.claim(s, self.id, self.settings.lease_seconds)
+            claimed = self.scheduler.claim(s, self.id, self.settings.lease_seconds)
         self.last_beat = time.monotonic()
-        if job is None:
+        if claimed is None:
             return False
-        self.run_job(job.id, job.lease_version)
+        job, held = claimed
+        if self.devices.max_jobs == 1:
+            try:
+                self.run_job(job.id, job.lease_version, held)
+            finally:
+                self.devices.release(job.id)
+            return True
+        thread = threading.Thread(target=self._run_in_thread, args=(job.id, job.lease_version, held),
+                                  daemon=True, name=f"job-{job.id}")
+        self.jobs[job.id] = thread
+        thread.start()
         return True
+
+    def _run_in_thread(self, job_id: str, version: int, held: Reservation) -> None:
+        try:
+            self.run_job(job_id, version, held)
+        except Exception:      # its lease then runs out and the job is requeued (max_attempts)
+            log.exception("job attempt failed in the worker", extra={"job": job_id})
+        finally:
+            self.devices.release(job_id)
+            self.jobs.pop(job_id, None)
+
+    def _placement(self, held: Reservation) -> dict:
+        return held.placement(self.devices.inv, self.executor.name, self.id, child_env())
 
     def _deliver_webhooks(self) -> None:
         while not self.stopping.is_set():
@@ -98,12 +130,16 @@ class Worker:
             self.stopping.wait(0.5)
 
     # ---- one job ------------------------------------------------------------------------
-    def run_job(self, job_id: str, version: int | None = None) -> None:
+    def run_job(self, job_id: str, version: int | None = None, held: Reservation | None = None) -> None:
         """Run the job this worker claimed (`version`: its lease_version after the claim, the
-        token every write of this attempt is fenced with; by default the current one)."""
+        token every write of this attempt is fenced with; by default the current one; `held`: the
+        devices reserved for it, by default the whole machine's CPUs and no GPU)."""
         with self.db.session() as s:
             job = s.get(Job, job_id)
             version = job.lease_version if version is None else version
+            if held is None:
+                need = self.devices.need_of(job.spec)
+                held = Reservation(job.id, need.processes, max(need.cpus, self.devices.inv.cpus))
             if not self._hold(s, job, version):
                 return
             if job.cancel_requested:
@@ -115,6 +151,7 @@ class Worker:
                              else f"Loading the model and the file to label (attempt {job.attempts})."
                              if job.kind == BATCH else f"Validating the dataset (attempt {job.attempts}).",
                              worker=self.id)
+            record_placement(s, job)
             try:
                 spec_path, inputs = self._write_child_spec(s, job)
                 runtime = tenant_runtime(self.settings, job.tenant_id)
@@ -129,9 +166,10 @@ class Worker:
         try:
             # TUNELAB_HOME for the job is its tenant's own runtime folder (feature cache, throughput
             # table): no cache is shared across tenants, and the server's home stays out of reach.
-            execution = self.executor.start(spec_path, spec_path.parent, child_env() | {"TUNELAB_HOME": str(runtime),
-                                                                        "TUNELAB_SHARED_MODELS": str(self.settings.shared_models)},
-                                            readable=inputs, writable=[runtime], gpus=quotas.gpus_of(job.spec))
+            env = held.env(child_env() | {"TUNELAB_HOME": str(runtime),
+                                          "TUNELAB_SHARED_MODELS": str(self.settings.shared_models)})
+            execution = self.executor.start(spec_path, spec_path.parent, env, readable=inputs, writable=[runtime],
+                                            gpus=len(held.gpus), cpus=held.cpus)
         except OSError as exc:
             if not diskfull.is_disk_full(exc):
                 raise
@@ -140,8 +178,10 @@ class Worker:
                 if self._hold(s, job, version):
                     self._fail_disk_full(s, job, "starting the job")
             return
-        self._supervise(job_id, version, execution, metering.JobMeter(job_id, job.tenant_id, execution,
-                                                                      self.settings.heartbeat_seconds))
+        meter = metering.JobMeter(job_id, job.tenant_id, execution, self.settings.heartbeat_seconds)
+        if meter.device != "cpu":           # GPU time is billed a GPU: one for each of its processes
+            meter.units = max(1, len(held.gpus))
+        self._supervise(job_id, version, execution, meter)
 
     def _hold(self, s, job: Job, version: int) -> bool:
         """Still this attempt's worker? Renews the lease; see store.hold."""
@@ -237,6 +277,8 @@ class Worker:
                         execution.kill()
                         execution_wait(execution)
                     return
+                if not state.get("placed") and getattr(execution, "placement", None):
+                    state["placed"] = record_placement(s, job, execution.placement)   # a cluster's node, once known
                 for line in execution.lines():
                     self._handle_line(s, job, line, state)
                     meter and meter.observe(line)

@@ -17,6 +17,7 @@ from ..api.deps import SessionDep, SettingsDep
 from ..api.routes.jobs import cancel_job as api_cancel, resume_job as api_resume
 from ..api.errors import APIError
 from ..api.routes.jobs import open_stream
+from ..contract.resources import placement_line
 from ..db.models import Dataset, Job, JobEvent, TunedModel
 from ..db.scoped import TenantScope
 from ..evaluation.summary import summarize
@@ -92,7 +93,11 @@ def live_context(session, user, job: Job) -> dict:
     log = [e for e in events if e.type != "progress"][-LOG_EVENTS:]
     p = job.progress or {}
     total = p.get("total_steps") or 0
-    return {"job": job, "terminal": JobStatus(job.status).is_terminal, "chart": progress, "log": log,
+    terminal = JobStatus(job.status).is_terminal
+    placed = placement_line(job.placement) if job.placement else None
+    return {"job": job, "terminal": terminal, "chart": progress, "log": log,
+            # where it runs: "Runs on node-1: gpu:0, gpu:1, 2 processes" ("Ran on" once it ended)
+            "placement": ("Ran" + placed[4:]) if placed and terminal else placed,
             "chart_kind": CHART["bench"] if job.kind == BENCH else CHART.get(task.serving, CHART["classify"]),
             "last_id": events[-1].id if events else 0,
             "now": {"phase": p.get("phase"), "step": p.get("step"), "total": total, "eta": p.get("eta_s"),

@@ -89,6 +89,7 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
         names = [s["name"] for s in strategies if not s["disabled"]]
         chosen = q.get("strategy") if q.get("strategy") in names else advice.recommended
         fields = wizard.fields(chosen)
+        ctx.update(distributed=wizard.distributed(chosen), processes=str(q.get("processes") or "1")[:3])
         prefix = f"p.{chosen}."
         values = {k: v for k, v in (q.get("values") or {}).items() if k.startswith(prefix)}
         changed = any(values.get(prefix + f.name, f.default_text) != f.default_text
@@ -116,9 +117,10 @@ def _wizard(request, user, session, settings, q: dict, error: str | None = None,
 @router.get("/train")
 def train_form(request: Request, user: UserDep, session: SessionDep, settings: SettingsDep,
                dataset: str | None = None, model: str | None = None, strategy: str | None = None,
-               budget: str | None = None, limit: str | None = None):
+               budget: str | None = None, limit: str | None = None, processes: str | None = None):
     need(user, "member")
     q = {"dataset": dataset, "model": model, "strategy": strategy, "budget": budget, "limit": limit,
+         "processes": processes,
          "values": {k: v for k, v in request.query_params.items() if k.startswith("p.")},
          "compare": request.query_params.getlist("compare")}
     return _wizard(request, user, session, settings, q)
@@ -129,7 +131,7 @@ async def start(request: Request, user: UserDep, session: SessionDep, settings: 
     need(user, "member")
     form = await checked_form(request, user)
     q = {k: form.get(k) for k in ("dataset", "model", "strategy", "budget", "limit", "time_limit", "exhaustive",
-                                  "model_name")}
+                                  "model_name", "processes")}
     q["values"] = {k: v for k, v in form.items() if k.startswith("p.") and isinstance(v, str)}
     q["compare"] = form.getlist("compare")
     action = form.get("action", "train")
@@ -146,6 +148,7 @@ async def start(request: Request, user: UserDep, session: SessionDep, settings: 
         name = str(q["strategy"] or "")
         spec = JobSpec(kind="train", dataset_id=q["dataset"], model=model, strategy=name, limit=limit,
                        params=wizard.params_from_form(name, form) if name else {},
+                       processes=wizard.processes_from_form(name, q["processes"]),
                        model_name=str(form.get("model_name") or "").strip() or None)
         key = f"web-{form.get('idempotency_key')}" if form.get("idempotency_key") else None
         # The API's own create: the same checks (dataset, model, sandbox), the same audit entry.

@@ -52,6 +52,21 @@ def fields(strategy_name: str) -> list[Field]:
     return out
 
 
+def distributed(strategy_name: str | None) -> bool:
+    """Whether the strategy's training spreads over several processes (its `distributed`): the
+    wizard then offers a "Processes" input."""
+    try:
+        return bool(strategy_name) and bool(getattr(get_strategy(strategy_name), "distributed", False))
+    except ConfigError:
+        return False
+
+
+def processes_from_form(strategy_name: str | None, raw) -> int:
+    """The wizard's "Processes" (1 when left empty, or for a strategy that has no loop to spread)."""
+    value = positive_int(raw, "Processes")
+    return value if value and distributed(strategy_name) else 1
+
+
 def strategies(task: str = "text-classification") -> list[dict]:
     """The task's strategies the wizard offers, cheapest first; one that cannot run here is shown
     disabled with the reason."""

@@ -20,7 +20,10 @@ class Executor(Protocol):
     name: str
 
     def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable: list[Path] = (),
-              writable: list[Path] = (), gpus: int = 0, program: list[str] | None = None) -> Execution:
+              writable: list[Path] = (), gpus: int = 0, program: list[str] | None = None,
+              cpus: int | None = None) -> Execution:
         """readable: inputs the job may read (datasets, a model folder); writable: besides job_dir;
         gpus: how many GPUs the job reserved (a sandbox passes only those devices); program: what
-        runs instead of the job process on spec_path (a model server: serving/replicas.py)."""
+        runs instead of the job process on spec_path (a model server: serving/replicas.py); cpus:
+        the CPUs the worker reserved for it (None: the machine's; a cluster executor asks a node
+        for them; env holds TUNELAB_JOB_CPUS and the thread counts that go with them)."""

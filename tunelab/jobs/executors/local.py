@@ -79,8 +79,11 @@ class LocalExecutor:
     name = "local"
 
     def start(self, spec_path: Path, job_dir: Path, env: dict[str, str], *, readable=(), writable=(),
-              gpus: int = 0, program: list[str] | None = None) -> LocalExecution:
-        """program: what runs (default: the job process on spec_path), as for the sandbox."""
+              gpus: int = 0, program: list[str] | None = None, cpus: int | None = None) -> LocalExecution:
+        """program: what runs (default: the job process on spec_path), as for the sandbox; cpus:
+        the job's CPUs (the worker's env for it already says so: TUNELAB_JOB_CPUS, threads)."""
+        if cpus is not None:
+            env = {"TUNELAB_JOB_CPUS": str(cpus), **env}
         log = open_append(job_dir / "job.log")          # never through a link a job left
         argv = program or [sys.executable, "-m", "tunelab.jobs.child", str(spec_path)]
         proc = subprocess.Popen(argv,  # safe: argv list
