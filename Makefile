@@ -67,6 +67,12 @@ bench-images: $(STAMP)
 bench-hardware: $(STAMP)
 	$(BIN)/python benchmarks/bench_hardware.py --json benchmarks/results/bench_hardware.json
 
+.PHONY: bench-scaling
+# MiniLM full on 2 processes x 1 thread against 1 x 1 and 1 x 2 (samples/s, macro-F1 at the same global
+# batch), the all-reduce timed alone, and the paper estimate for 8 GPUs and 2 nodes (a few minutes)
+bench-scaling: $(STAMP)
+	$(BIN)/python benchmarks/bench_scaling.py --breakdown --json benchmarks/results/bench_scaling.json
+
 .PHONY: bench-small-data
 # the pruned comparison against the exhaustive one on 8-64 examples a label (hours on 2 cores: see
 # the script's --datasets/--sizes/--seeds for a subset)
