@@ -69,9 +69,9 @@ bench-hardware: $(STAMP)
 
 .PHONY: bench-scaling
 # MiniLM full on 2 processes x 1 thread against 1 x 1 and 1 x 2 (samples/s, macro-F1 at the same global
-# batch), the all-reduce timed alone, and the paper estimate for 8 GPUs and 2 nodes (a few minutes)
+# batch, 64 rows: 32 a rank), the all-reduce timed alone, and the paper estimate for 8 GPUs and 2 nodes (a few minutes)
 bench-scaling: $(STAMP)
-	$(BIN)/python benchmarks/bench_scaling.py --breakdown --json benchmarks/results/bench_scaling.json
+	$(BIN)/python benchmarks/bench_scaling.py --batch 64 --breakdown --json benchmarks/results/bench_scaling.json
 
 .PHONY: bench-small-data
 # the pruned comparison against the exhaustive one on 8-64 examples a label (hours on 2 cores: see

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from cli_helpers import run_cli
-from lm_fixtures import SHARED, stories260k  # noqa: F401  (a fixture)
+from lm_fixtures import SHARED, one_thread, stories260k  # noqa: F401  (fixtures; one_thread is autouse: torch on one thread)
 
 ROWS, LABELS, VOCAB = 44, 3, 64
 STEPS = 6               # optimizer steps in a run (44 rows / batch 16 = 3 batches an epoch, 2 epochs)
@@ -159,14 +159,6 @@ def launch_ranks(tmp: Path, name: str, **config) -> dict:
 def max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k] - b[k]).abs().max()) for k in a)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ read its report lines, ask it to stop, or kill it."""
 
 from __future__ import annotations
 
+import queue
 from pathlib import Path
 from typing import Protocol
 
@@ -27,3 +28,13 @@ class Executor(Protocol):
         runs instead of the job process on spec_path (a model server: serving/replicas.py); cpus:
         the CPUs the worker reserved for it (None: the machine's; a cluster executor asks a node
         for them; env holds TUNELAB_JOB_CPUS and the thread counts that go with them)."""
+
+
+def drain(q: queue.Queue) -> list:
+    """What a reader thread has queued so far, without waiting (an Execution's lines())."""
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from ...security.safe_fs import open_append
+from .base import drain
 
 
 class LocalExecution:
@@ -40,12 +41,7 @@ class LocalExecution:
         return self.watch.violation if self.watch is not None else None
 
     def lines(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(self._q.get_nowait())
-            except queue.Empty:
-                return out
+        return drain(self._q)
 
     def terminate(self) -> None:
         """SIGTERM to the job process itself (not a wrapper such as bwrap, which would die of it

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from ...security.safe_fs import open_append
+from .base import drain
 from .ray_node import CHUNK, JOB, READABLE, STREAM_IN, STREAM_OUT, JobPlan, JobRunner, add_regular_tree, \
     extract_regular, stream_cipher
 
@@ -164,12 +165,7 @@ class RayExecution:
         return self._code
 
     def lines(self) -> list[str]:
-        out = []
-        while True:
-            try:
-                out.append(self._q.get_nowait())
-            except queue.Empty:
-                return out
+        return drain(self._q)
 
     @property
     def violation(self) -> str | None:
