@@ -8,7 +8,6 @@ EXIT_*): the worker retries only infrastructure failures, never a user's bad dat
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -38,12 +37,7 @@ def emit(type_: str, **data) -> None:
 def _die_with_parent(parent: int) -> None:
     """A worker killed with SIGKILL must not leave its job running on (two runs would then
     share one checkpoint folder when the job is claimed again)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    if os.getppid() != parent:       # the parent died before prctl took effect
-        os._exit(1)
+    launch.die_with(parent)
 
 
 def _on_sigterm(signum, frame) -> None:

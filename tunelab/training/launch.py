@@ -33,15 +33,20 @@ def is_rank() -> bool:
     return _LAUNCHER in os.environ and "RANK" in os.environ
 
 
-def join_as_rank() -> None:
-    """Called first thing in a rank: die with the agent, whatever kills it."""
-    launcher = int(os.environ[_LAUNCHER])
+def die_with(parent: int) -> None:
+    """This process gets SIGKILL when its parent dies, whatever kills the parent; it exits at once
+    when the parent (`parent`, a pid) is already gone."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     except OSError:
         pass
-    if os.getppid() != launcher:       # the agent died before prctl took effect
+    if os.getppid() != parent:       # the parent died before prctl took effect
         os._exit(1)
+
+
+def join_as_rank() -> None:
+    """Called first thing in a rank: die with the agent, whatever kills it."""
+    die_with(int(os.environ[_LAUNCHER]))
 
 
 def rank_exit(code: int, error: str | None = None, answers: tuple[int, ...] = ANSWERS) -> int:
